@@ -1,0 +1,47 @@
+/* main.c — the `moe` command: dispatches to one subcommand per file (cmd_*.c). */
+#include "cli/cli.h"
+
+#include <string.h>
+
+/* One line per subcommand; keep in the order `moe --help` should list them. */
+#define MOE_COMMANDS(X) \
+    X(inspect, "show a GGUF file's architecture, hyperparameters and tensors")
+
+#define DECLARE(name, summary) int cmd_##name(int argc, char **argv);
+MOE_COMMANDS(DECLARE)
+#undef DECLARE
+
+static const cli_command g_commands[] = {
+#define ENTRY(name, summary) {#name, cmd_##name, summary},
+    MOE_COMMANDS(ENTRY)
+#undef ENTRY
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "moe %s — a C engine for sparse Mixture-of-Experts models\n\n"
+            "usage: moe SUBCOMMAND [options]   (moe SUBCOMMAND --help for its options)\n\n"
+            "subcommands:\n",
+            MOE_VERSION);
+    for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
+    fprintf(f, "\n  --version  print the version\n  --help     this text\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *sub = argv[1];
+    if (cli_is_help(sub)) { usage(stdout); return 0; }
+    if (strcmp(sub, "--version") == 0 || strcmp(sub, "version") == 0) {
+        printf("moe %s\n", MOE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
+        if (strcmp(sub, g_commands[i].name) == 0) return g_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "moe: unknown subcommand '%s'\n\n", sub);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,40 @@
+/* threads.h — the thread pool: one pool sized by -t, work split by index (thread `ith`
+ * of `nth` takes its share of rows), as ggml does. */
+#ifndef MOE_CORE_THREADS_H
+#define MOE_CORE_THREADS_H
+
+#include "core/common.h"
+
+typedef struct moe_pool moe_pool;
+
+/* A task: called once on every thread of the pool with ith = 0..nth-1. */
+typedef void (*moe_task_fn)(void *arg, int ith, int nth);
+
+/* n_threads ≤ 0 picks the number of cores. The calling thread is thread 0, so a pool of
+ * n threads starts n-1 workers. */
+moe_pool *moe_pool_create(int n_threads);
+void moe_pool_free(moe_pool *p);
+int moe_pool_size(const moe_pool *p);
+
+/* Runs fn(arg, ith, nth) on every thread and returns when all have finished. A NULL
+ * pool runs fn(arg, 0, 1) on the caller. Not reentrant: call from one thread at a time. */
+void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg);
+
+/* Seconds the caller spent waiting at the end of moe_pool_run for the other threads
+ * (load imbalance + wake-up latency), summed since creation or the last reset. */
+double moe_pool_wait_seconds(const moe_pool *p);
+uint64_t moe_pool_runs(const moe_pool *p);
+void moe_pool_reset_stats(moe_pool *p);
+
+/* The [begin, end) share of n items for thread ith of nth, in chunks of `align` items
+ * (so SIMD blocks or quant blocks are never split). */
+static inline void moe_split(int64_t n, int ith, int nth, int64_t align, int64_t *begin, int64_t *end) {
+    int64_t chunks = (n + align - 1) / align;
+    int64_t per = chunks / nth, extra = chunks % nth;
+    int64_t c0 = ith * per + (ith < extra ? ith : extra);
+    int64_t c1 = c0 + per + (ith < extra ? 1 : 0);
+    *begin = MOE_MIN(c0 * align, n);
+    *end = MOE_MIN(c1 * align, n);
+}
+
+#endif

@@ -1,0 +1,75 @@
+/* types.c — the table of element types: ggml's names and block sizes, and the kernels
+ * each type has (filled in by the quant files). */
+#include "core/types.h"
+
+#include <stdio.h>
+#include <strings.h>
+
+/* Block sizes and bytes per block follow ggml-common.h. */
+static const moe_type_traits g_types[MOE_TYPE_COUNT] = {
+    [MOE_TYPE_F32]     = {"f32", 1, 4, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_F32},
+    [MOE_TYPE_F16]     = {"f16", 1, 2, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_F16},
+    [MOE_TYPE_Q4_0]    = {"q4_0", 32, 18, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
+    [MOE_TYPE_Q4_1]    = {"q4_1", 32, 20, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_1},
+    [MOE_TYPE_Q5_0]    = {"q5_0", 32, 22, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
+    [MOE_TYPE_Q5_1]    = {"q5_1", 32, 24, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_1},
+    [MOE_TYPE_Q8_0]    = {"q8_0", 32, 34, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
+    [MOE_TYPE_Q8_1]    = {"q8_1", 32, 36, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_1},
+    [MOE_TYPE_Q2_K]    = {"q2_K", 256, 84, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_Q3_K]    = {"q3_K", 256, 110, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_Q4_K]    = {"q4_K", 256, 144, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_Q5_K]    = {"q5_K", 256, 176, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_Q6_K]    = {"q6_K", 256, 210, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_Q8_K]    = {"q8_K", 256, 292, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ2_XXS] = {"iq2_xxs", 256, 66, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ2_XS]  = {"iq2_xs", 256, 74, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ3_XXS] = {"iq3_xxs", 256, 98, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ1_S]   = {"iq1_s", 256, 50, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ4_NL]  = {"iq4_nl", 32, 18, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
+    [MOE_TYPE_IQ3_S]   = {"iq3_s", 256, 110, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ2_S]   = {"iq2_s", 256, 82, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ4_XS]  = {"iq4_xs", 256, 136, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_I8]      = {"i8", 1, 1, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I8},
+    [MOE_TYPE_I16]     = {"i16", 1, 2, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I16},
+    [MOE_TYPE_I32]     = {"i32", 1, 4, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I32},
+    [MOE_TYPE_I64]     = {"i64", 1, 8, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I64},
+    [MOE_TYPE_F64]     = {"f64", 1, 8, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_F64},
+    [MOE_TYPE_IQ1_M]   = {"iq1_m", 256, 56, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_BF16]    = {"bf16", 1, 2, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_BF16},
+    [MOE_TYPE_TQ1_0]   = {"tq1_0", 256, 54, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_TQ2_0]   = {"tq2_0", 256, 66, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_MXFP4]   = {"mxfp4", 32, 17, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
+};
+
+const moe_type_traits *moe_type_get(int type) {
+    if (type < 0 || type >= MOE_TYPE_COUNT || !g_types[type].name) return NULL;
+    return &g_types[type];
+}
+
+const char *moe_type_name(int type) {
+    const moe_type_traits *t = moe_type_get(type);
+    if (t) return t->name;
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof buf, "type %d", type);
+    return buf;
+}
+
+int moe_type_from_name(const char *name) {
+    for (int i = 0; i < MOE_TYPE_COUNT; i++)
+        if (g_types[i].name && strcasecmp(g_types[i].name, name) == 0) return i;
+    return -1;
+}
+
+size_t moe_row_size(moe_type t, int64_t n) {
+    const moe_type_traits *tt = moe_type_get(t);
+    return tt ? (size_t)(n / tt->block_size) * tt->type_size : 0;
+}
+
+moe_status moe_type_check_compute(int type) {
+    const moe_type_traits *t = moe_type_get(type);
+    if (!t) return moe_error(MOE_ERR_UNSUPPORTED, "unknown tensor type id %d", type);
+    if (!t->to_float || !t->vec_dot)
+        return moe_error(MOE_ERR_UNSUPPORTED, "tensor type %s is not supported yet%s", t->name,
+                         t->name[0] == 'i' && t->name[1] == 'q' ? " (IQ quants are not implemented)" : "");
+    return MOE_OK;
+}
