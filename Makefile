@@ -36,18 +36,18 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-ifeq ($(SAN),1)
+# Every build tree has its own binary; the default one is also linked as ./moe.
 MOE_BIN := $(BUILD)/moe
-else
-MOE_BIN := moe
-endif
 
 .PHONY: all lib test check bench install uninstall clean deps help fuzz print-deps
 all: $(MOE_BIN) lib
-
-lib: $(BUILD)/libmoe.a $(BUILD)/libmoe.so
+ifeq ($(BUILD),build)
+	@ln -sf $(BUILD)/moe moe
 	@ln -sf $(BUILD)/libmoe.a libmoe.a
 	@ln -sf $(BUILD)/libmoe.so libmoe.so
+endif
+
+lib: $(BUILD)/libmoe.a $(BUILD)/libmoe.so
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -84,7 +84,7 @@ fuzz:
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 755 moe $(DESTDIR)$(PREFIX)/bin/moe
+	install -m 755 $(MOE_BIN) $(DESTDIR)$(PREFIX)/bin/moe
 	install -m 644 include/moe.h $(DESTDIR)$(PREFIX)/include/moe.h
 	install -m 644 $(BUILD)/libmoe.a $(DESTDIR)$(PREFIX)/lib/libmoe.a
 	install -m 755 $(BUILD)/libmoe.so $(DESTDIR)$(PREFIX)/lib/libmoe.so

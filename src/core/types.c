@@ -1,14 +1,17 @@
 /* types.c — the table of element types: ggml's names and block sizes, and the kernels
  * each type has (filled in by the quant files). */
 #include "core/types.h"
+#include "core/quant_float.h"
 
 #include <stdio.h>
 #include <strings.h>
 
 /* Block sizes and bytes per block follow ggml-common.h. */
 static const moe_type_traits g_types[MOE_TYPE_COUNT] = {
-    [MOE_TYPE_F32]     = {"f32", 1, 4, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_F32},
-    [MOE_TYPE_F16]     = {"f16", 1, 2, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_F16},
+    [MOE_TYPE_F32]     = {"f32", 1, 4, false, moe_f32_to_float, moe_f32_from_float, moe_f32_from_float,
+                          moe_f32_vec_dot, moe_f32_vec_dot_ref, MOE_TYPE_F32},
+    [MOE_TYPE_F16]     = {"f16", 1, 2, false, moe_f16_to_float, moe_f16_from_float, moe_f16_from_float,
+                          moe_f16_vec_dot, moe_f16_vec_dot_ref, MOE_TYPE_F16},
     [MOE_TYPE_Q4_0]    = {"q4_0", 32, 18, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
     [MOE_TYPE_Q4_1]    = {"q4_1", 32, 20, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_1},
     [MOE_TYPE_Q5_0]    = {"q5_0", 32, 22, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},
@@ -35,7 +38,8 @@ static const moe_type_traits g_types[MOE_TYPE_COUNT] = {
     [MOE_TYPE_I64]     = {"i64", 1, 8, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I64},
     [MOE_TYPE_F64]     = {"f64", 1, 8, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_F64},
     [MOE_TYPE_IQ1_M]   = {"iq1_m", 256, 56, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
-    [MOE_TYPE_BF16]    = {"bf16", 1, 2, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_BF16},
+    [MOE_TYPE_BF16]    = {"bf16", 1, 2, false, moe_bf16_to_float, moe_bf16_from_float, moe_bf16_from_float,
+                          moe_bf16_vec_dot, moe_bf16_vec_dot_ref, MOE_TYPE_BF16},
     [MOE_TYPE_TQ1_0]   = {"tq1_0", 256, 54, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
     [MOE_TYPE_TQ2_0]   = {"tq2_0", 256, 66, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
     [MOE_TYPE_MXFP4]   = {"mxfp4", 32, 17, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_0},

@@ -1,0 +1,49 @@
+/* matmul.h — y = W·x for weights of any type: the one entry point the model code uses.
+ * Activations are first converted to the weight type's vec_dot_type (Q8_0 for Q4_0,
+ * Q8_K for the K-quants, F16 for F16 weights, ...) exactly as llama.cpp's CPU backend
+ * does, then every output is one vec_dot of a weight row with an activation row. */
+#ifndef MOE_CORE_MATMUL_H
+#define MOE_CORE_MATMUL_H
+
+#include "core/common.h"
+#include "core/threads.h"
+#include "core/types.h"
+
+/* A weight matrix: `rows` rows of `cols` values of `type`; row r starts at
+ * data + r * row_bytes (row_bytes is normally moe_row_size(type, cols)). */
+typedef struct moe_mat {
+    const void *data;
+    int type;
+    int64_t rows, cols;
+    size_t row_bytes;
+} moe_mat;
+
+static inline moe_mat moe_mat_make(const void *data, int type, int64_t rows, int64_t cols) {
+    moe_mat m = {data, type, rows, cols, moe_row_size((moe_type)type, cols)};
+    return m;
+}
+
+/* A growable scratch buffer (64-byte aligned). */
+typedef struct moe_buf {
+    void *ptr;
+    size_t cap;
+} moe_buf;
+void *moe_buf_reserve(moe_buf *b, size_t n);   /* NULL + error on failure */
+void moe_buf_free(moe_buf *b);
+
+/* Bytes of one activation row of `cols` values prepared for weights of type wtype. */
+size_t moe_act_row_size(int wtype, int64_t cols);
+/* Converts n rows of x [n × cols] (row stride cols) into xq (row stride
+ * moe_act_row_size), split over the pool's threads. */
+void moe_act_prepare(moe_pool *pool, int wtype, const float *x, void *xq, int64_t n, int64_t cols);
+/* y[t * ldy + r] = dot(W row r, xq row t) for t < n, r < W->rows. Threads split rows
+ * (decode) or row blocks × tokens (batches). xq must come from moe_act_prepare for
+ * W->type (or any type with the same vec_dot_type). */
+void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n);
+/* Both steps; scratch holds the prepared activations. */
+moe_status moe_matmul(moe_pool *pool, float *y, const moe_mat *W, const float *x, int64_t n, moe_buf *scratch);
+
+/* Dequantizes row r of W into out[W->cols]. */
+void moe_mat_get_row(const moe_mat *W, int64_t r, float *out);
+
+#endif
