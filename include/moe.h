@@ -149,6 +149,122 @@ moe_status moe_gguf_writer_add_tensor(moe_gguf_writer *w, const char *name, int 
 /* Writes the file atomically (temporary file, fsync, rename). */
 moe_status moe_gguf_writer_write(moe_gguf_writer *w, const char *path);
 
+/* ------------------------------------------------------------------ offloading */
+
+/* Eviction policies of the expert cache (docs/OFFLOAD.md gives each rule). BELADY is
+ * the offline optimum (it needs the future): only `moe cachesim` can run it. */
+typedef enum moe_cache_policy {
+    MOE_CACHE_LRU = 0,
+    MOE_CACHE_LFU,
+    MOE_CACHE_FIFO,
+    MOE_CACHE_EDGEMOE,
+    MOE_CACHE_BELADY,
+    MOE_CACHE_POLICY_COUNT
+} moe_cache_policy;
+const char *moe_cache_policy_name(moe_cache_policy p);
+/* -1 for an unknown name. */
+int moe_cache_policy_from_name(const char *name);
+
+/* How a memory budget splits for a model (see docs/OFFLOAD.md). */
+typedef struct moe_offload_plan {
+    uint64_t file_bytes;
+    uint64_t expert_bytes;       /* all routed experts of all layers */
+    uint64_t resident_bytes;     /* everything else: attention, embeddings, norms, shared experts */
+    uint64_t kv_bytes;           /* KV cache for n_ctx tokens (F32) */
+    uint64_t overhead_bytes;     /* scratch buffers and bookkeeping (estimate) */
+    uint64_t slot_bytes;         /* one expert slot: gate+up+down of the largest expert */
+    int n_layers, n_moe_layers, n_experts, n_experts_used;
+    int64_t n_slots;             /* expert slots the budget leaves room for */
+    uint64_t min_budget;         /* the smallest budget that runs: one layer's worth of slots */
+} moe_offload_plan;
+/* Fills `plan` for running the model with `budget` bytes and a context of n_ctx tokens.
+ * Fails with MOE_ERR_NOMEM and a message saying how much is needed when the budget cannot
+ * hold the resident part plus one layer's worth of experts (the plan is filled anyway). */
+moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_offload_plan *plan);
+
+/* A routing trace (the JSON lines `--dump-routing` writes; docs/FORMAT.md). */
+typedef struct moe_trace moe_trace;
+moe_trace *moe_trace_load(const char *path);
+void moe_trace_free(moe_trace *t);
+int64_t moe_trace_n_groups(const moe_trace *t);     /* (token, layer) lines */
+int64_t moe_trace_n_accesses(const moe_trace *t);   /* expert uses */
+int moe_trace_n_layers(const moe_trace *t);         /* 1 + largest layer index */
+int moe_trace_n_experts(const moe_trace *t);        /* 1 + largest expert id */
+int moe_trace_max_group(const moe_trace *t);        /* most experts one line uses */
+
+typedef struct moe_cachesim_result {
+    int64_t accesses, hits, misses, evictions;
+    double hit_rate;
+} moe_cachesim_result;
+/* Replays the trace in file order through an expert cache of n_slots slots. Fails if the
+ * slots cannot hold one line's experts (per layer, with per_layer). */
+moe_status moe_cachesim(const moe_trace *t, moe_cache_policy policy, int64_t n_slots, bool per_layer,
+                        moe_cachesim_result *out);
+
+/* ------------------------------------------------------------------ sampling */
+
+/* The sampler picks the next token from a row of logits. It applies llama.cpp's default
+ * chain in llama.cpp's order — penalties, top-k, top-p, min-p, temperature — then draws
+ * from softmax of what is left (docs/RUN.md). temp <= 0 is greedy: the largest logit
+ * (after penalties), the lowest id on ties. */
+#define MOE_SEED_RANDOM 0xFFFFFFFFu   /* seed from the clock (llama.cpp's LLAMA_DEFAULT_SEED) */
+
+typedef struct moe_sampler_params {
+    uint32_t seed;           /* MOE_SEED_RANDOM: a fresh seed (see moe_sampler_seed) */
+    float temp;              /* 0.80; <= 0: greedy */
+    int32_t top_k;           /* 40; <= 0: off */
+    float top_p;             /* 0.95; >= 1: off */
+    float min_p;             /* 0.05; <= 0: off */
+    int32_t penalty_last_n;  /* 64: how many past tokens the penalties look at; 0: off */
+    float penalty_repeat;    /* 1.0 (off): divide positive / multiply negative logits */
+    float penalty_freq;      /* 0.0 (off): subtract count * freq */
+    float penalty_present;   /* 0.0 (off): subtract present once if seen */
+    int32_t min_keep;        /* 0: top-p and min-p keep at least this many tokens */
+} moe_sampler_params;
+
+typedef struct moe_sampler moe_sampler;
+
+/* llama.cpp's defaults (common_params_sampling). */
+moe_sampler_params moe_sampler_default_params(void);
+/* NULL with a message on invalid parameters (NaN, negative temperature is fine). */
+moe_sampler *moe_sampler_init(const moe_sampler_params *params);
+void moe_sampler_free(moe_sampler *s);
+/* Picks a token from logits[0..n_vocab). Does not record it: call moe_sampler_accept
+ * with the token that is actually used. Returns -1 with a message if n_vocab < 1 or no
+ * logit is finite. */
+int32_t moe_sampler_sample(moe_sampler *s, const float *logits, int32_t n_vocab);
+/* Records a token in the penalty window (prompt tokens too, as llama.cpp does). */
+void moe_sampler_accept(moe_sampler *s, int32_t token);
+/* Forgets the history and restarts the random sequence from the seed. */
+void moe_sampler_reset(moe_sampler *s);
+/* The seed in use (the drawn one when MOE_SEED_RANDOM was asked for). */
+uint32_t moe_sampler_seed(const moe_sampler *s);
+
+/* ------------------------------------------------------------------ chat templates */
+
+/* Chat templates are applied the way llama.cpp's llm_chat_apply_template does: the
+ * family is recognised from substrings of the model's Jinja text
+ * (`tokenizer.chat_template`) and formatted in C; no Jinja interpreter. */
+typedef struct moe_chat_msg {
+    const char *role;      /* "system", "user", "assistant" */
+    const char *content;
+} moe_chat_msg;
+
+/* Number of built-in templates; ids are 0 .. n-1. */
+int moe_chat_template_count(void);
+/* "chatml", "llama2", "mistral-v7", ... ; NULL for an invalid id. */
+const char *moe_chat_template_name(int tmpl);
+/* The id of a template name, or -1. */
+int moe_chat_template_from_name(const char *name);
+/* The id detected from a Jinja template text (or a template name), or -1 if unknown. */
+int moe_chat_template_detect(const char *jinja);
+/* Formats a conversation. bos/eos are the texts of the model's BOS/EOS tokens, used by the
+ * few templates that spell them inside the text (NULL: ""). With add_assistant the
+ * result ends with the assistant's turn header. Returns a malloc'ed string (free()),
+ * or NULL with a message. */
+char *moe_chat_format(int tmpl, const moe_chat_msg *msgs, size_t n_msgs, bool add_assistant,
+                      const char *bos, const char *eos);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,7 +5,8 @@
 
 /* One line per subcommand; keep in the order `moe --help` should list them. */
 #define MOE_COMMANDS(X) \
-    X(inspect, "show a GGUF file's architecture, hyperparameters and tensors")
+    X(inspect, "show a GGUF file's architecture, hyperparameters and tensors") \
+    X(cachesim, "replay a routing trace through the expert cache under each eviction policy")
 
 #define DECLARE(name, summary) int cmd_##name(int argc, char **argv);
 MOE_COMMANDS(DECLARE)

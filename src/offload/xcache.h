@@ -1,0 +1,41 @@
+/* xcache.h — the expert cache's bookkeeping: which (layer, expert) sits in which slot,
+ * and which one to evict (LRU, LFU, FIFO, EdgeMoE-style, Belady). The same object runs
+ * inside the offloading expert provider and inside `moe cachesim`, so a simulated hit
+ * rate is the hit rate the engine gets. It manages slot numbers only; the memory of the
+ * slots belongs to the caller. */
+#ifndef MOE_OFFLOAD_XCACHE_H
+#define MOE_OFFLOAD_XCACHE_H
+
+#include "core/common.h"
+
+typedef struct moe_xcache moe_xcache;
+
+/* n_slots in total; per_layer splits them evenly between layers (each layer then
+ * evicts only its own experts), otherwise all layers share them. */
+moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_layer,
+                            int n_layers, int n_experts);
+void moe_xcache_free(moe_xcache *c);
+
+/* Marks the start of a new token (step) at `layer`: used by the frequency estimates. */
+void moe_xcache_begin_layer(moe_xcache *c, int layer);
+
+/* Looks (layer, expert) up. On a hit returns its slot and records the use. On a miss
+ * returns -1 and changes nothing. */
+int64_t moe_xcache_lookup(moe_xcache *c, int layer, int expert);
+
+/* Places (layer, expert), which must be absent, into a free slot or the slot of the
+ * policy's victim, and returns the slot (or -1 with an error when every candidate slot
+ * is pinned). Entries pinned with moe_xcache_pin are never evicted. For Belady,
+ * `next_use` gives for every key (layer * n_experts + expert) the time of its next use
+ * (INT64_MAX if never); other policies ignore it (may be NULL). */
+int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *next_use);
+
+/* Pinning protects the experts of the layer being computed from eviction. */
+void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned);
+/* The key in a slot, -1 if empty. */
+int64_t moe_xcache_slot_key(const moe_xcache *c, int64_t slot);
+int64_t moe_xcache_n_slots(const moe_xcache *c);
+/* Insertions that replaced a resident expert. */
+int64_t moe_xcache_evictions(const moe_xcache *c);
+
+#endif
