@@ -39,6 +39,8 @@ const char *moe_status_str(moe_status st);
 
 /* Number of online CPU cores (the default thread count). */
 int moe_default_threads(void);
+/* The process's peak resident set size so far (VmHWM), in bytes; 0 if unknown. */
+uint64_t moe_peak_rss_bytes(void);
 
 /* ------------------------------------------------------------------ GGUF files */
 
@@ -149,6 +151,111 @@ moe_status moe_gguf_writer_add_tensor(moe_gguf_writer *w, const char *name, int 
 /* Writes the file atomically (temporary file, fsync, rename). */
 moe_status moe_gguf_writer_write(moe_gguf_writer *w, const char *path);
 
+/* ------------------------------------------------------------------ tensor types */
+
+/* ggml's name of a tensor type id ("f32", "q4_K", ...); "type N" for an unknown id. */
+const char *moe_type_name(int type);
+
+/* ------------------------------------------------------------------ models */
+
+/* A model loaded from a GGUF file (mapped, never copied) and a context that evaluates
+ * tokens with it (KV cache + scratch). Architectures: llama (Mixtral when it has experts),
+ * qwen2moe, qwen3moe, olmoe, deepseek (DeepSeek-MoE v1); docs/ARCHITECTURE.md. */
+typedef struct moe_model moe_model;
+typedef struct moe_context moe_context;
+
+typedef enum moe_rope_type {
+    MOE_ROPE_NORM = 0,      /* rotate adjacent pairs (x[2i], x[2i+1]): llama, deepseek */
+    MOE_ROPE_NEOX = 2,      /* rotate halves (x[i], x[i + n_rot/2]): qwen2moe, qwen3moe, olmoe */
+} moe_rope_type;
+
+typedef enum moe_rope_scaling {
+    MOE_ROPE_SCALING_NONE = 0,
+    MOE_ROPE_SCALING_LINEAR = 1,
+    MOE_ROPE_SCALING_YARN = 2,
+} moe_rope_scaling;
+
+/* Hyperparameters as read from the file's metadata ({arch}.*), with llama.cpp's defaults
+ * where a key is absent and sizes checked against the tensors' shapes. */
+typedef struct moe_hparams {
+    char arch[32];               /* general.architecture */
+    int64_t n_vocab;             /* tokenizer.ggml.tokens (or token_embd's rows) */
+    int64_t n_ctx_train;         /* context_length */
+    int64_t n_embd;              /* embedding_length */
+    int64_t n_layer;             /* block_count */
+    int64_t n_head, n_head_kv;   /* attention.head_count(_kv) */
+    int64_t n_embd_head_k;       /* attention.key_length, default n_embd / n_head */
+    int64_t n_embd_head_v;       /* attention.value_length, default n_embd / n_head */
+    int64_t n_rot;               /* rope.dimension_count, default n_embd_head_k */
+    int64_t n_ff;                /* feed_forward_length: dense FFN width (0 if no dense layer) */
+    int64_t n_expert;            /* expert_count (0: a dense model) */
+    int64_t n_expert_used;       /* expert_used_count (k) */
+    int64_t n_ff_exp;            /* expert_feed_forward_length: one routed expert's width */
+    int64_t n_ff_shexp;          /* width of the shared expert FFN (all shared experts), 0 if none */
+    int64_t n_expert_shared;     /* expert_shared_count (deepseek) */
+    int64_t n_layer_dense_lead;  /* leading_dense_block_count (deepseek) */
+    bool expert_weights_norm;    /* renormalise the top-k weights to sum 1 */
+    float expert_weights_scale;  /* multiply the routing weights (1 = none) */
+    bool shared_expert_gate;     /* qwen2moe: shared expert scaled by sigmoid(x·ffn_gate_inp_shexp) */
+    int qk_norm;                 /* 0 none, 1 RMS-norm per head (qwen3moe), 2 over the whole projection (olmoe) */
+    float rms_eps;               /* attention.layer_norm_rms_epsilon */
+    moe_rope_type rope_type;
+    float rope_freq_base;        /* rope.freq_base, default 10000 */
+    float rope_freq_scale;       /* 1 / rope.scaling.factor (1 if absent) */
+    moe_rope_scaling rope_scaling;      /* rope.scaling.type, default linear (= none at factor 1) */
+    int64_t rope_n_ctx_orig;     /* rope.scaling.original_context_length, default n_ctx_train */
+    float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
+} moe_hparams;
+
+typedef struct moe_model_params {
+    int n_threads;               /* threads of each context's pool; <= 0: all cores */
+} moe_model_params;
+moe_model_params moe_model_default_params(void);
+
+/* Loads a model. NULL params = defaults. Fails (NULL + message) on an unsupported
+ * architecture, a missing or misshapen tensor (named), or a tensor type that cannot be
+ * computed with yet. */
+moe_model *moe_model_load(const char *path, const moe_model_params *params);
+void moe_model_free(moe_model *m);
+const moe_hparams *moe_model_hparams(const moe_model *m);
+const char *moe_model_arch(const moe_model *m);
+int64_t moe_model_n_vocab(const moe_model *m);
+int64_t moe_model_n_layer(const moe_model *m);
+/* The file the model reads (for the tokenizer's metadata, the offloading planner, ...). */
+const moe_gguf *moe_model_gguf(const moe_model *m);
+
+/* A context of n_ctx positions (<= 0: min(n_ctx_train, 4096)); all memory (KV cache in
+ * F32, scratch for batches of up to 512 tokens) is allocated here, none per token. */
+moe_context *moe_context_init(moe_model *m, int64_t n_ctx);
+void moe_context_free(moe_context *c);
+int64_t moe_context_n_ctx(const moe_context *c);
+/* Tokens evaluated so far (the position of the next token). */
+int64_t moe_context_pos(const moe_context *c);
+/* Forgets the sequence: the next moe_eval starts at position 0. */
+void moe_context_reset(moe_context *c);
+
+#define MOE_EVAL_LAST_ONLY 1u  /* logits of the last token only (one row) */
+
+/* Evaluates n tokens continuing the sequence at moe_context_pos(). logits receives
+ * n × n_vocab floats (row i after token i), or n_vocab with MOE_EVAL_LAST_ONLY, or
+ * nothing when NULL. Long inputs are processed in batches; token ids out of range or a
+ * full context give MOE_ERR_INVALID and leave the context unchanged. */
+moe_status moe_eval(moe_context *c, const int32_t *tokens, int64_t n, float *logits, unsigned flags);
+
+/* Routing visibility: called for every (token, MoE layer) with the chosen experts (in
+ * selection order) and their combine weights. Within a batch the calls come layer by
+ * layer (all tokens of layer 0, then layer 1, ...). */
+typedef struct moe_routing_event {
+    int64_t pos;
+    int32_t token;
+    int layer;
+    int k;
+    const int32_t *experts;
+    const float *weights;
+} moe_routing_event;
+typedef void (*moe_routing_fn)(void *user, const moe_routing_event *ev);
+void moe_context_set_routing_hook(moe_context *c, moe_routing_fn fn, void *user);
+
 /* ------------------------------------------------------------------ offloading */
 
 /* Eviction policies of the expert cache (docs/OFFLOAD.md gives each rule). BELADY is
@@ -181,6 +288,47 @@ typedef struct moe_offload_plan {
  * Fails with MOE_ERR_NOMEM and a message saying how much is needed when the budget cannot
  * hold the resident part plus one layer's worth of experts (the plan is filled anyway). */
 moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_offload_plan *plan);
+
+/* The offloading expert provider (`--mem`): non-expert weights stay mapped, routed
+ * experts are read from the file into a fixed pool of slots sized from the budget. */
+typedef struct moe_offload moe_offload;
+/* Reads n bytes at offset off of fd into buf, like pread(2): replaceable so tests can
+ * inject faults. Returns bytes read, 0 at end of file, -1 with errno set on error. */
+typedef int64_t (*moe_pread_fn)(void *ctx, int fd, void *buf, size_t n, uint64_t off);
+typedef struct moe_offload_params {
+    uint64_t budget;             /* bytes for weights + expert cache + KV cache + scratch */
+    moe_cache_policy policy;     /* default EDGEMOE (BELADY is not an online policy) */
+    bool per_layer;              /* split the slots evenly between layers */
+    bool prefetch;               /* run the I/O thread (default true) */
+    bool no_direct;              /* do not try O_DIRECT */
+    moe_pread_fn read_fn;        /* NULL: pread */
+    void *read_ctx;
+} moe_offload_params;
+typedef struct moe_offload_stats {
+    int64_t n_slots;
+    uint64_t slot_bytes;
+    bool direct_io;              /* O_DIRECT reads (else page cache dropped after reads) */
+    int64_t accesses;            /* expert uses by the forward pass */
+    int64_t hits;                /* found ready */
+    int64_t hits_in_flight;      /* found while the I/O thread was still reading it */
+    int64_t misses;              /* read on demand */
+    int64_t loads_background;    /* read by the I/O thread (routed or predicted) */
+    int64_t prefetches;          /* predicted experts queued for reading */
+    int64_t predicted, predicted_right, routed_with_guess;
+    uint64_t bytes_read;
+    double stall_seconds;        /* time the forward pass waited for experts */
+    double hit_rate, prefetch_precision, prefetch_recall;
+} moe_offload_stats;
+moe_offload_params moe_offload_default_params(void);
+/* Plans the budget for a context of n_ctx tokens and allocates the slots. Fails with a
+ * message giving the smallest workable budget when this one is too small. */
+moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offload_params *p);
+/* Free after the contexts that use it. */
+void moe_offload_free(moe_offload *o);
+/* Makes the context read its experts through the offloader (NULL: back to the mapping). */
+void moe_offload_attach(moe_offload *o, moe_context *c);
+void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out);
+uint64_t moe_offload_pool_bytes(const moe_offload *o);
 
 /* A routing trace (the JSON lines `--dump-routing` writes; docs/FORMAT.md). */
 typedef struct moe_trace moe_trace;
@@ -264,6 +412,151 @@ int moe_chat_template_detect(const char *jinja);
  * or NULL with a message. */
 char *moe_chat_format(int tmpl, const moe_chat_msg *msgs, size_t n_msgs, bool add_assistant,
                       const char *bos, const char *eos);
+
+/* ------------------------------------------------------------------ MoE layer on files */
+
+/* One MoE layer run on safetensors files (`moe layer`, ../shared/specs/moe-layer.md):
+ * weights W, input X (x, dy, token_ids) → OUT (y, routing, losses, and gradients with
+ * `backward`). Fields left at their moe_layer_opts_default() values take the router's
+ * defaults; a field set for a router that does not use it is an error. */
+typedef struct moe_layer_opts {
+    const char *router;        /* topk switch gshard expert-choice soft-moe base deepseek-v3
+                                  loss-free adamoe hash usmoe */
+    int k;                     /* experts per token; 0 = default */
+    int renorm;                /* -1 = default, 0 = off, 1 = on */
+    double capacity_factor;    /* NAN = default */
+    int min_capacity;          /* expert-choice; -1 = default */
+    int n_group, topk_group;   /* deepseek-v3 / loss-free; 0 = default */
+    double route_scale;        /* deepseek-v3 / loss-free; NAN = default */
+    const char *assign;        /* base: "balanced" | "greedy" | "auction"; NULL = default */
+    const char *priority;      /* token choice with capacity: "token" | "bpr"; NULL = default */
+    const char *hash_map;      /* hash: file with one expert id per line; NULL = id mod E */
+    int gshard_sample;         /* gshard: 1 = sample the second expert; -1 = default */
+    uint64_t seed;             /* for gshard sampling */
+    double usmoe_alpha, usmoe_beta; /* usmoe; NAN = default */
+    const char *act;           /* expert MLP: "swiglu" (default) | "gelu" */
+    bool backward;             /* also write dx and d.NAME (needs dy in X) */
+    double aux_coef, z_coef;   /* L = Σ y⊙dy + aux_coef·aux_loss + z_coef·z_loss */
+    int n_threads;             /* ≤ 0: all cores */
+} moe_layer_opts;
+
+/* What one run did (for printing). */
+typedef struct moe_layer_report {
+    int64_t n_tokens, d, ff, shared_ff;
+    int n_expert, n_cols;      /* n_cols: columns of expert_index (0 for soft-moe) */
+    double aux_loss, z_loss;
+    int64_t n_dropped;         /* (token, choice) pairs dropped by capacity */
+    int64_t n_dropped_tokens;  /* tokens left with no expert */
+    int64_t n_null;            /* adamoe: null-expert selections */
+    double maxvio, entropy;
+    int64_t *load;             /* [n_expert] tokens per expert after dropping */
+    double seconds_forward, seconds_backward;
+} moe_layer_report;
+
+void moe_layer_opts_default(moe_layer_opts *o);
+/* Runs the layer. rep (may be NULL) is filled on success; free it with
+ * moe_layer_report_free. Errors name the file, the tensor and the problem. */
+moe_status moe_layer_run(const moe_layer_opts *o, const char *weights_path, const char *input_path,
+                         const char *output_path, moe_layer_report *rep);
+void moe_layer_report_free(moe_layer_report *rep);
+
+/* ------------------------------------------------------------------ Tokenizer */
+
+/* A tokenizer read from a GGUF file's `tokenizer.ggml.*` metadata, matching llama.cpp:
+ * `llama` (SentencePiece BPE with byte fallback) and `gpt2` (byte-level BPE with the
+ * pre-tokenizer named by tokenizer.ggml.pre). Immutable once loaded: every function
+ * below may be called from several threads at once. See docs/TOKENIZERS.md. */
+typedef struct moe_tokenizer moe_tokenizer;
+
+/* Token attributes (llama.cpp's llama_token_attr bits). */
+enum {
+    MOE_TOKEN_ATTR_UNKNOWN      = 1 << 0,
+    MOE_TOKEN_ATTR_UNUSED       = 1 << 1,
+    MOE_TOKEN_ATTR_NORMAL       = 1 << 2,
+    MOE_TOKEN_ATTR_CONTROL      = 1 << 3,
+    MOE_TOKEN_ATTR_USER_DEFINED = 1 << 4,
+    MOE_TOKEN_ATTR_BYTE         = 1 << 5,
+    MOE_TOKEN_ATTR_LSTRIP       = 1 << 7,
+    MOE_TOKEN_ATTR_RSTRIP       = 1 << 8,
+};
+
+/* Builds the tokenizer of a GGUF file (a model or a vocabulary-only file); the file may be
+ * closed afterwards. NULL on error, e.g. an unknown tokenizer.ggml.pre, or token/score/
+ * merge arrays that are missing, of the wrong type or of mismatched lengths. */
+moe_tokenizer *moe_tokenizer_load(const moe_gguf *g);
+void moe_tokenizer_free(moe_tokenizer *tok);
+
+/* Text -> ids. `add_special` adds BOS/EOS where the vocabulary asks for them
+ * (tokenizer.ggml.add_bos_token / add_eos_token, with llama.cpp's defaults);
+ * `parse_special` turns the text of control tokens ("<|im_start|>") into those tokens
+ * (user-defined tokens are always matched). *ids is malloc'ed (free() it; NULL when
+ * *n_ids is 0). Invalid UTF-8 does not fail: it is tokenized as llama.cpp does. */
+moe_status moe_tokenizer_encode(const moe_tokenizer *tok, const char *text, size_t len, bool add_special,
+                                bool parse_special, int32_t **ids, size_t *n_ids);
+/* Ids -> text by llama.cpp's llama_detokenize rules (a SentencePiece vocabulary drops the
+ * leading space it added; `remove_special` drops a leading BOS / trailing EOS the
+ * vocabulary adds; control tokens are rendered only with `unparse_special`; some
+ * vocabularies clean up spaces before punctuation). *text is malloc'ed and NUL-terminated. */
+moe_status moe_tokenizer_decode(const moe_tokenizer *tok, const int32_t *ids, size_t n_ids, bool remove_special,
+                                bool unparse_special, char **text, size_t *len);
+/* The bytes one token stands for (what streaming output prints): "" for control tokens
+ * unless `special`. The pointer lives as long as the tokenizer; NULL for a bad id. The
+ * bytes may be part of a UTF-8 sequence (byte tokens). */
+const char *moe_tokenizer_piece(const moe_tokenizer *tok, int32_t id, bool special, size_t *len);
+
+int32_t moe_tokenizer_n_vocab(const moe_tokenizer *tok);
+/* Special ids, -1 when the vocabulary has none. */
+int32_t moe_tokenizer_bos(const moe_tokenizer *tok);
+int32_t moe_tokenizer_eos(const moe_tokenizer *tok);
+int32_t moe_tokenizer_eot(const moe_tokenizer *tok);
+int32_t moe_tokenizer_unk(const moe_tokenizer *tok);
+int32_t moe_tokenizer_pad(const moe_tokenizer *tok);
+/* Whether encode(add_special = true) adds BOS / EOS. */
+bool moe_tokenizer_add_bos(const moe_tokenizer *tok);
+bool moe_tokenizer_add_eos(const moe_tokenizer *tok);
+/* End of generation: EOS, EOT, and the other turn/stream enders llama.cpp recognizes. */
+bool moe_tokenizer_is_eog(const moe_tokenizer *tok, int32_t id);
+/* The vocabulary's text of a token (SentencePiece "▁the", GPT-2 "Ġthe"); NULL for a bad id. */
+const char *moe_tokenizer_token_text(const moe_tokenizer *tok, int32_t id, size_t *len);
+float moe_tokenizer_token_score(const moe_tokenizer *tok, int32_t id);
+int moe_tokenizer_token_attr(const moe_tokenizer *tok, int32_t id);  /* MOE_TOKEN_ATTR_* bits */
+/* The id whose vocabulary text is exactly s[0..len), -1 when none ("<|im_start|>"). */
+int32_t moe_tokenizer_find(const moe_tokenizer *tok, const char *s, size_t len);
+/* tokenizer.ggml.model ("llama", "gpt2") and the pre-tokenizer name ("" for llama). */
+const char *moe_tokenizer_model(const moe_tokenizer *tok);
+const char *moe_tokenizer_pre(const moe_tokenizer *tok);
+
+/* ------------------------------------------------------------------ quantization */
+
+/* Options of moe_quantize_file; start from moe_quantize_default_params(). */
+typedef struct moe_quantize_params {
+    int n_threads;   /* ≤ 0: one per core */
+    bool progress;   /* one line per tensor on stderr, as llama-quantize prints */
+} moe_quantize_params;
+
+/* What moe_quantize_file did (sizes are tensor data bytes). */
+typedef struct moe_quantize_stats {
+    int64_t n_tensors;     /* in the file */
+    int64_t n_quantized;   /* converted to the target type */
+    int64_t n_kept;        /* left as they were or stored as F32 (norms, biases, router) */
+    int64_t n_misfit;      /* weight matrices kept because their rows do not fit the blocks */
+    uint64_t bytes_in, bytes_out;
+    double seconds;
+} moe_quantize_stats;
+
+moe_quantize_params moe_quantize_default_params(void);
+/* The target types moe_quantize_file accepts, e.g. "q4_0, q4_1, q5_0, q5_1, q8_0, ...,
+ * f16, bf16, f32" (static string). */
+const char *moe_quantize_type_names(void);
+/* Writes `out_path`: the GGUF model `in_path` with every weight matrix converted to `type`
+ * (a ggml type name, case-insensitive) by llama.cpp's reference quantizers, as
+ * `llama-quantize --pure` does: 1-D tensors (norms, biases) and the MoE router
+ * (*ffn_gate_inp.weight) are stored as F32, matrices whose rows are not a whole number of
+ * the type's blocks keep their type. Inputs may be F32, F16, BF16 or any type moe.c can
+ * dequantize. All metadata are copied; general.file_type is set to llama.cpp's
+ * LLAMA_FTYPE for the type. The output is written atomically. `stats` may be NULL. */
+moe_status moe_quantize_file(const char *in_path, const char *out_path, const char *type,
+                             const moe_quantize_params *params, moe_quantize_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,68 @@ bool cli_arg_size(const char *sub, int argc, char **argv, int *i, uint64_t *out)
 /* True if argv[i] is -h or --help. */
 bool cli_is_help(const char *a);
 
+/* The --mem options shared by run, chat, logits and bench (offload_opts.c). */
+typedef struct cli_offload_opts {
+    moe_offload_params params;    /* params.budget == 0: no offloading */
+} cli_offload_opts;
+void cli_offload_opts_default(cli_offload_opts *o);
+/* 1 if argv[*i] was an offload option (value consumed), 0 if not, -1 on a usage error. */
+int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_offload_opts *o);
+void cli_offload_print_help(FILE *f);
+/* With --mem: creates the offloader and attaches it to c (NULL + message on failure;
+ * NULL without --mem too: check o->params.budget). Free it after the context. */
+moe_offload *cli_offload_attach(const char *sub, const cli_offload_opts *o, moe_model *m, moe_context *c);
+/* Cache statistics (when offloading) and peak RSS, to f. */
+void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f);
+
+/* Text generation shared by `moe run` and `moe chat` (defined in cmd_run.c). */
+typedef struct cli_gen_opts {
+    const char *model;            /* -m; NULL: the default model (cli_default_model) */
+    int threads;                  /* -t; <= 0: all cores */
+    int64_t n_ctx;                /* -c; <= 0: the library's default */
+    int64_t repeat_last_n;        /* --repeat-last-n; -1: the context size */
+    moe_sampler_params sp;        /* --temp, --top-k, ... */
+    bool ignore_eos;              /* --ignore-eos */
+    bool verbose;                 /* -v */
+    cli_offload_opts offload;     /* --mem, --cache-policy, ... */
+} cli_gen_opts;
+typedef struct cli_gen cli_gen;
+void cli_gen_opts_default(cli_gen_opts *o);
+/* Parses one generation option at argv[*i]: 1 if it took it (and its value), 0 if it is
+ * not one, -1 after printing a usage error. */
+int cli_gen_parse_opt(const char *sub, int argc, char **argv, int *i, cli_gen_opts *o);
+/* The help lines of those options. */
+void cli_gen_print_opts_help(FILE *f);
+/* The default model: $MOE_MODEL, <exe dir>/models/default.gguf, <exe dir>/../models/
+ * default.gguf, <exe dir>/../share/moe/default.gguf. On failure prints where it looked
+ * and returns false. */
+bool cli_default_model(const char *sub, char *path, size_t cap);
+/* Loads the model, its tokenizer, a context and a sampler; prints why on failure. */
+cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o);
+void cli_gen_close(cli_gen *g);
+/* Text → token ids (malloc'ed); special tokens in the text are parsed when `special`. */
+bool cli_gen_tokenize(cli_gen *g, const char *text, size_t len, bool add_bos, bool special,
+                      int32_t **ids, int64_t *n);
+bool cli_gen_add_bos(const cli_gen *g);
+/* Evaluates prompt tokens (they also enter the sampler's penalty window). */
+bool cli_gen_feed(cli_gen *g, const int32_t *ids, int64_t n);
+/* Samples up to n_max tokens (< 0: until the context is full), feeding each back, and
+ * stops before an end-of-generation token. Text is streamed to `out` (if not NULL) as
+ * it is produced, never splitting a UTF-8 character; the generated text and ids are
+ * appended to *text / *ids when those are not NULL. */
+bool cli_gen_generate(cli_gen *g, int64_t n_max, FILE *out, char **text, size_t *text_len,
+                      int32_t **ids, int64_t *n_ids);
+/* The model's `tokenizer.chat_template` (NULL if none), the texts of BOS and EOS. */
+const char *cli_gen_chat_template(const cli_gen *g);
+const char *cli_gen_bos_text(const cli_gen *g);
+const char *cli_gen_eos_text(const cli_gen *g);
+int64_t cli_gen_pos(const cli_gen *g);
+int64_t cli_gen_n_ctx(const cli_gen *g);
+uint32_t cli_gen_seed(const cli_gen *g);
+/* Load time, prompt and generation speeds, to `f`. */
+void cli_gen_print_stats(const cli_gen *g, FILE *f);
+void cli_gen_json_stats(const cli_gen *g, FILE *f);
+
 /* JSON output helpers (stdout): strings are escaped, non-finite numbers become null. */
 void cli_json_str(FILE *f, const char *s, size_t len);
 void cli_json_num(FILE *f, double x);

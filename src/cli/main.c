@@ -5,8 +5,14 @@
 
 /* One line per subcommand; keep in the order `moe --help` should list them. */
 #define MOE_COMMANDS(X) \
+    X(run, "generate text from a prompt (streams to stdout)") \
+    X(chat, "talk with a model, using its chat template") \
     X(inspect, "show a GGUF file's architecture, hyperparameters and tensors") \
-    X(cachesim, "replay a routing trace through the expert cache under each eviction policy")
+    X(quantize, "convert a model's weights to another type (q4_0, q8_0, q4_K, ...)") \
+    X(tokenize, "print the token ids of a text (the file's tokenizer)") X(detokenize, "print the text of token ids") \
+    X(logits, "compute a token sequence's logits (float32 rows), optionally with the routing trace") \
+    X(cachesim, "replay a routing trace through the expert cache under each eviction policy") \
+    X(layer, "run one MoE layer (any router) forward/backward on safetensors files")
 
 #define DECLARE(name, summary) int cmd_##name(int argc, char **argv);
 MOE_COMMANDS(DECLARE)

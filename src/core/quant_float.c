@@ -4,6 +4,10 @@
 #include "core/quant_float.h"
 #include "core/f16.h"
 
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 void moe_f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
 void moe_f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
 
@@ -20,7 +24,13 @@ void moe_f16_to_float(const void *src, float *dst, int64_t n) {
 }
 void moe_f16_from_float(const float *src, void *dst, int64_t n) {
     moe_f16 *y = dst;
-    for (int64_t i = 0; i < n; i++) y[i] = moe_f32_to_f16(src[i]);
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    /* the activation path of F16 weights: 8 at a time, same rounding (to nearest even) */
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) y[i] = moe_f32_to_f16(src[i]);
 }
 void moe_f16_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const moe_f16 *x = vx, *y = vy;
@@ -44,28 +54,91 @@ void moe_bf16_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
     *s = (float)acc;
 }
 
-/* Fast paths: plain float loops with independent accumulators the compiler vectorises;
- * hand-written AVX2 versions may replace them. */
-#define DOT_LOOP(conv)                                                        \
-    float acc[8] = {0};                                                       \
-    int64_t i = 0;                                                            \
-    for (; i + 8 <= n; i += 8)                                                \
-        for (int k = 0; k < 8; k++) acc[k] += conv(x[i + k]) * conv(y[i + k]); \
-    float sum = 0;                                                            \
-    for (; i < n; i++) sum += conv(x[i]) * conv(y[i]);                        \
-    for (int k = 0; k < 8; k++) sum += acc[k];                                \
-    *s = sum;
+/* Fast paths: AVX2+FMA as ggml_vec_dot_f16 does it — products accumulated in F32 lanes,
+ * several accumulators so that the FMA latency is hidden — and a scalar version of the
+ * same shape for builds without AVX2. Each is one always-inline function of the row count
+ * (1 or 4 weight rows against one activation row) that the compiler specialises: the
+ * four-row form converts every activation vector once for four rows. */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define INLINE static inline __attribute__((always_inline))
+/* The row and accumulator loops must be unrolled for the accumulators to live in registers. */
+#define UNROLL _Pragma("GCC unroll 4")
 
-#define IDENT(v) (v)
-void moe_f32_vec_dot(int64_t n, float *s, const void *vx, const void *vy) {
-    const float *x = vx, *y = vy;
-    DOT_LOOP(IDENT)
+INLINE float hsum8(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
 }
-void moe_f16_vec_dot(int64_t n, float *s, const void *vx, const void *vy) {
-    const moe_f16 *x = vx, *y = vy;
-    DOT_LOOP(moe_f16_to_f32)
+
+INLINE __m256 load_f32(const void *p, int64_t i) { return _mm256_loadu_ps((const float *)p + i); }
+INLINE __m256 load_f16(const void *p, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const moe_f16 *)p + i)));
 }
-void moe_bf16_vec_dot(int64_t n, float *s, const void *vx, const void *vy) {
-    const moe_bf16 *x = vx, *y = vy;
-    DOT_LOOP(moe_bf16_to_f32)
+INLINE __m256 load_bf16(const void *p, int64_t i) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const moe_bf16 *)p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
+INLINE float get_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
+INLINE float get_f16(const void *p, int64_t i) { return moe_f16_to_f32(((const moe_f16 *)p)[i]); }
+INLINE float get_bf16(const void *p, int64_t i) { return moe_bf16_to_f32(((const moe_bf16 *)p)[i]); }
+enum { sizeof_f32 = 4, sizeof_f16 = 2, sizeof_bf16 = 2 };
+
+/* One row: 4 accumulators (32 values per step). Four rows: 2 per row (16 values). */
+#define DEFINE_FLOAT_DOT(T)                                                                   \
+    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr) { \
+        enum { A = 4 };                                                                       \
+        const int na = nr == 1 ? 4 : 2, step = 8 * na;                                        \
+        __m256 acc[4][A];                                                                     \
+        UNROLL for (int r = 0; r < nr; r++)                                                   \
+            UNROLL for (int a = 0; a < A; a++) acc[r][a] = _mm256_setzero_ps();               \
+        int64_t i = 0;                                                                        \
+        for (; i + step <= n; i += step)                                                      \
+            UNROLL for (int a = 0; a < na; a++) {                                             \
+                const __m256 vy = load_##T(y, i + 8 * a);                                     \
+                UNROLL for (int r = 0; r < nr; r++) {                                         \
+                    if (nr > 1 && a == 0) /* the next four rows: see quant_legacy.c */        \
+                        _mm_prefetch((const char *)(x + r * bx + 4 * bx) + i * sizeof_##T, _MM_HINT_T0); \
+                    acc[r][a] = _mm256_fmadd_ps(load_##T(x + r * bx, i + 8 * a), vy, acc[r][a]); \
+                }                                                                             \
+            }                                                                                 \
+        UNROLL for (int r = 0; r < nr; r++) {                                                 \
+            UNROLL for (int a = 1; a < na; a++) acc[r][0] = _mm256_add_ps(acc[r][0], acc[r][a]);     \
+            float sum = hsum8(acc[r][0]);                                                     \
+            for (int64_t k = i; k < n; k++) sum += get_##T(x + r * bx, k) * get_##T(y, k);    \
+            s[r] = sum;                                                                       \
+        }                                                                                     \
+    }
+#else
+#define INLINE static inline
+INLINE float get_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
+INLINE float get_f16(const void *p, int64_t i) { return moe_f16_to_f32(((const moe_f16 *)p)[i]); }
+INLINE float get_bf16(const void *p, int64_t i) { return moe_bf16_to_f32(((const moe_bf16 *)p)[i]); }
+/* Eight independent float lanes, like the SIMD version, that the compiler may vectorise. */
+#define DEFINE_FLOAT_DOT(T)                                                                   \
+    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr) { \
+        for (int r = 0; r < nr; r++) {                                                        \
+            const uint8_t *xr = x + r * bx;                                                   \
+            float acc[8] = {0};                                                               \
+            int64_t i = 0;                                                                    \
+            for (; i + 8 <= n; i += 8)                                                        \
+                for (int k = 0; k < 8; k++) acc[k] += get_##T(xr, i + k) * get_##T(y, i + k); \
+            float sum = 0;                                                                    \
+            for (; i < n; i++) sum += get_##T(xr, i) * get_##T(y, i);                         \
+            for (int k = 0; k < 8; k++) sum += acc[k];                                        \
+            s[r] = sum;                                                                       \
+        }                                                                                     \
+    }
+#endif
+
+DEFINE_FLOAT_DOT(f32)
+DEFINE_FLOAT_DOT(f16)
+DEFINE_FLOAT_DOT(bf16)
+
+void moe_f32_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_f32(n, s, x, 0, y, 1); }
+void moe_f16_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_f16(n, s, x, 0, y, 1); }
+void moe_bf16_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_bf16(n, s, x, 0, y, 1); }
+void moe_f32_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { dot_f32(n, s, x, bx, y, 4); }
+void moe_f16_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { dot_f16(n, s, x, bx, y, 4); }
+void moe_bf16_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { dot_bf16(n, s, x, bx, y, 4); }

@@ -5,6 +5,7 @@
 #include "core/threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -15,8 +16,12 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* How many polls a worker makes before it sleeps: about 50-100 µs on current x86. */
-#define SPIN_POLLS 20000
+/* A waiting thread polls with a pause instruction for SPIN_POLLS rounds (a few µs),
+ * then yields the core for YIELD_POLLS rounds, then (workers) sleeps. Yielding matters
+ * when the machine is oversubscribed: a thread spinning on a core that the thread it
+ * waits for needs would otherwise slow every step down by a scheduler quantum. */
+#define SPIN_POLLS 2000
+#define YIELD_POLLS 200
 
 struct moe_pool {
     int n;
@@ -46,6 +51,7 @@ static void *worker_main(void *v) {
         while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
                !atomic_load(&p->quit)) {
             if (++polls < SPIN_POLLS) { CPU_RELAX(); continue; }
+            if (polls < SPIN_POLLS + YIELD_POLLS) { sched_yield(); continue; }
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
             while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit))
@@ -120,7 +126,10 @@ void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg) {
     }
     fn(arg, 0, p->n);
     double t0 = moe_time_s();
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) CPU_RELAX();
+    for (int polls = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; polls++) {
+        if (polls < SPIN_POLLS) CPU_RELAX();
+        else sched_yield();
+    }
     p->wait_s += moe_time_s() - t0;
     p->runs++;
 }

@@ -25,6 +25,9 @@ typedef void (*moe_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*moe_from_float_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(x, y) over n values: x of this type, y of the type's vec_dot_type. */
 typedef void (*moe_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+/* s[0..3] = dot(x row r, y) for four rows of x, bx bytes apart: the matmul's fast path
+ * (each activation block is loaded once for four weight rows). */
+typedef void (*moe_vec_dot_x4_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y);
 
 typedef struct moe_type_traits {
     const char *name;          /* ggml's name: "f32", "q4_K", ... */
@@ -48,6 +51,9 @@ const char *moe_type_name(int type);
 int moe_type_from_name(const char *name);
 /* Bytes of a row of n values; n must be a multiple of the block size. */
 size_t moe_row_size(moe_type t, int64_t n);
+/* The type's four-row dot kernel, or NULL (the matmul then calls vec_dot row by row).
+ * A table of its own beside the traits (types.c), so that adding one is a one-line edit. */
+moe_vec_dot_x4_fn moe_type_vec_dot_x4(int type);
 /* MOE_OK if tensors of type t can be computed with (dequantized and multiplied); else an
  * error naming the type, e.g. "type iq2_xxs is not supported yet (IQ quants)". */
 moe_status moe_type_check_compute(int type);

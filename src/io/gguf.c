@@ -14,10 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GGUF_MAX_DIMS 4
-#define GGUF_MAX_DEPTH 8            /* nesting of arrays */
-#define GGUF_DEFAULT_ALIGNMENT 32
-
 typedef struct {
     const char *key;
     moe_gguf_value v;
@@ -239,7 +235,7 @@ static moe_status parse_header(moe_gguf *g) {
     if (g->version != 2 && g->version != 3) {
         if (g->version == 1)
             return moe_error(MOE_ERR_UNSUPPORTED, "%s: GGUF version 1 is not supported (versions 2 and 3 are); re-convert the model with a current llama.cpp", g->path);
-        if ((g->version & 0xffff) == 0)
+        if (g->version != 0 && (g->version & 0xffff) == 0)
             return moe_error(MOE_ERR_UNSUPPORTED, "%s: GGUF version field is %u: a big-endian file, which is not supported", g->path, g->version);
         return moe_error(MOE_ERR_UNSUPPORTED, "%s: unknown GGUF version %u (versions 2 and 3 are supported)", g->path, g->version);
     }
@@ -250,12 +246,17 @@ static moe_status parse_header(moe_gguf *g) {
     if ((st = READ_SCALAR(&c, n_kv))) return st;
     /* a key-value pair takes at least 8+4+1 bytes, a tensor info at least 8+4+4+8 */
     if (n_kv > (g->size - c.pos) / 13) {
-        snprintf(c.field, sizeof c.field, "metadata count");
-        return fail(&c, MOE_ERR_FORMAT, "more key-value pairs than the file can hold");
+        char msg[160];
+        snprintf(msg, sizeof msg, "%llu key-value pairs cannot fit in the %llu bytes left (truncated or corrupt file)",
+                 (unsigned long long)n_kv, (unsigned long long)(g->size - c.pos));
+        return fail(&c, MOE_ERR_FORMAT, msg);
     }
     if (n_tensors > (g->size - c.pos) / 24 || n_tensors > UINT32_MAX - 1) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%llu tensors cannot fit in the %llu bytes left (truncated or corrupt file)",
+                 (unsigned long long)n_tensors, (unsigned long long)(g->size - c.pos));
         snprintf(c.field, sizeof c.field, "tensor count");
-        return fail(&c, MOE_ERR_FORMAT, "more tensors than the file can hold");
+        return fail(&c, MOE_ERR_FORMAT, msg);
     }
     g->n_kv = (int64_t)n_kv;
     g->n_tensors = (int64_t)n_tensors;

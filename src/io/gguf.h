@@ -1,9 +1,15 @@
 /* gguf.h — GGUF reading and writing (the public functions are in moe.h); this header
- * adds what only the library uses. */
+ * adds what only the library uses, and the limits the reader and the writer share so
+ * that every file the writer accepts reads back. */
 #ifndef MOE_IO_GGUF_H
 #define MOE_IO_GGUF_H
 
 #include "core/common.h"
+
+#define GGUF_MAX_DIMS 4             /* ggml's GGML_MAX_DIMS */
+#define GGUF_MAX_DEPTH 8            /* levels of arrays (an array of arrays is 2) */
+#define GGUF_DEFAULT_ALIGNMENT 32   /* llama.cpp's GGUF_DEFAULT_ALIGNMENT */
+#define GGUF_MAX_NAME 64            /* ggml's GGML_MAX_NAME: names must be shorter */
 
 /* Start of the file image (the mapping), for code that reads tensor bytes by offset. */
 const void *moe_gguf_base(const moe_gguf *g);

@@ -1,15 +1,20 @@
-/* route.c — token-choice top-k routing for inference (see route.h). */
+/* route.c — token-choice top-k routing for inference (see route.h), and the top-k
+ * selection it shares with the training routers of router.h. */
 #include "moe/route.h"
 
 #include <math.h>
 
-/* Index of the largest v[i] among the candidates not yet taken; ties → lower index. */
-static int argmax_free(const float *v, const bool *taken, int n) {
-    int best = -1;
-    for (int i = 0; i < n; i++)
-        if (!taken[i] && (best < 0 || v[i] > v[best])) best = i;
-    return best;
-}
+#define R float
+#define SELECT_FN moe_route_select
+#include "moe/route_select_impl.h"
+#undef R
+#undef SELECT_FN
+
+#define R double
+#define SELECT_FN moe_route_select_f64
+#include "moe/route_select_impl.h"
+#undef R
+#undef SELECT_FN
 
 void moe_route_topk(const moe_route_cfg *cfg, const float *logits, float *scores, int32_t *ids, float *weights) {
     const int E = cfg->n_expert, k = cfg->k;
@@ -23,45 +28,17 @@ void moe_route_topk(const moe_route_cfg *cfg, const float *logits, float *scores
         for (int e = 0; e < E; e++) scores[e] = 1.0f / (1.0f + expf(-logits[e]));
     }
 
-    /* Selection key: score + bias (bias never enters the weights). E is small (≤ 256)
-     * so fixed stack arrays and repeated argmax are fine and branch-predictable. */
-    float key[1024];
-    bool taken[1024];
-    for (int e = 0; e < E; e++) {
-        key[e] = scores[e] + (cfg->sel_bias ? cfg->sel_bias[e] : 0.0f);
-        taken[e] = false;
+    /* Selection key: score + bias (bias never enters the weights). */
+    const float *key = scores;
+    float biased[MOE_ROUTE_MAX_EXPERT];
+    if (cfg->sel_bias) {
+        for (int e = 0; e < E; e++) biased[e] = scores[e] + cfg->sel_bias[e];
+        key = biased;
     }
-    if (cfg->n_group > 1 && cfg->topk_group < cfg->n_group) {
-        /* DeepSeek-V3 group-limited routing: keep the topk_group groups with the best
-         * group score (sum of the group's top-2 keys with a bias, else its max), mask
-         * the others out. */
-        int per = E / cfg->n_group;
-        float gscore[64];
-        bool gtaken[64] = {false};
-        for (int g = 0; g < cfg->n_group; g++) {
-            float a = -INFINITY, b = -INFINITY;
-            for (int e = g * per; e < (g + 1) * per; e++) {
-                if (key[e] > a) { b = a; a = key[e]; }
-                else if (key[e] > b) b = key[e];
-            }
-            gscore[g] = cfg->sel_bias ? a + b : a;
-        }
-        bool keep[64] = {false};
-        for (int r = 0; r < cfg->topk_group; r++) {
-            int g = argmax_free(gscore, gtaken, cfg->n_group);
-            gtaken[g] = keep[g] = true;
-        }
-        for (int e = 0; e < E; e++)
-            if (!keep[e / per]) taken[e] = true;
-    }
+    moe_route_select(key, E, k, cfg->n_group, cfg->topk_group, cfg->sel_bias != NULL, ids);
+
     float sum = 0;
-    for (int j = 0; j < k; j++) {
-        int e = argmax_free(key, taken, E);
-        taken[e] = true;
-        ids[j] = e;
-        weights[j] = scores[e];
-        sum += scores[e];
-    }
+    for (int j = 0; j < k; j++) sum += (weights[j] = scores[ids[j]]);
     if (cfg->renorm && sum > 0)
         for (int j = 0; j < k; j++) weights[j] /= sum;
     if (cfg->scale != 1.0f && cfg->scale != 0.0f)

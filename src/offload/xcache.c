@@ -184,3 +184,10 @@ void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned) { c->pinned[slot] 
 int64_t moe_xcache_slot_key(const moe_xcache *c, int64_t slot) { return c->slot_key[slot]; }
 int64_t moe_xcache_n_slots(const moe_xcache *c) { return c->n_slots; }
 int64_t moe_xcache_evictions(const moe_xcache *c) { return c->evictions; }
+
+void moe_xcache_remove(moe_xcache *c, int64_t slot) {
+    int64_t k = c->slot_key[slot];
+    if (k >= 0) c->key_slot[k] = -1;
+    c->slot_key[slot] = -1;
+    c->pinned[slot] = false;
+}

@@ -30,6 +30,9 @@ int64_t moe_xcache_lookup(moe_xcache *c, int layer, int expert);
  * (INT64_MAX if never); other policies ignore it (may be NULL). */
 int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *next_use);
 
+/* Empties a slot (its expert failed to load). */
+void moe_xcache_remove(moe_xcache *c, int64_t slot);
+
 /* Pinning protects the experts of the layer being computed from eviction. */
 void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned);
 /* The key in a slot, -1 if empty. */

@@ -1,0 +1,183 @@
+/* bench/matmul.c — matrix-vector throughput of every weight type against this machine's
+ * DRAM read bandwidth, measured in the same run: GB/s of weights streamed by
+ * moe_matmul_prepared (n = 1, the decode case) and its % of a plain streaming read.
+ *
+ *   build/bench/matmul [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B]
+ *
+ * Method: the weights are ~N MiB (default 256, ≫ the caches) of random values quantized
+ * per type; each rep multiplies them once with a fresh activation row; the median over R
+ * reps (default 7) is reported. The bandwidth yardstick is an AVX2 read of a 1 GiB
+ * buffer split over the same threads (median of R). --batch B also times B tokens (the
+ * prompt case; reported as GFLOP/s-equivalent weights × tokens). */
+#include "core/matmul.h"
+#include "core/threads.h"
+#include "core/types.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ------------------------------------------------------------------ DRAM read bandwidth */
+typedef struct {
+    const uint8_t *buf;
+    size_t size;
+    volatile uint64_t sink[64];
+} bw_job;
+
+static void bw_task(void *arg, int ith, int nth) {
+    bw_job *j = arg;
+    int64_t b, e;
+    moe_split((int64_t)(j->size / 128), ith, nth, 1, &b, &e);
+#if defined(__AVX2__)
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = b; i < e; i++) {
+        const __m256i *p = (const __m256i *)(j->buf + (size_t)i * 128);
+        s0 = _mm256_add_epi64(s0, _mm256_load_si256(p));
+        s1 = _mm256_add_epi64(s1, _mm256_load_si256(p + 1));
+        s2 = _mm256_add_epi64(s2, _mm256_load_si256(p + 2));
+        s3 = _mm256_add_epi64(s3, _mm256_load_si256(p + 3));
+    }
+    s0 = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
+    j->sink[ith % 64] = (uint64_t)_mm256_extract_epi64(s0, 0);
+#else
+    uint64_t s[4] = {0};
+    for (int64_t i = b; i < e; i++) {
+        const uint64_t *p = (const uint64_t *)(j->buf + (size_t)i * 128);
+        for (int k = 0; k < 16; k++) s[k & 3] += p[k];
+    }
+    j->sink[ith % 64] = s[0] + s[1] + s[2] + s[3];
+#endif
+}
+
+static double dram_bandwidth(moe_pool *pool, const uint8_t *buf, size_t size, int reps) {
+    bw_job j = {buf, size, {0}};
+    double t[64];
+    moe_pool_run(pool, bw_task, &j); /* warm-up: page faults, frequency */
+    for (int r = 0; r < reps; r++) {
+        double t0 = moe_time_s();
+        moe_pool_run(pool, bw_task, &j);
+        t[r] = moe_time_s() - t0;
+    }
+    return (double)size / median(t, reps) / 1e9;
+}
+
+/* ------------------------------------------------------------------ main */
+static bool in_list(const char *list, const char *name) {
+    if (!list) return true;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (len == n && strncasecmp(p, name, n) == 0) return true;
+        p += len + (c ? 1 : 0);
+    }
+    return false;
+}
+
+int main(int argc, char **argv) {
+    int64_t mib = 256, reps = 7, batch = 0;
+    const char *types = NULL, *threads = "1,2";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoll(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (mib < 1 || reps < 1 || reps > 64 || batch < 0) { fprintf(stderr, "bad arguments\n"); return 2; }
+
+    int nthr[8], n_nthr = 0;
+    for (const char *p = threads; *p && n_nthr < 8;) {
+        nthr[n_nthr++] = atoi(p);
+        const char *c = strchr(p, ',');
+        if (!c) break;
+        p = c + 1;
+    }
+
+    const int64_t cols = 4096;
+    const size_t bw_size = (size_t)1 << 30;
+    uint8_t *bwbuf = moe_aligned_alloc(bw_size);
+    /* the largest weight matrix: F32 at `mib` MiB */
+    const int64_t f32_rows = MOE_MAX(4, (mib << 20) / (cols * 4)) & ~(int64_t)3;
+    float *src = moe_aligned_alloc((size_t)cols * 64 * sizeof(float));
+    float *x = moe_aligned_alloc((size_t)cols * MOE_MAX(batch, 1) * sizeof(float));
+    uint8_t *w = moe_aligned_alloc((size_t)f32_rows * cols * 4);
+    void *xq = moe_aligned_alloc((size_t)cols * 4 * MOE_MAX(batch, 1));
+    const int64_t max_rows = ((mib << 20) * 4 / cols) + 4; /* ≥ 2 bits per weight */
+    float *y = moe_aligned_alloc((size_t)max_rows * MOE_MAX(batch, 1) * sizeof(float));
+    if (!bwbuf || !src || !x || !w || !xq || !y) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
+    memset(bwbuf, 1, bw_size);
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int64_t i = 0; i < cols * 64; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        src[i] = (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 23);
+    }
+    for (int64_t i = 0; i < cols * MOE_MAX(batch, 1); i++) x[i] = src[(i * 7) % (cols * 64)];
+
+    printf("matrix-vector product, %lld columns, ~%lld MiB of weights per type, median of %lld reps\n",
+           (long long)cols, (long long)mib, (long long)reps);
+    for (int ti = 0; ti < n_nthr; ti++) {
+        const int nt = nthr[ti];
+        moe_pool *pool = moe_pool_create(nt);
+        if (!pool) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
+        const double bw = dram_bandwidth(pool, bwbuf, bw_size, (int)reps);
+        printf("\nthreads %d: DRAM read bandwidth %.1f GB/s (AVX2 read of 1 GiB)\n", nt, bw);
+        printf("  %-6s %9s %9s %8s %8s", "type", "MiB", "ms", "GB/s", "% DRAM");
+        if (batch) printf(" %10s", "batch GB/s");
+        printf("\n");
+        for (int t = 0; t < MOE_TYPE_COUNT; t++) {
+            const moe_type_traits *tt = moe_type_get(t);
+            if (!tt || !tt->to_float || !tt->vec_dot || !tt->from_float_ref || !in_list(types, tt->name)) continue;
+            const moe_type_traits *vt = moe_type_get(tt->vec_dot_type);
+            if (!vt || !vt->from_float) continue;
+            /* as many rows as fit in `mib` MiB at this type's size */
+            const size_t rb = moe_row_size((moe_type)t, cols);
+            const int64_t rows = MOE_MIN(max_rows, MOE_MAX(4, (int64_t)(((size_t)mib << 20) / rb))) & ~(int64_t)3;
+            for (int64_t r = 0; r < rows; r++) /* 64 distinct source rows, shifted per row */
+                tt->from_float_ref(src + (r % 64) * cols, w + (size_t)r * rb, cols);
+            moe_mat W = moe_mat_make(w, t, rows, cols);
+            double tm[64];
+            moe_act_prepare(pool, t, x, xq, 1, cols);
+            moe_matmul_prepared(pool, y, rows, &W, xq, 1); /* warm-up */
+            for (int r = 0; r < reps; r++) {
+                double t0 = moe_time_s();
+                moe_act_prepare(pool, t, x, xq, 1, cols);
+                moe_matmul_prepared(pool, y, rows, &W, xq, 1);
+                tm[r] = moe_time_s() - t0;
+            }
+            const double sec = median(tm, (int)reps), bytes = (double)rows * (double)rb;
+            printf("  %-6s %9.1f %9.2f %8.1f %7.1f%%", tt->name, bytes / 1048576.0, sec * 1e3, bytes / sec / 1e9,
+                   100.0 * bytes / sec / 1e9 / bw);
+            if (batch) {
+                moe_act_prepare(pool, t, x, xq, batch, cols);
+                for (int r = 0; r < reps; r++) {
+                    double t0 = moe_time_s();
+                    moe_matmul_prepared(pool, y, rows, &W, xq, batch);
+                    tm[r] = moe_time_s() - t0;
+                }
+                printf(" %10.1f", bytes * (double)batch / median(tm, (int)reps) / 1e9);
+            }
+            printf("\n");
+            fflush(stdout);
+        }
+        moe_pool_free(pool);
+    }
+    free(bwbuf); free(src); free(x); free(w); free(xq); free(y);
+    return 0;
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""moe_layer_torch.py — the PyTorch baseline of bench/moe_layer: the same MoE layer (top-k
+softmax router with renormalisation, SwiGLU experts) written the usual way in PyTorch 1.13
+(a Python loop over experts with index_add_, as in Mixtral's and fairseq's reference
+code), forward + backward, float32 on the CPU. Prints one line with tokens/s=N.
+
+    bench/moe_layer_torch.py [--T 2048] [--d 512] [--ff 1024] [--E 8] [--k 2] [-t 2] [-n 3]
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--T", type=int, default=2048)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--ff", type=int, default=1024)
+    ap.add_argument("--E", type=int, default=8)
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-n", "--iters", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    T, d, ff, E, k = a.T, a.d, a.ff, a.E, a.k
+    router = torch.nn.Parameter(torch.randn(E, d) * 0.05)
+    gate = torch.nn.Parameter(torch.randn(E, ff, d) * 0.04)
+    up = torch.nn.Parameter(torch.randn(E, ff, d) * 0.04)
+    down = torch.nn.Parameter(torch.randn(E, d, ff) * 0.03)
+    x = torch.randn(T, d, requires_grad=True)
+    dy = torch.randn(T, d)
+
+    def layer(x):
+        logits = x @ router.T
+        p = torch.softmax(logits, dim=-1)
+        w, idx = torch.topk(p, k, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        aux = E * (torch.bincount(idx[:, 0], minlength=E).float() / T * p.mean(0)).sum()
+        z = (torch.logsumexp(logits, -1) ** 2).mean()
+        y = torch.zeros_like(x)
+        for e in range(E):
+            tok, j = torch.where(idx == e)
+            if tok.numel() == 0:
+                continue
+            h = x[tok]
+            o = (F.silu(h @ gate[e].T) * (h @ up[e].T)) @ down[e].T
+            y.index_add_(0, tok, o * w[tok, j, None])
+        return y, aux, z
+
+    times = []
+    for it in range(a.iters + 1):
+        for prm in (router, gate, up, down, x):
+            prm.grad = None
+        t0 = time.perf_counter()
+        y, aux, z = layer(x)
+        ((y * dy).sum() + 0.01 * aux + 0.001 * z).backward()
+        if it > 0:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    med = times[len(times) // 2]
+    print(f"torch {torch.__version__}, {a.threads} threads: {med * 1e3:.1f} ms per forward+backward, "
+          f"tokens/s={T / med:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+/* offload_opts.c — the `--mem` family of options shared by run, chat, logits and bench:
+ * parsing, help text, attaching the offloading expert provider to a context, and the
+ * statistics printed at the end. */
+#include "cli/cli.h"
+
+#include <string.h>
+
+void cli_offload_opts_default(cli_offload_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->params = moe_offload_default_params();
+}
+
+int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_offload_opts *o) {
+    const char *a = argv[*i], *s;
+    if (!strcmp(a, "--mem")) return cli_arg_size(sub, argc, argv, i, &o->params.budget) ? 1 : -1;
+    if (!strcmp(a, "--cache-policy")) {
+        if (!cli_arg_str(sub, argc, argv, i, &s)) return -1;
+        int p = moe_cache_policy_from_name(s);
+        if (p < 0 || p == MOE_CACHE_BELADY) {
+            cli_usage(sub, "--cache-policy: '%s' is not one of lru, lfu, fifo, edgemoe", s);
+            return -1;
+        }
+        o->params.policy = (moe_cache_policy)p;
+        return 1;
+    }
+    if (!strcmp(a, "--cache-per-layer")) { o->params.per_layer = true; return 1; }
+    if (!strcmp(a, "--no-prefetch")) { o->params.prefetch = false; return 1; }
+    if (!strcmp(a, "--no-direct-io")) { o->params.no_direct = true; return 1; }
+    return 0;
+}
+
+void cli_offload_print_help(FILE *f) {
+    fprintf(f,
+            "  --mem SIZE               memory budget (700M, 2G): non-expert weights stay resident, routed\n"
+            "                           experts are read from the file into a cache (default: map everything)\n"
+            "  --cache-policy P         expert cache eviction: lru, lfu, fifo, edgemoe (default edgemoe)\n"
+            "  --cache-per-layer        split the expert cache evenly between layers (default: shared)\n"
+            "  --no-prefetch            read experts on demand only (no I/O thread)\n"
+            "  --no-direct-io           read experts through the page cache instead of O_DIRECT\n");
+}
+
+moe_offload *cli_offload_attach(const char *sub, const cli_offload_opts *o, moe_model *m, moe_context *c) {
+    if (!o->params.budget) return NULL;
+    moe_offload *off = moe_offload_init(m, moe_context_n_ctx(c), &o->params);
+    if (!off) {
+        cli_fail_lib(sub);
+        return NULL;
+    }
+    moe_offload_attach(off, c);
+    return off;
+}
+
+void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f) {
+    if (off) {
+        moe_offload_stats s;
+        moe_offload_get_stats(off, &s);
+        fprintf(f, "moe %s: expert cache: %lld slots x %.2f MiB (%s), hit rate %.1f%% (%lld hits, %lld in flight, %lld misses), "
+                   "%.1f MiB read, %.2f s stalled on I/O\n",
+                sub, (long long)s.n_slots, s.slot_bytes / 1048576.0, s.direct_io ? "O_DIRECT" : "page cache dropped",
+                100 * s.hit_rate, (long long)s.hits, (long long)s.hits_in_flight, (long long)s.misses,
+                s.bytes_read / 1048576.0, s.stall_seconds);
+    }
+    fprintf(f, "moe %s: peak RSS      = %10.1f MiB\n", sub, moe_peak_rss_bytes() / 1048576.0);
+}

@@ -1,0 +1,375 @@
+/* quant_k_avx2.c — AVX2+FMA dot products of the K-quants with Q8_K (one row, and four
+ * rows at once for the matmul), and the AVX2 Q8_K activation quantizer. Same arithmetic
+ * as ggml-cpu's x86 kernels — integer products with maddubs (unsigned quants × signed
+ * q8), weighted by the sub-block scales with madd, one float multiply per super-block,
+ * the mins folded in through the q8 block sums — with fewer instructions: the constant
+ * offsets of Q3_K (−4) and Q6_K (−32) also come off through the block sums instead of a
+ * second maddubs per 32 values, high bits are moved with one shift and one mask, the
+ * Q4_K/Q5_K scales are unpacked with two byte shuffles, and madd+add is one vpdpwssd
+ * where the CPU has AVX-VNNI. The integer sums are exactly those of the references.
+ * Without AVX2 every function falls back to its scalar reference. */
+#include "core/quant_k.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#include <math.h>
+
+#define QK MOE_QK_K
+
+bool moe_quant_k_simd(void) { return true; }
+
+/* Each kernel is one always-inline function of the row count nr (1, or 4 rows `bx` bytes
+ * apart against the same activations), specialised by the compiler: the four-row form
+ * shares the activation work (block sums) and keeps four independent accumulations in
+ * flight. It also prefetches the same block of the next four rows: a row of a 4096-wide
+ * matrix is only 2-3 KB, too short for the hardware prefetchers to ramp up on (the same
+ * remark as in quant_legacy.c). No int16 can saturate in maddubs: the largest pair is
+ * 2·63·127 = 16002 (Q6_K); Q8_K quants are in [-127, 127]. */
+#define INLINE static inline __attribute__((always_inline))
+#define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
+
+#define PREFETCH(p, bx, nr, size)                                                          \
+    do {                                                                                   \
+        if ((nr) > 1)                                                                      \
+            for (int k_ = 0; k_ < (int)(size); k_ += 64)                                   \
+                _mm_prefetch((const char *)(p) + 4 * (bx) + k_, _MM_HINT_T0);              \
+    } while (0)
+
+INLINE float hsum_ps(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+INLINE uint32_t load_u32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* [d·dy, dmin·dy] from the two adjacent f16 of a block (one conversion for both). */
+INLINE __m128 scales_f16x2(const moe_f16 *d, float dy) {
+    return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(d))), _mm_set1_ps(dy));
+}
+INLINE __m256 lane0(__m128 v) { return _mm256_broadcastss_ps(v); }
+INLINE __m256 lane1(__m128 v) { return _mm256_broadcastss_ps(_mm_movehdup_ps(v)); }
+
+/* acc + Σ of adjacent int16 products a·b, in 8 int32 lanes (one instruction with AVX-VNNI) */
+INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+/* ((v >> from) & 1) << to in every byte, for constants from, to ≤ 7: one 16-bit shift and
+ * a mask (what crosses the byte boundary lands outside the mask). */
+INLINE __m256i bit_to(__m256i v, int from, int to) {
+    const __m256i t = from > to ? _mm256_srli_epi16(v, from - to) : from < to ? _mm256_slli_epi16(v, to - from) : v;
+    return _mm256_and_si256(t, _mm256_set1_epi8((char)(1 << to)));
+}
+
+/* pshufb masks that broadcast one 16-bit scale: SHUF_PAIR[i] picks scale i (of 8 in a
+ * 128-bit lane) in both lanes; SHUF_Q3K[k] picks scale 2k in the low lane and 2k+1 in the
+ * high lane (sub-blocks of 16 values: the two halves of a 32-byte vector of quants). */
+static const uint8_t SHUF_PAIR[8][32] = {
+#define P(i) {2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1, \
+              2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1}
+    P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)
+#undef P
+};
+static const uint8_t SHUF_Q3K[4][32] = {
+#define P(i) {4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1, \
+              4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3}
+    P(0), P(1), P(2), P(3)
+#undef P
+};
+INLINE __m256i bcast_scale(__m256i sc, int i) { return _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[i])); }
+INLINE __m256i bcast_scale16(__m256i sc, int k) { return _mm256_shuffle_epi8(sc, load256(SHUF_Q3K[k])); }
+/* both 128-bit lanes = lane 0 (lane 1) of v */
+INLINE __m256i dup_lo(__m256i v) { return _mm256_permute2x128_si256(v, v, 0x00); }
+INLINE __m256i dup_hi(__m256i v) { return _mm256_permute2x128_si256(v, v, 0x11); }
+
+/* The 8 scales and the 8 mins of a Q4_K/Q5_K block as 16 int16 [scales | mins]: ggml's
+ * get_scale_min_k4 for all j at once with two byte shuffles. Reads 16 bytes from the
+ * 12-byte field; the block continues after it (qs or qh). */
+INLINE __m256i scales_mins_k4(const uint8_t *packed) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)packed);
+    const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_or_si128(
+        _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+        _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30)); /* bits 6-7 → 4-5 */
+    return _mm256_cvtepu8_epi16(_mm_or_si128(lo, hi));
+}
+
+#define ACC_INIT __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}
+
+INLINE void store_sums(float *s, const __m256 *acc, int nr) {
+    FOR_ROWS(r) s[r] = hsum_ps(acc[r]);
+}
+
+/* Q2_K: x = d·sc·q − dmin·m (q in 0..3), so Σx·y = d·Σ sc·Σq·q8 − dmin·Σ m·bsum. */
+INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_K *y = vy;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i bsums = load256(y[i].bsums);
+        const int8_t *q8 = y[i].qs;
+        FOR_ROWS(r) {
+            const moe_block_q2_K *x = (const moe_block_q2_K *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr, sizeof *x);
+            const __m128 dd = scales_f16x2(&x->d, y[i].d);
+            const __m128i ms = _mm_loadu_si128((const __m128i *)x->scales);
+            const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m4));
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m4));
+            const __m256i prod = _mm256_madd_epi16(mins, bsums);
+            const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
+            __m256i sumi = _mm256_setzero_si256();
+            for (int j = 0; j < 2; j++) {
+                const __m256i q2bits = load256(x->qs + 32 * j);
+                for (int k = 0; k < 4; k++) {
+                    const __m256i q = _mm256_and_si256(_mm256_srli_epi16(q2bits, 2 * k), m3);
+                    const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * j + 32 * k));
+                    sumi = madd_acc(sumi, bcast_scale16(scv[j], k), p);
+                }
+            }
+            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(lane1(dd), _mm256_cvtepi32_ps(prod), acc[r]);
+        }
+    }
+    store_sums(s, acc, nr);
+}
+
+/* Q3_K: q = (low 2 bits | high bit << 2) − 4 with 6-bit scales per 16 values; the
+ * unsigned part multiplies directly and the −4 comes off as 4·Σ sc·bsum. */
+INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_K *y = vy;
+    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i bsums = load256(y[i].bsums);
+        const int8_t *q8 = y[i].qs;
+        FOR_ROWS(r) {
+            const moe_block_q3_K *x = (const moe_block_q3_K *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr, sizeof *x);
+            uint32_t aux[3];
+            memcpy(aux, x->scales, 12);
+            const __m128i sc8 = _mm_sub_epi8(
+                _mm_set_epi32((int)(((aux[1] >> 4) & kmask2) | (((aux[2] >> 6) & kmask1) << 4)),
+                              (int)(((aux[0] >> 4) & kmask2) | (((aux[2] >> 4) & kmask1) << 4)),
+                              (int)((aux[1] & kmask2) | (((aux[2] >> 2) & kmask1) << 4)),
+                              (int)((aux[0] & kmask2) | (((aux[2] >> 0) & kmask1) << 4))),
+                _mm_set1_epi8(32));
+            const __m256i sc = _mm256_cvtepi8_epi16(sc8);
+            const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
+            const __m256i hbits = load256(x->hmask);
+            __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 2));
+            for (int j = 0; j < 2; j++) {
+                const __m256i q3bits = load256(x->qs + 32 * j);
+                for (int k = 0; k < 4; k++) {
+                    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q3bits, 2 * k), m3),
+                                                      bit_to(hbits, 4 * j + k, 2));
+                    const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * j + 32 * k));
+                    sumi = madd_acc(sumi, bcast_scale16(scv[j], k), p);
+                }
+            }
+            const float d = y[i].d * moe_f16_to_f32(x->d);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+    store_sums(s, acc, nr);
+}
+
+/* Q4_K and Q5_K: x = d·sc·q − dmin·m per sub-block of 32; the mins go through the sums
+ * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. */
+INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool q5) {
+    const moe_block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i bsums = load256(y[i].bsums);
+        const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+        const int8_t *q8 = y[i].qs;
+        FOR_ROWS(r) {
+            const moe_block_q4_K *x4 = (const moe_block_q4_K *)(vx + r * bx) + i;
+            const moe_block_q5_K *x5 = (const moe_block_q5_K *)(vx + r * bx) + i;
+            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, bx, nr, q5 ? sizeof *x5 : sizeof *x4);
+            const __m128 dd = scales_f16x2(q5 ? &x5->d : &x4->d, y[i].d);
+            const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
+            const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), q8s);
+            const __m256i sc = dup_lo(sm);
+            const uint8_t *qs = q5 ? x5->qs : x4->qs;
+            const __m256i hbits = q5 ? load256(x5->qh) : _mm256_setzero_si256();
+            __m256i sumi = _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++) {
+                const __m256i bits = load256(qs + 32 * j);
+                __m256i lo = _mm256_and_si256(bits, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if (q5) { /* fifth bit of sub-block 2j and 2j+1: bits 2j and 2j+1 of qh */
+                    lo = _mm256_or_si256(lo, bit_to(hbits, 2 * j, 4));
+                    hi = _mm256_or_si256(hi, bit_to(hbits, 2 * j + 1, 4));
+                }
+                sumi = madd_acc(sumi, bcast_scale(sc, 2 * j), _mm256_maddubs_epi16(lo, load256(q8 + 64 * j)));
+                sumi = madd_acc(sumi, bcast_scale(sc, 2 * j + 1), _mm256_maddubs_epi16(hi, load256(q8 + 64 * j + 32)));
+            }
+            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(lane1(dd), _mm256_zextps128_ps256(_mm_cvtepi32_ps(prod)), acc[r]);
+        }
+    }
+    store_sums(s, acc, nr);
+}
+INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    dot_q45_K(n, s, vx, bx, vy, nr, false);
+}
+INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    dot_q45_K(n, s, vx, bx, vy, nr, true);
+}
+
+/* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
+ * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
+INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_K *y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i bsums = load256(y[i].bsums);
+        const int8_t *q8 = y[i].qs;
+        FOR_ROWS(r) {
+            const moe_block_q6_K *x = (const moe_block_q6_K *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr, sizeof *x);
+            const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
+            __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 5));
+            for (int j = 0; j < 2; j++) {
+                /* values 32k..32k+31 of this 128: low nibbles of ql[0..31] (k=0), of
+                 * ql[32..63] (k=1), high nibbles of both (k=2, 3); bits 2k..2k+1 of qh */
+                const __m256i l1 = load256(x->ql + 64 * j), l2 = load256(x->ql + 64 * j + 32);
+                const __m256i h = load256(x->qh + 32 * j);
+                const __m256i q6[4] = {
+                    _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
+                    _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(h, m30)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                                    _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)),
+                };
+                for (int k = 0; k < 4; k++) {
+                    const __m256i p = _mm256_maddubs_epi16(q6[k], load256(q8 + 128 * j + 32 * k));
+                    sumi = madd_acc(sumi, bcast_scale16(scv[j], k), p);
+                }
+            }
+            const float d = y[i].d * moe_f16_to_f32(x->d);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+    store_sums(s, acc, nr);
+}
+
+/* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
+INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_K *y = vy;
+    const __m256i ones = _mm256_set1_epi16(1);
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        FOR_ROWS(r) {
+            const moe_block_q8_K *x = (const moe_block_q8_K *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr, sizeof *x);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int j = 0; j < QK; j += 32) {
+                const __m256i qx = load256(x->qs + j), qy = load256(y[i].qs + j);
+                const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+                sumi = madd_acc(sumi, p16, ones);
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * y[i].d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+    store_sums(s, acc, nr);
+}
+
+#define DEFINE_DOTS(t)                                                                        \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
+        dot_##t(n, s, x, 0, y, 1);                                                            \
+    }                                                                                         \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        dot_##t(n, s, x, bx, y, 4);                                                           \
+    }
+DEFINE_DOTS(q2_K)
+DEFINE_DOTS(q3_K)
+DEFINE_DOTS(q4_K)
+DEFINE_DOTS(q5_K)
+DEFINE_DOTS(q6_K)
+DEFINE_DOTS(q8_K)
+
+/* Same bytes as moe_q8_K_from_float_ref: the same float products, rounded half to even
+ * (which is what ggml's nearest_int does for |v| < 2^22), the same first-largest value. */
+void moe_q8_K_from_float(const float *x, void *dst, int64_t n) {
+    moe_block_q8_K *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        __m256 vmax = _mm256_setzero_ps();
+        for (int j = 0; j < QK; j += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(vmax, 1), _mm256_castps256_ps128(vmax));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (!(amax > 0)) { /* all zero (or NaN: then the reference's output is garbage too) */
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        float max = 0;
+        for (int j = 0; j < QK; j++)
+            if (fabsf(x[j]) == amax) { max = x[j]; break; }
+        const float iscale = -127.f / max;
+        const __m256 mul = _mm256_set1_ps(iscale);
+        const __m256i lim = _mm256_set1_epi32(127);
+        for (int j = 0; j < QK; j += 32) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 f = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * k), mul),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                v[k] = _mm256_min_epi32(_mm256_cvtps_epi32(f), lim);
+            }
+            __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            q = _mm256_permutevar8x32_epi32(q, perm);
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), q);
+            /* block sums: Σ(q+128) of each 8 bytes with psadbw, then remove the bias */
+            const __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q, bias), _mm256_setzero_si256());
+            int64_t s64[4];
+            _mm256_storeu_si256((__m256i *)s64, sad);
+            y[i].bsums[j / 16] = (int16_t)(s64[0] + s64[1] - 16 * 128);
+            y[i].bsums[j / 16 + 1] = (int16_t)(s64[2] + s64[3] - 16 * 128);
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+#else /* no AVX2: the references are the fast path */
+
+bool moe_quant_k_simd(void) { return false; }
+
+#define DEFINE_DOTS(t)                                                                        \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
+        moe_##t##_vec_dot_ref(n, s, x, y);                                                    \
+    }                                                                                         \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        for (int r = 0; r < 4; r++) moe_##t##_vec_dot_ref(n, s + r, (const uint8_t *)x + r * bx, y); \
+    }
+DEFINE_DOTS(q2_K)
+DEFINE_DOTS(q3_K)
+DEFINE_DOTS(q4_K)
+DEFINE_DOTS(q5_K)
+DEFINE_DOTS(q6_K)
+DEFINE_DOTS(q8_K)
+void moe_q8_K_from_float(const float *x, void *y, int64_t n) { moe_q8_K_from_float_ref(x, y, n); }
+
+#endif

@@ -1,0 +1,579 @@
+/* quant_legacy.c — Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1: dequantization, llama.cpp's
+ * reference quantizers, the Q8_0/Q8_1 activation quantizers and the dot products, each
+ * as a scalar reference and an AVX2+FMA version (tests/test_quant_legacy.c compares them).
+ * See docs/QUANTS.md for the layouts, the rounding rules and the measured error bounds. */
+#include "core/quant_legacy.h"
+
+#include <float.h>
+#include <math.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MOE_LEGACY_AVX2 1
+#endif
+
+_Static_assert(sizeof(moe_block_q4_0) == 18, "block_q4_0 layout");
+_Static_assert(sizeof(moe_block_q4_1) == 20, "block_q4_1 layout");
+_Static_assert(sizeof(moe_block_q5_0) == 22, "block_q5_0 layout");
+_Static_assert(sizeof(moe_block_q5_1) == 24, "block_q5_1 layout");
+_Static_assert(sizeof(moe_block_q8_0) == 34, "block_q8_0 layout");
+_Static_assert(sizeof(moe_block_q8_1) == 36, "block_q8_1 layout");
+
+#define QK MOE_QK_LEGACY
+#define F16(h) moe_f16_to_f32(h)
+
+/* ------------------------------------------------------------------ dequantization */
+
+void moe_q4_0_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_q4_0 *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK / 2; j++) {
+            y[j] = ((x[i].qs[j] & 0x0F) - 8) * d;
+            y[j + QK / 2] = ((x[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+void moe_q4_1_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_q4_1 *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d), m = F16(x[i].m);
+        for (int j = 0; j < QK / 2; j++) {
+            y[j] = (x[i].qs[j] & 0x0F) * d + m;
+            y[j + QK / 2] = (x[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+static inline uint32_t load_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+void moe_q5_0_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_q5_0 *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d);
+        const uint32_t qh = load_u32(x[i].qh);
+        for (int j = 0; j < QK / 2; j++) {
+            const int h0 = (qh >> j) & 1, h1 = (qh >> (j + 16)) & 1;
+            y[j] = (((x[i].qs[j] & 0x0F) | h0 << 4) - 16) * d;
+            y[j + QK / 2] = (((x[i].qs[j] >> 4) | h1 << 4) - 16) * d;
+        }
+    }
+}
+
+void moe_q5_1_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_q5_1 *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d), m = F16(x[i].m);
+        const uint32_t qh = load_u32(x[i].qh);
+        for (int j = 0; j < QK / 2; j++) {
+            const int h0 = (qh >> j) & 1, h1 = (qh >> (j + 16)) & 1;
+            y[j] = ((x[i].qs[j] & 0x0F) | h0 << 4) * d + m;
+            y[j + QK / 2] = ((x[i].qs[j] >> 4) | h1 << 4) * d + m;
+        }
+    }
+}
+
+void moe_q8_0_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_q8_0 *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK; j++) y[j] = x[i].qs[j] * d;
+    }
+}
+
+void moe_q8_1_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_q8_1 *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK; j++) y[j] = x[i].qs[j] * d;
+    }
+}
+
+/* ------------------------------------------------------------------ reference quantizers
+ * Transcriptions of ggml-quants.c's quantize_row_*_ref: every expression is evaluated in
+ * the same order and precision (no FMA contraction: the project builds with -std=c11,
+ * where gcc does not contract), so the bytes equal those llama-quantize writes. Their
+ * quirks are kept on purpose: the truncating `(int8_t)(v + 8.5f)` rounding of Q4_0/Q5_0,
+ * the scale taken from the signed value of largest magnitude (so that value maps to -8 or
+ * -16 exactly), and roundf (half away from zero) in Q8_0/Q8_1. */
+
+void moe_q4_0_quantize_ref(const float *x, void *dst, int64_t n) {
+    moe_block_q4_0 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK; j++) {
+            const float v = x[j];
+            if (amax < fabsf(v)) { amax = fabsf(v); max = v; }
+        }
+        const float d = max / -8;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = moe_f32_to_f16(d);
+        for (int j = 0; j < QK / 2; j++) {
+            const float x0 = x[j] * id, x1 = x[QK / 2 + j] * id;
+            const uint8_t xi0 = (uint8_t)MOE_MIN(15, (int8_t)(x0 + 8.5f));
+            const uint8_t xi1 = (uint8_t)MOE_MIN(15, (int8_t)(x1 + 8.5f));
+            y[i].qs[j] = (uint8_t)(xi0 | xi1 << 4);
+        }
+    }
+}
+
+void moe_q4_1_quantize_ref(const float *x, void *dst, int64_t n) {
+    moe_block_q4_1 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QK; j++) {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        const float d = (max - min) / ((1 << 4) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = moe_f32_to_f16(d);
+        y[i].m = moe_f32_to_f16(min);
+        for (int j = 0; j < QK / 2; j++) {
+            const float x0 = (x[j] - min) * id, x1 = (x[QK / 2 + j] - min) * id;
+            const uint8_t xi0 = (uint8_t)MOE_MIN(15, (int8_t)(x0 + 0.5f));
+            const uint8_t xi1 = (uint8_t)MOE_MIN(15, (int8_t)(x1 + 0.5f));
+            y[i].qs[j] = (uint8_t)(xi0 | xi1 << 4);
+        }
+    }
+}
+
+void moe_q5_0_quantize_ref(const float *x, void *dst, int64_t n) {
+    moe_block_q5_0 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK; j++) {
+            const float v = x[j];
+            if (amax < fabsf(v)) { amax = fabsf(v); max = v; }
+        }
+        const float d = max / -16;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = moe_f32_to_f16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            const float x0 = x[j] * id, x1 = x[QK / 2 + j] * id;
+            const uint8_t xi0 = (uint8_t)MOE_MIN(31, (int8_t)(x0 + 16.5f));
+            const uint8_t xi1 = (uint8_t)MOE_MIN(31, (int8_t)(x1 + 16.5f));
+            y[i].qs[j] = (uint8_t)((xi0 & 0x0F) | (xi1 & 0x0F) << 4);
+            qh |= ((xi0 & 0x10u) >> 4) << j;
+            qh |= ((xi1 & 0x10u) >> 4) << (j + QK / 2);
+        }
+        memcpy(y[i].qh, &qh, 4);
+    }
+}
+
+void moe_q5_1_quantize_ref(const float *x, void *dst, int64_t n) {
+    moe_block_q5_1 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QK; j++) {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        const float d = (max - min) / ((1 << 5) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = moe_f32_to_f16(d);
+        y[i].m = moe_f32_to_f16(min);
+        uint32_t qh = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            const float x0 = (x[j] - min) * id, x1 = (x[QK / 2 + j] - min) * id;
+            const uint8_t xi0 = (uint8_t)(x0 + 0.5f), xi1 = (uint8_t)(x1 + 0.5f);
+            y[i].qs[j] = (uint8_t)((xi0 & 0x0F) | (xi1 & 0x0F) << 4);
+            qh |= ((xi0 & 0x10u) >> 4) << j;
+            qh |= ((xi1 & 0x10u) >> 4) << (j + QK / 2);
+        }
+        memcpy(y[i].qh, &qh, 4);
+    }
+}
+
+void moe_q8_0_quantize_ref(const float *x, void *dst, int64_t n) {
+    moe_block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++) amax = MOE_MAX(amax, fabsf(x[j]));
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = moe_f32_to_f16(d);
+        for (int j = 0; j < QK; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+void moe_q8_1_quantize_ref(const float *x, void *dst, int64_t n) {
+    moe_block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++) amax = MOE_MAX(amax, fabsf(x[j]));
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = moe_f32_to_f16(d);
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+            sum += y[i].qs[j];
+        }
+        y[i].s = moe_f32_to_f16(sum * d);
+    }
+}
+
+/* ------------------------------------------------------------------ activation quantizers
+ * ggml's CPU backend quantizes activations with its SIMD quantize_row_q8_0/_q8_1, which
+ * differ from the reference above in two ways: id = 127/amax instead of 1/(amax/127), and
+ * round half to even (_mm256_round_ps) instead of roundf. Both versions here follow the
+ * SIMD one so that a scalar build computes the same activations as an AVX2 build (and as
+ * llama.cpp). rintf rounds half to even in the default rounding mode, which the library
+ * never changes. */
+
+static inline float q8_block_scalar(const float *x, int8_t *q, int *sum_out) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++) amax = MOE_MAX(amax, fabsf(x[j]));
+    const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < QK; j++) {
+        float v = rintf(x[j] * id);
+        v = v > 127.f ? 127.f : v < -128.f ? -128.f : v; /* the saturating packs of the SIMD one */
+        q[j] = (int8_t)v;
+        sum += q[j];
+    }
+    *sum_out = sum;
+    return amax / 127.f;
+}
+
+void moe_q8_0_quantize_scalar(const float *x, void *dst, int64_t n) {
+    moe_block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        int sum;
+        y[i].d = moe_f32_to_f16(q8_block_scalar(x, y[i].qs, &sum));
+    }
+}
+
+void moe_q8_1_quantize_scalar(const float *x, void *dst, int64_t n) {
+    moe_block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        int sum;
+        const float d = q8_block_scalar(x, y[i].qs, &sum);
+        y[i].d = moe_f32_to_f16(d);
+        y[i].s = moe_f32_to_f16(d * (float)sum);
+    }
+}
+
+#if MOE_LEGACY_AVX2
+/* One block of 32 floats → 32 int8 (in order) in *q; returns d and the sum of the q. */
+static inline float q8_block_avx2(const float *x, int8_t *q, int *sum_out) {
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+    __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
+    m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+    const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), rnd));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, id), rnd));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, id), rnd));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, id), rnd));
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+    *sum_out = _mm_cvtsi128_si32(s4);
+    /* packs work within 128-bit lanes; the permute puts the 32 bytes back in order */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p);
+    return amax / 127.f;
+}
+
+void moe_q8_0_quantize(const float *x, void *dst, int64_t n) {
+    moe_block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        int sum;
+        y[i].d = moe_f32_to_f16(q8_block_avx2(x, y[i].qs, &sum));
+    }
+}
+
+void moe_q8_1_quantize(const float *x, void *dst, int64_t n) {
+    moe_block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        int sum;
+        const float d = q8_block_avx2(x, y[i].qs, &sum);
+        y[i].d = moe_f32_to_f16(d);
+        y[i].s = moe_f32_to_f16(d * (float)sum);
+    }
+}
+#else
+void moe_q8_0_quantize(const float *x, void *dst, int64_t n) { moe_q8_0_quantize_scalar(x, dst, n); }
+void moe_q8_1_quantize(const float *x, void *dst, int64_t n) { moe_q8_1_quantize_scalar(x, dst, n); }
+#endif
+
+/* ------------------------------------------------------------------ dot products: scalar
+ * The yardstick: exact integer sums within a block, blocks scaled and summed in double. */
+
+void moe_q4_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_q4_0 *x = vx;
+    const moe_block_q8_0 *y = vy;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++)
+            sumi += ((x[i].qs[j] & 0x0F) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + QK / 2];
+        acc += (double)sumi * F16(x[i].d) * F16(y[i].d);
+    }
+    *s = (float)acc;
+}
+
+void moe_q4_1_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_q4_1 *x = vx;
+    const moe_block_q8_1 *y = vy;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++)
+            sumi += (x[i].qs[j] & 0x0F) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + QK / 2];
+        acc += (double)sumi * F16(x[i].d) * F16(y[i].d) + (double)F16(x[i].m) * F16(y[i].s);
+    }
+    *s = (float)acc;
+}
+
+void moe_q5_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_q5_0 *x = vx;
+    const moe_block_q8_0 *y = vy;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const uint32_t qh = load_u32(x[i].qh);
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            const int v0 = ((x[i].qs[j] & 0x0F) | ((qh >> j) & 1) << 4) - 16;
+            const int v1 = ((x[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
+            sumi += v0 * y[i].qs[j] + v1 * y[i].qs[j + QK / 2];
+        }
+        acc += (double)sumi * F16(x[i].d) * F16(y[i].d);
+    }
+    *s = (float)acc;
+}
+
+void moe_q5_1_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_q5_1 *x = vx;
+    const moe_block_q8_1 *y = vy;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const uint32_t qh = load_u32(x[i].qh);
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            const int v0 = (x[i].qs[j] & 0x0F) | ((qh >> j) & 1) << 4;
+            const int v1 = (x[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+            sumi += v0 * y[i].qs[j] + v1 * y[i].qs[j + QK / 2];
+        }
+        acc += (double)sumi * F16(x[i].d) * F16(y[i].d) + (double)F16(x[i].m) * F16(y[i].s);
+    }
+    *s = (float)acc;
+}
+
+void moe_q8_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_q8_0 *x = vx, *y = vy;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK; j++) sumi += x[i].qs[j] * y[i].qs[j];
+        acc += (double)sumi * F16(x[i].d) * F16(y[i].d);
+    }
+    *s = (float)acc;
+}
+
+/* ------------------------------------------------------------------ dot products: AVX2
+ * ggml's approach: integer products of a block with _mm256_maddubs_epi16 (u8 × s8 → pairs
+ * of s16) summed to s32 with _mm256_madd_epi16 — or one _mm256_dpbusd_avx_epi32 where the
+ * CPU has AVX-VNNI, as ggml does — converted to float and accumulated with one FMA by the
+ * block's two scales. Differences from ggml, all for speed and none changing the integer
+ * sums: the 4- and 5-bit values stay unsigned (0..15, 0..31) so they multiply directly,
+ * and the offset (-8, -16) comes off as 8·Σy per block, computed once per activation
+ * block and shared by the rows of the _x4 kernels; nibbles are split with one variable
+ * shift; the F16 weight scales are read through a table (one broadcast load instead of a
+ * conversion). No int16 can saturate: |q4·y pair| ≤ 3810, |q5·y| ≤ 7874, |q8·y| ≤ 32512.
+ *
+ * Each kernel is written once as an always-inline function of the row count (1 or 4),
+ * which the compiler specialises; rows accumulate independently, so the four-row kernel
+ * has four FMA chains in flight. The four-row kernel also prefetches the same position
+ * of the next four rows: a row of a quantized matrix is only a few KB, too short for the
+ * hardware prefetchers to ramp up on, and without this a 4096-wide Q4_0 matrix-vector
+ * product streams at ~8 GB/s instead of ~30 (docs/BENCHMARKS.md). */
+#if MOE_LEGACY_AVX2
+#define INLINE static inline __attribute__((always_inline))
+/* The row loops must be unrolled for the accumulators to live in registers. */
+#define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
+
+/* F16 → F32 for every half: filled once at load time, read-only afterwards. */
+static float g_f16_table[1 << 16];
+__attribute__((constructor)) static void init_f16_table(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) g_f16_table[h] = moe_f16_to_f32((moe_f16)h);
+}
+INLINE __m256 bcast_f16(moe_f16 h) { return _mm256_broadcast_ss(&g_f16_table[h]); }
+
+INLINE float hsum8(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+/* 32 nibbles → 32 bytes 0..15 in value order: low nibbles (values 0..15) in the low lane,
+ * high nibbles (16..31) in the high lane, by shifting the high lane's dwords right by 4. */
+INLINE __m256i nibbles32(const uint8_t *qs) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
+}
+
+/* bit j of 32 → byte j = 0x10 if set (the fifth bit of Q5 values) */
+INLINE __m256i fifth_bits32(const uint8_t *qh) {
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)load_u32(qh)), shuf);
+    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    b = _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
+}
+
+/* acc + Σ of each 4 adjacent u8·s8 products, in 8 int32 lanes */
+INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+/* -k·Σy of a block in the lanes dot_u8s8 sums into: the start value of the integer dot
+ * when the weights carry an offset k */
+INLINE __m256i neg_offset(__m256i qy, int k) {
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8((char)k), qy), _mm256_set1_epi16(1));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), p);
+}
+
+/* how far ahead the _x4 kernels prefetch: the next four rows (see above) */
+#define PREFETCH(p, bx, nr) \
+    do { if ((nr) > 1) _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T0); } while (0)
+
+INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) {
+    FOR_ROWS(r) s[r] = hsum8(acc[r]) + (extra ? extra[r] : 0.0f);
+}
+
+#define ACC_INIT __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}
+
+/* Q4_0·Q8_0 and Q5_0·Q8_0: unsigned values with an offset (8 or 16). */
+INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_0 *y = vy;
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256i off = neg_offset(qy, 8);
+        const __m256 dy = bcast_f16(y[i].d);
+        FOR_ROWS(r) {
+            const moe_block_q4_0 *x = (const moe_block_q4_0 *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr);
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(off, nibbles32(x->qs), qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
+        }
+    }
+    store_sums(s, acc, NULL, nr);
+}
+
+INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_0 *y = vy;
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256i off = neg_offset(qy, 16);
+        const __m256 dy = bcast_f16(y[i].d);
+        FOR_ROWS(r) {
+            const moe_block_q5_0 *x = (const moe_block_q5_0 *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr);
+            const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(off, qx, qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
+        }
+    }
+    store_sums(s, acc, NULL, nr);
+}
+
+/* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
+INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_1 *y = vy;
+    ACC_INIT;
+    float summs[4] = {0};
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256 dy = bcast_f16(y[i].d);
+        const float sy = g_f16_table[y[i].s];
+        FOR_ROWS(r) {
+            const moe_block_q4_1 *x = (const moe_block_q4_1 *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr);
+            summs[r] += g_f16_table[x->m] * sy;
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), nibbles32(x->qs), qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
+        }
+    }
+    store_sums(s, acc, summs, nr);
+}
+
+INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_1 *y = vy;
+    ACC_INIT;
+    float summs[4] = {0};
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256 dy = bcast_f16(y[i].d);
+        const float sy = g_f16_table[y[i].s];
+        FOR_ROWS(r) {
+            const moe_block_q5_1 *x = (const moe_block_q5_1 *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr);
+            summs[r] += g_f16_table[x->m] * sy;
+            const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
+        }
+    }
+    store_sums(s, acc, summs, nr);
+}
+
+/* Q8_0·Q8_0: both signed, so ggml's sign trick: |x| (unsigned) times y with x's sign. */
+INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+    const moe_block_q8_0 *y = vy;
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256 dy = bcast_f16(y[i].d);
+        FOR_ROWS(r) {
+            const moe_block_q8_0 *x = (const moe_block_q8_0 *)(vx + r * bx) + i;
+            PREFETCH(x, bx, nr);
+            const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
+            const __m256i p = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), _mm256_cvtepi32_ps(p), acc[r]);
+        }
+    }
+    store_sums(s, acc, NULL, nr);
+}
+
+#define DEFINE_DOTS(t)                                                                        \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
+        dot_##t(n, s, x, 0, y, 1);                                                            \
+    }                                                                                         \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        dot_##t(n, s, x, bx, y, 4);                                                           \
+    }
+#else
+#define DEFINE_DOTS(t)                                                                        \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
+        moe_##t##_vec_dot_ref(n, s, x, y);                                                    \
+    }                                                                                         \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        for (int r = 0; r < 4; r++) moe_##t##_vec_dot_ref(n, s + r, (const uint8_t *)x + r * bx, y); \
+    }
+#endif
+MOE_LEGACY_DOTS(DEFINE_DOTS)

@@ -1,0 +1,63 @@
+/* quant_legacy.h — ggml's "legacy" block quants Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q8_1:
+ * block layouts (bit-exact with ggml-common.h), dequantization, llama.cpp's reference
+ * quantizers, the activation quantizers and the dot products against Q8_0 / Q8_1. */
+#ifndef MOE_CORE_QUANT_LEGACY_H
+#define MOE_CORE_QUANT_LEGACY_H
+
+#include "core/common.h"
+#include "core/f16.h"
+
+#define MOE_QK_LEGACY 32 /* values per block, every legacy type */
+
+/* ggml-common.h: x = d * (q - 8) */
+typedef struct { moe_f16 d; uint8_t qs[16]; } moe_block_q4_0;
+/* x = d * q + m */
+typedef struct { moe_f16 d, m; uint8_t qs[16]; } moe_block_q4_1;
+/* x = d * (q - 16), q = low nibble | bit j of qh << 4 */
+typedef struct { moe_f16 d; uint8_t qh[4]; uint8_t qs[16]; } moe_block_q5_0;
+/* x = d * q + m */
+typedef struct { moe_f16 d, m; uint8_t qh[4]; uint8_t qs[16]; } moe_block_q5_1;
+/* x = d * q */
+typedef struct { moe_f16 d; int8_t qs[32]; } moe_block_q8_0;
+/* x = d * q; s = d * sum(q) (the activation type of Q4_1 and Q5_1) */
+typedef struct { moe_f16 d, s; int8_t qs[32]; } moe_block_q8_1;
+
+/* Dequantization (n a multiple of 32). */
+void moe_q4_0_to_float(const void *src, float *dst, int64_t n);
+void moe_q4_1_to_float(const void *src, float *dst, int64_t n);
+void moe_q5_0_to_float(const void *src, float *dst, int64_t n);
+void moe_q5_1_to_float(const void *src, float *dst, int64_t n);
+void moe_q8_0_to_float(const void *src, float *dst, int64_t n);
+void moe_q8_1_to_float(const void *src, float *dst, int64_t n);
+
+/* llama.cpp's reference quantizers (ggml-quants.c quantize_row_*_ref), bit for bit: what
+ * `llama-quantize` writes into files. */
+void moe_q4_0_quantize_ref(const float *src, void *dst, int64_t n);
+void moe_q4_1_quantize_ref(const float *src, void *dst, int64_t n);
+void moe_q5_0_quantize_ref(const float *src, void *dst, int64_t n);
+void moe_q5_1_quantize_ref(const float *src, void *dst, int64_t n);
+void moe_q8_0_quantize_ref(const float *src, void *dst, int64_t n);
+void moe_q8_1_quantize_ref(const float *src, void *dst, int64_t n);
+
+/* Activation quantizers: the results of ggml's CPU-backend quantize_row_q8_0 / _q8_1 on
+ * an AVX2 build (id = 127 / amax, round half to even). The _scalar versions give the same
+ * bytes without SIMD so the results never depend on the build; the plain names pick the
+ * AVX2 version where compiled in. */
+void moe_q8_0_quantize(const float *src, void *dst, int64_t n);
+void moe_q8_0_quantize_scalar(const float *src, void *dst, int64_t n);
+void moe_q8_1_quantize(const float *src, void *dst, int64_t n);
+void moe_q8_1_quantize_scalar(const float *src, void *dst, int64_t n);
+
+/* Dot products as llama.cpp pairs them: Q4_0·Q8_0, Q4_1·Q8_1, Q5_0·Q8_0, Q5_1·Q8_1,
+ * Q8_0·Q8_0. _ref: scalar (integer sums per block, blocks summed in double); the plain
+ * names: AVX2+FMA where compiled in. _x4: four weight rows, `bx` bytes apart, against one
+ * activation row (s[0..3]) so that each activation block is loaded once per four rows. */
+#define MOE_LEGACY_DOTS(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0)
+#define MOE_DECLARE_DOTS(t)                                                            \
+    void moe_##t##_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);     \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y);         \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
+MOE_LEGACY_DOTS(MOE_DECLARE_DOTS)
+#undef MOE_DECLARE_DOTS
+
+#endif

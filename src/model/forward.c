@@ -1,0 +1,473 @@
+/* forward.c — the forward pass of every supported architecture (one function driven by
+ * the flags of arch.h), and the context that runs it: KV cache, scratch preallocated for
+ * a batch, the thread pool, the expert provider and the routing hook. Numerics follow
+ * llama.cpp's CPU backend (docs/ARCHITECTURE.md, "Numerics"). */
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "moe/route.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define MAX_BATCH 512          /* tokens per forward step (llama.cpp's default n_ubatch) */
+#define DEFAULT_CTX 4096       /* context size when the caller leaves it to us */
+
+struct moe_context {
+    moe_model *m;
+    moe_pool *pool;
+    moe_expert_provider *experts;   /* the model's mapped provider unless replaced */
+    moe_kv_cache kv;
+    int64_t n_ctx, n_batch, pos;
+    moe_routing_fn route_fn;
+    void *route_user;
+    float corr_dims[2];             /* YaRN correction range, as ggml_rope_yarn_corr_dims */
+    moe_arena arena;                /* every buffer below; nothing is allocated per token */
+    /* Scratch for one batch of nb ≤ n_batch tokens. d = n_embd, k = n_expert_used. */
+    float *x;            /* [nb × d] residual stream */
+    float *xn;           /* [nb × d] normalised input of the current block */
+    float *y;            /* [nb × d] output of the current block */
+    float *q;            /* [nb × nq] queries (keys and values go straight into the cache) */
+    float *att;          /* [nb × na] attention output, heads concatenated */
+    float *rope;         /* [nb × n_rot] (cos, sin) per rotated pair and token */
+    float *probs;        /* [threads × n_ctx] attention probabilities, a row per thread */
+    void *xq;            /* activations converted to a weight type's vec_dot_type */
+    float *router;       /* [nb × E] router logits */
+    float *scores;       /* [E] router scores (scratch of moe_route_topk) */
+    int32_t *ids;        /* [nb × k] chosen experts, selection order */
+    float *w;            /* [nb × k] their combine weights */
+    int32_t *row_of;     /* [nb × k] grouped row of (token, slot) */
+    int32_t *row_tok;    /* [nb × k] token of each grouped row */
+    int32_t *start;      /* [E + 1] first grouped row of each expert */
+    int32_t *cursor;     /* [E] */
+    int32_t *active;     /* [E] experts the batch uses, ascending */
+    float *xg;           /* [nb·k × d] expert inputs grouped by expert */
+    float *og;           /* [nb·k × d] expert outputs, grouped; then the shared expert's */
+    float *hg, *ug;      /* [nb × max FFN width] gate and up activations (k·n_ff_exp for experts) */
+    float *sg;           /* [nb] shared-expert gate logits */
+};
+
+/* ---------------------------------------------------------------- numerics */
+
+/* ggml_rms_norm then ggml_mul: the sum of squares in double, mean and scale in float. */
+static void rms_norm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+/* ggml_silu (x / (1 + e^-x)) then ggml_mul with the up projection, in place in g. */
+static void swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void add_rows(float *y, const float *b, int64_t n, int64_t cols, int64_t ldy) {
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < cols; i++) y[t * ldy + i] += b[i];
+}
+
+/* Bit-for-bit ggml's rope cache (ggml_rope_cache_init + rope_yarn): theta starts at the
+ * position and is multiplied by powf(base, -2/n_rot) per pair, in float, so the angles
+ * round exactly as llama.cpp's do. cs gets (cos, sin) for each pair i0/2. */
+static float yarn_ramp(float low, float high, int64_t i0) {
+    const float y = ((float)(i0 / 2) - low) / MOE_MAX(0.001f, high - low);
+    return 1.0f - MOE_MIN(1.0f, MOE_MAX(0.0f, y));
+}
+
+static void rope_cache(const moe_hparams *hp, const float corr[2], int64_t pos, float *cs) {
+    const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+    const float freq_scale = hp->rope_freq_scale, ext = hp->yarn_ext_factor;
+    float theta = (float)pos;
+    for (int64_t i0 = 0; i0 < hp->n_rot; i0 += 2) {
+        const float theta_extrap = theta, theta_interp = freq_scale * theta_extrap;
+        float th = theta_interp, mscale = hp->yarn_attn_factor;
+        if (ext != 0.0f) {
+            const float ramp_mix = yarn_ramp(corr[0], corr[1], i0) * ext;
+            th = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix;
+            mscale *= 1.0f + 0.1f * logf(1.0f / freq_scale);
+        }
+        cs[i0] = cosf(th) * mscale;
+        cs[i0 + 1] = sinf(th) * mscale;
+        theta *= theta_scale;
+    }
+}
+
+static float yarn_corr_dim(int64_t n_dims, int64_t n_ctx_orig, float n_rot, float base) {
+    return (float)n_dims * logf((float)n_ctx_orig / (n_rot * 2 * (float)M_PI)) / (2 * logf(base));
+}
+
+/* Rotates the first n_rot values of each head: adjacent pairs (NORM) or halves (NEOX). */
+static void rope_apply(const moe_hparams *hp, float *v, int64_t n_heads, int64_t head_dim, const float *cs) {
+    const int64_t n_rot = hp->n_rot, half = n_rot / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *x = v + h * head_dim;
+        for (int64_t i0 = 0; i0 < n_rot; i0 += 2) {
+            const float c = cs[i0], s = cs[i0 + 1];
+            const int64_t a = hp->rope_type == MOE_ROPE_NEOX ? i0 / 2 : i0;
+            const int64_t b = hp->rope_type == MOE_ROPE_NEOX ? i0 / 2 + half : i0 + 1;
+            const float x0 = x[a], x1 = x[b];
+            x[a] = x0 * c - x1 * s;
+            x[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+/* y[t·ldy + r] = W·x_t for t < n, with x converted to W's vec_dot_type first (F16 for F16
+ * weights, Q8_0 for Q4_0/Q8_0, Q8_K for K-quants, ...) exactly as llama.cpp does. */
+static void mm(moe_context *c, const moe_mat *W, const float *x, int64_t n, float *y, int64_t ldy) {
+    moe_act_prepare(c->pool, W->type, x, c->xq, n, W->cols);
+    moe_matmul_prepared(c->pool, y, ldy, W, c->xq, n);
+}
+
+/* The same x as the previous mm (whose weight type was prev_type): converted again only
+ * if W wants another activation type. */
+static void mm_same_x(moe_context *c, const moe_mat *W, int prev_type, const float *x, int64_t n, float *y,
+                      int64_t ldy) {
+    if (moe_type_get(W->type)->vec_dot_type != moe_type_get(prev_type)->vec_dot_type)
+        moe_act_prepare(c->pool, W->type, x, c->xq, n, W->cols);
+    moe_matmul_prepared(c->pool, y, ldy, W, c->xq, n);
+}
+
+/* SwiGLU FFN of n rows of x into out [n × d]. */
+static void ffn(moe_context *c, const moe_ffn_weights *f, const float *x, int64_t n, float *out) {
+    const int64_t ff = f->gate.rows;
+    mm(c, &f->gate, x, n, c->hg, ff);
+    mm_same_x(c, &f->up, f->gate.type, x, n, c->ug, ff);
+    swiglu(c->hg, c->ug, n * ff);
+    mm(c, &f->down, c->hg, n, out, f->down.rows);
+}
+
+/* ---------------------------------------------------------------- attention */
+
+typedef struct {
+    moe_context *c;
+    int il;
+    int64_t n, pos0;
+    float scale;
+} attn_job;
+
+/* One (token, head) pair at a time: scores over every cached position up to the token's
+ * own (the causal mask), softmax in F32 with the max subtracted and the sum in double
+ * (ggml_soft_max_ext), then the probability-weighted sum of the values. */
+static void attn_task(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    moe_context *c = j->c;
+    const moe_hparams *hp = &c->m->hp;
+    const int64_t H = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const int64_t hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
+    const int64_t nq = H * hk, na = H * hv;
+    const moe_vec_dot_fn dot = moe_type_get(MOE_TYPE_F32)->vec_dot;
+    float *p = c->probs + (size_t)ith * (size_t)c->n_ctx;
+    int64_t b, e;
+    moe_split(j->n * H, ith, nth, 1, &b, &e);
+    for (int64_t it = b; it < e; it++) {
+        const int64_t t = it / H, h = it % H, kvh = h / group;
+        const float *q = c->q + t * nq + h * hk;
+        const int64_t n_kv = j->pos0 + t + 1;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < n_kv; s++) {
+            float v;
+            dot(hk, &v, moe_kv_k(&c->kv, j->il, s) + kvh * hk, q);
+            v *= j->scale;
+            p[s] = v;
+            mx = v > mx ? v : mx;
+        }
+        double sum = 0.0;
+        for (int64_t s = 0; s < n_kv; s++) {
+            const float ev = expf(p[s] - mx);
+            p[s] = ev;
+            sum += (double)ev;
+        }
+        const float inv = (float)(1.0 / sum);
+        float *o = c->att + t * na + h * hv;
+        memset(o, 0, (size_t)hv * sizeof *o);
+        for (int64_t s = 0; s < n_kv; s++) {
+            const float ps = p[s] * inv;
+            const float *vv = moe_kv_v(&c->kv, j->il, s) + kvh * hv;
+            for (int64_t i = 0; i < hv; i++) o[i] += ps * vv[i];
+        }
+    }
+}
+
+/* x += attention(norm(x)) for n tokens at positions pos0 ... */
+static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
+    const moe_hparams *hp = &c->m->hp;
+    const moe_attn_weights *a = &c->m->layers[il].attn;
+    const int64_t d = hp->n_embd, hk = hp->n_embd_head_k;
+    const int64_t nq = hp->n_head * hk, nk = hp->n_head_kv * hk, nv = hp->n_head_kv * hp->n_embd_head_v;
+    float *k = moe_kv_k(&c->kv, il, pos0), *v = moe_kv_v(&c->kv, il, pos0);
+
+    for (int64_t t = 0; t < n; t++) rms_norm(c->xn + t * d, c->x + t * d, a->norm, d, hp->rms_eps);
+    /* K and V rows of consecutive positions are consecutive in the cache: the projections
+     * write there directly. */
+    mm(c, &a->wq, c->xn, n, c->q, nq);
+    mm_same_x(c, &a->wk, a->wq.type, c->xn, n, k, nk);
+    mm_same_x(c, &a->wv, a->wk.type, c->xn, n, v, nv);
+    if (a->bq) add_rows(c->q, a->bq, n, nq, nq);
+    if (a->bk) add_rows(k, a->bk, n, nk, nk);
+    if (a->bv) add_rows(v, a->bv, n, nv, nv);
+    for (int64_t t = 0; t < n; t++) {
+        float *qt = c->q + t * nq, *kt = k + t * nk;
+        if (hp->qk_norm == MOE_QK_NORM_FULL) {            /* olmoe: over the whole projection */
+            rms_norm(qt, qt, a->q_norm, nq, hp->rms_eps);
+            rms_norm(kt, kt, a->k_norm, nk, hp->rms_eps);
+        } else if (hp->qk_norm == MOE_QK_NORM_HEAD) {     /* qwen3moe: each head */
+            for (int64_t h = 0; h < hp->n_head; h++) rms_norm(qt + h * hk, qt + h * hk, a->q_norm, hk, hp->rms_eps);
+            for (int64_t h = 0; h < hp->n_head_kv; h++) rms_norm(kt + h * hk, kt + h * hk, a->k_norm, hk, hp->rms_eps);
+        }
+        rope_apply(hp, qt, hp->n_head, hk, c->rope + t * hp->n_rot);
+        rope_apply(hp, kt, hp->n_head_kv, hk, c->rope + t * hp->n_rot);
+    }
+    attn_job j = {c, il, n, pos0, 1.0f / sqrtf((float)hk)};
+    moe_pool_run(c->pool, attn_task, &j);
+    mm(c, &a->wo, c->att, n, c->y, d);
+    if (a->bo) add_rows(c->y, a->bo, n, d, d);
+    for (int64_t i = 0; i < n * d; i++) c->x[i] += c->y[i];
+}
+
+/* ---------------------------------------------------------------- MoE FFN */
+
+/* y = Σ_slots w · expert(xn) (+ shared expert) for n tokens: route every token, group
+ * the tokens by expert, and run each expert once over all of its tokens, so each
+ * expert's weights are read once per batch. */
+static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *tokens, int64_t pos0) {
+    const moe_hparams *hp = &c->m->hp;
+    const moe_layer_weights *ly = &c->m->layers[il];
+    const int64_t d = hp->n_embd, E = hp->n_expert, K = hp->n_expert_used, ff = hp->n_ff_exp;
+
+    mm(c, &ly->router, c->xn, n, c->router, E);
+    moe_route_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_expert = (int)E;
+    cfg.k = (int)K;
+    cfg.score = MOE_SCORE_SOFTMAX;
+    cfg.renorm = hp->expert_weights_norm;
+    cfg.scale = hp->expert_weights_scale;
+    for (int64_t t = 0; t < n; t++) {
+        moe_route_topk(&cfg, c->router + t * E, c->scores, c->ids + t * K, c->w + t * K);
+        if (c->route_fn) {
+            moe_routing_event ev = {pos0 + t, tokens[t], il, (int)K, c->ids + t * K, c->w + t * K};
+            c->route_fn(c->route_user, &ev);
+        }
+    }
+
+    /* Group: rows of expert e are start[e] .. start[e+1]-1, tokens in order. */
+    memset(c->start, 0, (size_t)(E + 1) * sizeof *c->start);
+    for (int64_t i = 0; i < n * K; i++) c->start[c->ids[i] + 1]++;
+    int n_active = 0;
+    for (int64_t e = 0; e < E; e++) {
+        if (c->start[e + 1]) c->active[n_active++] = (int32_t)e;
+        c->start[e + 1] += c->start[e];
+        c->cursor[e] = c->start[e];
+    }
+    for (int64_t i = 0; i < n * K; i++) {
+        const int32_t r = c->cursor[c->ids[i]]++;
+        c->row_of[i] = r;
+        c->row_tok[r] = (int32_t)(i / K);
+    }
+    for (int64_t r = 0; r < n * K; r++) memcpy(c->xg + r * d, c->xn + (int64_t)c->row_tok[r] * d, (size_t)d * sizeof(float));
+
+    moe_expert_provider *p = c->experts;
+    if (p->ops->hint) p->ops->hint(p, il, c->active, n_active, false);
+    for (int ai = 0; ai < n_active; ai++) {
+        const int e = c->active[ai];
+        const int64_t r0 = c->start[e], ne = c->start[e + 1] - r0;
+        const moe_expert_weights *W = p->ops->get(p, il, e);
+        if (!W) return moe_last_status() ? moe_last_status() : MOE_ERR_IO;
+        const float *xe = c->xg + r0 * d;
+        float *he = c->hg + r0 * ff, *ue = c->ug + r0 * ff;
+        mm(c, &W->gate, xe, ne, he, ff);
+        mm_same_x(c, &W->up, W->gate.type, xe, ne, ue, ff);
+        swiglu(he, ue, ne * ff);
+        mm(c, &W->down, he, ne, c->og + r0 * d, d);
+        if (p->ops->release) p->ops->release(p, il, e);
+    }
+
+    /* Combine as ggml does: each expert's output times its weight, summed in slot order. */
+    for (int64_t t = 0; t < n; t++) {
+        float *yt = c->y + t * d;
+        for (int64_t s = 0; s < K; s++) {
+            const float *o = c->og + (int64_t)c->row_of[t * K + s] * d;
+            const float ws = c->w[t * K + s];
+            if (s == 0)
+                for (int64_t i = 0; i < d; i++) yt[i] = o[i] * ws;
+            else
+                for (int64_t i = 0; i < d; i++) yt[i] += o[i] * ws;
+        }
+    }
+
+    if (ly->shared.gate.data) {
+        ffn(c, &ly->shared, c->xn, n, c->og);
+        if (ly->shared_gate.data) { /* qwen2moe: scaled by sigmoid(x · ffn_gate_inp_shexp) */
+            mm(c, &ly->shared_gate, c->xn, n, c->sg, 1);
+            for (int64_t t = 0; t < n; t++) {
+                const float g = 1.0f / (1.0f + expf(-c->sg[t]));
+                for (int64_t i = 0; i < d; i++) c->y[t * d + i] += c->og[t * d + i] * g;
+            }
+        } else {                     /* deepseek: shared experts added as they are */
+            for (int64_t i = 0; i < n * d; i++) c->y[i] += c->og[i];
+        }
+    }
+    return MOE_OK;
+}
+
+/* ---------------------------------------------------------------- one batch */
+
+/* Tokens [n ≤ n_batch] at positions pos .. pos+n-1. out: n rows of logits, or one (the
+ * last token's) with last_only, or none when NULL. */
+static moe_status forward(moe_context *c, const int32_t *tokens, int64_t n, float *out, bool last_only) {
+    const moe_model *m = c->m;
+    const moe_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, pos0 = c->pos;
+    for (int64_t t = 0; t < n; t++) {
+        moe_mat_get_row(&m->tok_embd, tokens[t], c->x + t * d);
+        rope_cache(hp, c->corr_dims, pos0 + t, c->rope + t * hp->n_rot);
+    }
+    for (int il = 0; il < hp->n_layer; il++) {
+        const moe_layer_weights *ly = &m->layers[il];
+        attention(c, il, n, pos0);
+        for (int64_t t = 0; t < n; t++) rms_norm(c->xn + t * d, c->x + t * d, ly->ffn_norm, d, hp->rms_eps);
+        if (ly->is_moe) {
+            moe_status st = moe_block(c, il, n, tokens, pos0);
+            if (st) return st;
+        } else {
+            ffn(c, &ly->dense, c->xn, n, c->y);
+        }
+        for (int64_t i = 0; i < n * d; i++) c->x[i] += c->y[i];
+    }
+    c->pos += n;
+    if (!out) return MOE_OK;
+    const int64_t t0 = last_only ? n - 1 : 0, rows = n - t0;
+    for (int64_t t = 0; t < rows; t++) rms_norm(c->xn + t * d, c->x + (t0 + t) * d, m->output_norm, d, hp->rms_eps);
+    mm(c, &m->output, c->xn, rows, out, hp->n_vocab);
+    return MOE_OK;
+}
+
+moe_status moe_eval(moe_context *c, const int32_t *tokens, int64_t n, float *logits, unsigned flags) {
+    if (!c || n < 0 || (n > 0 && !tokens)) return moe_error(MOE_ERR_INVALID, "moe_eval: invalid arguments");
+    if (n == 0) return MOE_OK;
+    const moe_hparams *hp = &c->m->hp;
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return moe_error(MOE_ERR_INVALID, "token id %d (at index %lld) is out of range: the vocabulary has %lld tokens",
+                             tokens[i], (long long)i, (long long)hp->n_vocab);
+    if (n > c->n_ctx - c->pos)
+        return moe_error(MOE_ERR_INVALID, "context is full: %lld tokens evaluated + %lld new > n_ctx %lld",
+                         (long long)c->pos, (long long)n, (long long)c->n_ctx);
+    const bool last_only = flags & MOE_EVAL_LAST_ONLY;
+    const int64_t pos_start = c->pos;
+    for (int64_t i0 = 0; i0 < n; i0 += c->n_batch) {
+        const int64_t nb = MOE_MIN(c->n_batch, n - i0);
+        float *out = NULL;
+        if (logits && !last_only) out = logits + i0 * hp->n_vocab;
+        if (logits && last_only && i0 + nb == n) out = logits;
+        moe_status st = forward(c, tokens + i0, nb, out, last_only);
+        if (st) {
+            c->pos = pos_start; /* the cache beyond pos is never read */
+            return st;
+        }
+    }
+    return MOE_OK;
+}
+
+/* ---------------------------------------------------------------- context */
+
+/* count × elem floats/ints from the arena, overflow-checked. */
+static void *scratch(moe_context *c, uint64_t count, uint64_t elem, bool *ok) {
+    uint64_t bytes;
+    if (!*ok) return NULL;
+    if (!moe_mul_ok(count, elem, &bytes) || bytes > SIZE_MAX / 2) {
+        *ok = false;
+        return moe_error_null(MOE_ERR_NOMEM, "context scratch of %llu × %llu bytes overflows",
+                              (unsigned long long)count, (unsigned long long)elem);
+    }
+    void *p = moe_arena_alloc(&c->arena, (size_t)MOE_MAX(bytes, 1), 64);
+    if (!p) *ok = false;
+    return p;
+}
+
+moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
+    if (!m) return moe_error_null(MOE_ERR_INVALID, "moe_context_init: no model");
+    const moe_hparams *hp = &m->hp;
+    if (n_ctx <= 0) n_ctx = hp->n_ctx_train > 0 ? MOE_MIN(hp->n_ctx_train, DEFAULT_CTX) : DEFAULT_CTX;
+    if (n_ctx > (INT64_C(1) << 24))
+        return moe_error_null(MOE_ERR_INVALID, "n_ctx %lld is too large (max %lld)", (long long)n_ctx,
+                              (long long)(INT64_C(1) << 24));
+    moe_context *c = moe_calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->m = m;
+    c->experts = m->experts;
+    c->n_ctx = n_ctx;
+    c->n_batch = MOE_MIN(n_ctx, MAX_BATCH);
+    moe_arena_init(&c->arena, 0);
+    const int64_t d = hp->n_embd, hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
+    const int64_t nq = hp->n_head * hk, na = hp->n_head * hv;
+    if (!(c->pool = moe_pool_create(m->params.n_threads)) ||
+        moe_kv_cache_init(&c->kv, hp->n_layer, n_ctx, hp->n_head_kv * hk, hp->n_head_kv * hv)) {
+        moe_context_free(c);
+        return NULL;
+    }
+    const uint64_t nb = (uint64_t)c->n_batch, E = (uint64_t)MOE_MAX(hp->n_expert, 1);
+    const uint64_t K = (uint64_t)MOE_MAX(hp->n_expert_used, 1), rows = nb * K;
+    /* Widest FFN activation of a batch: k expert rows per token, or the shared/dense FFN. */
+    uint64_t ffw = MOE_MAX((uint64_t)hp->n_ff_exp * K, (uint64_t)MOE_MAX(hp->n_ff_shexp, hp->n_ff));
+    /* Largest matmul input (values); F32 (4 bytes) is the widest activation type. */
+    uint64_t act = MOE_MAX(MOE_MAX(nb * (uint64_t)d * K, nb * (uint64_t)na), nb * ffw);
+    bool ok = true;
+    c->x = scratch(c, nb * d, 4, &ok);
+    c->xn = scratch(c, nb * d, 4, &ok);
+    c->y = scratch(c, nb * d, 4, &ok);
+    c->q = scratch(c, nb * nq, 4, &ok);
+    c->att = scratch(c, nb * na, 4, &ok);
+    c->rope = scratch(c, nb * MOE_MAX(hp->n_rot, 1), 4, &ok);
+    c->probs = scratch(c, (uint64_t)moe_pool_size(c->pool) * (uint64_t)n_ctx, 4, &ok);
+    c->xq = scratch(c, act, 4, &ok);
+    c->router = scratch(c, nb * E, 4, &ok);
+    c->scores = scratch(c, E, 4, &ok);
+    c->ids = scratch(c, rows, 4, &ok);
+    c->w = scratch(c, rows, 4, &ok);
+    c->row_of = scratch(c, rows, 4, &ok);
+    c->row_tok = scratch(c, rows, 4, &ok);
+    c->start = scratch(c, E + 1, 4, &ok);
+    c->cursor = scratch(c, E, 4, &ok);
+    c->active = scratch(c, E, 4, &ok);
+    c->xg = scratch(c, rows * d, 4, &ok);
+    c->og = scratch(c, rows * d, 4, &ok);
+    c->hg = scratch(c, nb * ffw, 4, &ok);
+    c->ug = scratch(c, nb * ffw, 4, &ok);
+    c->sg = scratch(c, nb, 4, &ok);
+    if (!ok) {
+        moe_context_free(c);
+        return NULL;
+    }
+    int64_t n_ctx_orig = hp->rope_n_ctx_orig > 0 ? hp->rope_n_ctx_orig : hp->n_ctx_train;
+    float lo = floorf(yarn_corr_dim(hp->n_rot, n_ctx_orig, hp->yarn_beta_fast, hp->rope_freq_base));
+    float hi = ceilf(yarn_corr_dim(hp->n_rot, n_ctx_orig, hp->yarn_beta_slow, hp->rope_freq_base));
+    c->corr_dims[0] = MOE_MAX(0.0f, lo);
+    c->corr_dims[1] = MOE_MIN((float)(hp->n_rot - 1), hi);
+    return c;
+}
+
+void moe_context_free(moe_context *c) {
+    if (!c) return;
+    moe_pool_free(c->pool);
+    moe_kv_cache_free(&c->kv);
+    moe_arena_free(&c->arena);
+    free(c);
+}
+
+int64_t moe_context_n_ctx(const moe_context *c) { return c->n_ctx; }
+int64_t moe_context_pos(const moe_context *c) { return c->pos; }
+void moe_context_reset(moe_context *c) { c->pos = 0; }
+
+void moe_context_set_routing_hook(moe_context *c, moe_routing_fn fn, void *user) {
+    c->route_fn = fn;
+    c->route_user = user;
+}
+
+void moe_context_set_expert_provider(moe_context *c, moe_expert_provider *p) {
+    c->experts = p ? p : c->m->experts;
+}

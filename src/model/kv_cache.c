@@ -1,0 +1,42 @@
+/* kv_cache.c — allocation of the F32 KV cache (see kv_cache.h). */
+#include "model/kv_cache.h"
+
+#include <stdlib.h>
+
+uint64_t moe_kv_cache_bytes(int64_t n_layer, int64_t n_ctx, int64_t k_dim, int64_t v_dim) {
+    uint64_t cells, per, total;
+    if (n_layer < 0 || n_ctx < 0 || k_dim < 0 || v_dim < 0) return 0;
+    if (!moe_mul_ok((uint64_t)n_layer, (uint64_t)n_ctx, &cells) || !moe_add_ok((uint64_t)k_dim, (uint64_t)v_dim, &per) ||
+        !moe_mul_ok(cells, per, &total) || !moe_mul_ok(total, sizeof(float), &total))
+        return 0;
+    return total;
+}
+
+moe_status moe_kv_cache_init(moe_kv_cache *kv, int64_t n_layer, int64_t n_ctx, int64_t k_dim, int64_t v_dim) {
+    memset(kv, 0, sizeof *kv);
+    uint64_t total = moe_kv_cache_bytes(n_layer, n_ctx, k_dim, v_dim);
+    if (total == 0 || total > SIZE_MAX / 2)
+        return moe_error(MOE_ERR_NOMEM, "KV cache of %lld positions × %lld layers is too large", (long long)n_ctx,
+                         (long long)n_layer);
+    size_t kb = (size_t)n_layer * (size_t)n_ctx * (size_t)k_dim * sizeof(float);
+    size_t vb = (size_t)n_layer * (size_t)n_ctx * (size_t)v_dim * sizeof(float);
+    kv->k = moe_aligned_alloc(kb ? kb : 64);
+    kv->v = moe_aligned_alloc(vb ? vb : 64);
+    if (!kv->k || !kv->v) {
+        moe_kv_cache_free(kv);
+        return moe_error(MOE_ERR_NOMEM, "cannot allocate the KV cache (%.1f MiB)", (double)total / (1 << 20));
+    }
+    /* Not zeroed: positions are written before they are read, and untouched pages of a
+     * large context cost no memory until used. */
+    kv->n_layer = n_layer;
+    kv->n_ctx = n_ctx;
+    kv->k_dim = k_dim;
+    kv->v_dim = v_dim;
+    return MOE_OK;
+}
+
+void moe_kv_cache_free(moe_kv_cache *kv) {
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof *kv);
+}

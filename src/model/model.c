@@ -1,0 +1,287 @@
+/* model.c — loading a model: hyperparameters (arch.c), then every tensor bound by
+ * llama.cpp's name and checked against the shape the hyperparameters imply. A missing or
+ * misshapen tensor is an error that names it. Routed experts go into the default expert
+ * provider, from 3-D ffn_*_exps tensors or per-expert blk.N.ffn_*.E.weight tensors. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct {
+    const moe_gguf *g;
+    const char *path;
+    moe_model *m;
+} loader;
+
+static const moe_gguf_tensor *find(const loader *L, const char *name) { return moe_gguf_find_tensor(L->g, name); }
+
+static moe_status missing(const loader *L, const char *name) {
+    return moe_error(MOE_ERR_NOT_FOUND, "%s: tensor '%s' is missing (architecture %s)", L->path, name, L->m->arch->name);
+}
+
+/* ne must be {ne0, ne1, ne2, 1}. */
+static moe_status check_shape(const loader *L, const moe_gguf_tensor *t, int64_t ne0, int64_t ne1, int64_t ne2) {
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != ne2 || t->ne[3] != 1)
+        return moe_error(MOE_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, 1]",
+                         L->path, t->name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                         (long long)t->ne[3], (long long)ne0, (long long)ne1, (long long)ne2);
+    const moe_type_traits *tt = moe_type_get(t->type);
+    if (!tt || ne0 % tt->block_size)
+        return moe_error(MOE_ERR_FORMAT, "%s: tensor '%s': rows of %lld values do not fit type %s", L->path, t->name,
+                         (long long)ne0, moe_type_name(t->type));
+    return MOE_OK;
+}
+
+/* The tensor's type must have kernels (dequantize + dot); the message names the tensor. */
+static moe_status check_type(const loader *L, const moe_gguf_tensor *t) {
+    if (moe_type_check_compute(t->type) == MOE_OK) return MOE_OK;
+    char why[256];
+    snprintf(why, sizeof why, "%s", moe_last_error());
+    return moe_error(MOE_ERR_UNSUPPORTED, "%s: tensor '%s': %s", L->path, t->name, why);
+}
+
+/* A 2-D weight [rows × cols] (ggml ne = {cols, rows}). Absent and optional: left empty. */
+static moe_status load_mat(const loader *L, const char *name, int64_t rows, int64_t cols, bool required, moe_mat *out) {
+    memset(out, 0, sizeof *out);
+    const moe_gguf_tensor *t = find(L, name);
+    if (!t) return required ? missing(L, name) : MOE_OK;
+    moe_status st = check_shape(L, t, cols, rows, 1);
+    if (!st) st = check_type(L, t);
+    if (!st) *out = moe_mat_make(t->data, t->type, rows, cols);
+    return st;
+}
+
+/* A vector [n] as floats: F32 tensors are used in place, others are dequantized once. */
+static moe_status load_vec(const loader *L, const char *name, int64_t n, bool required, const float **out) {
+    *out = NULL;
+    const moe_gguf_tensor *t = find(L, name);
+    if (!t) return required ? missing(L, name) : MOE_OK;
+    moe_status st = check_shape(L, t, n, 1, 1);
+    if (st) return st;
+    if (t->type == MOE_TYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
+        *out = t->data;
+        return MOE_OK;
+    }
+    if ((st = check_type(L, t))) return st;
+    float *v = moe_arena_alloc(&L->m->arena, (size_t)n * sizeof(float), 64);
+    if (!v) return MOE_ERR_NOMEM;
+    moe_type_get(t->type)->to_float(t->data, v, n);
+    *out = v;
+    return MOE_OK;
+}
+
+/* One expert's slice of a 3-D tensor [n_expert × rows × cols]. */
+static moe_mat expert_slice(const moe_gguf_tensor *t, int e, int64_t rows, int64_t cols) {
+    moe_mat m = moe_mat_make(t->data, t->type, rows, cols);
+    m.data = (const uint8_t *)t->data + (size_t)e * (size_t)rows * m.row_bytes;
+    return m;
+}
+
+static moe_status load_experts(const loader *L, int il) {
+    const moe_hparams *hp = &L->m->hp;
+    const int64_t d = hp->n_embd, ff = hp->n_ff_exp, E = hp->n_expert;
+    char ng[96], nu[96], nd[96];
+    snprintf(ng, sizeof ng, "blk.%d.ffn_gate_exps.weight", il);
+    snprintf(nu, sizeof nu, "blk.%d.ffn_up_exps.weight", il);
+    snprintf(nd, sizeof nd, "blk.%d.ffn_down_exps.weight", il);
+    const moe_gguf_tensor *tg = find(L, ng), *tu = find(L, nu), *td = find(L, nd);
+    moe_status st;
+    if (tg || tu || td) {
+        if (!tg) return missing(L, ng);
+        if (!tu) return missing(L, nu);
+        if (!td) return missing(L, nd);
+        if ((st = check_shape(L, tg, d, ff, E)) || (st = check_shape(L, tu, d, ff, E)) ||
+            (st = check_shape(L, td, ff, d, E)) || (st = check_type(L, tg)) || (st = check_type(L, tu)) ||
+            (st = check_type(L, td)))
+            return st;
+        for (int e = 0; e < E; e++) {
+            moe_expert_weights *w = moe_mapped_provider_slot(L->m->experts, il, e);
+            w->gate = expert_slice(tg, e, ff, d);
+            w->up = expert_slice(tu, e, ff, d);
+            w->down = expert_slice(td, e, d, ff);
+        }
+        return MOE_OK;
+    }
+    /* Per-expert layout (DESIGN.md "Per-expert tensors"; older Mixtral files): each expert
+     * its own 2-D tensors, each with its own type. */
+    for (int e = 0; e < E; e++) {
+        moe_expert_weights *w = moe_mapped_provider_slot(L->m->experts, il, e);
+        snprintf(ng, sizeof ng, "blk.%d.ffn_gate.%d.weight", il, e);
+        snprintf(nu, sizeof nu, "blk.%d.ffn_up.%d.weight", il, e);
+        snprintf(nd, sizeof nd, "blk.%d.ffn_down.%d.weight", il, e);
+        if (e == 0 && !find(L, ng)) {
+            snprintf(ng, sizeof ng, "blk.%d.ffn_gate_exps.weight", il);
+            return missing(L, ng);
+        }
+        if ((st = load_mat(L, ng, ff, d, true, &w->gate)) || (st = load_mat(L, nu, ff, d, true, &w->up)) ||
+            (st = load_mat(L, nd, d, ff, true, &w->down)))
+            return st;
+    }
+    L->m->per_expert_layout = true;
+    return MOE_OK;
+}
+
+static moe_status load_ffn(const loader *L, int il, const char *suffix, int64_t ff, moe_ffn_weights *f) {
+    const int64_t d = L->m->hp.n_embd;
+    char n[96];
+    moe_status st;
+    snprintf(n, sizeof n, "blk.%d.ffn_gate%s.weight", il, suffix);
+    if ((st = load_mat(L, n, ff, d, true, &f->gate))) return st;
+    snprintf(n, sizeof n, "blk.%d.ffn_up%s.weight", il, suffix);
+    if ((st = load_mat(L, n, ff, d, true, &f->up))) return st;
+    snprintf(n, sizeof n, "blk.%d.ffn_down%s.weight", il, suffix);
+    return load_mat(L, n, d, ff, true, &f->down);
+}
+
+static moe_status load_layer(const loader *L, int il) {
+    moe_model *m = L->m;
+    const moe_hparams *hp = &m->hp;
+    moe_layer_weights *ly = &m->layers[il];
+    moe_attn_weights *a = &ly->attn;
+    const int64_t d = hp->n_embd, nq = hp->n_head * hp->n_embd_head_k, nk = hp->n_head_kv * hp->n_embd_head_k,
+                  nv = hp->n_head_kv * hp->n_embd_head_v, na = hp->n_head * hp->n_embd_head_v;
+    char n[96];
+    moe_status st;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d." s, il), n)
+#define TRY(x) do { if ((st = (x))) return st; } while (0)
+    TRY(load_vec(L, NAME("attn_norm.weight"), d, true, &a->norm));
+    TRY(load_mat(L, NAME("attn_q.weight"), nq, d, true, &a->wq));
+    TRY(load_mat(L, NAME("attn_k.weight"), nk, d, true, &a->wk));
+    TRY(load_mat(L, NAME("attn_v.weight"), nv, d, true, &a->wv));
+    TRY(load_mat(L, NAME("attn_output.weight"), d, na, true, &a->wo));
+    TRY(load_vec(L, NAME("attn_q.bias"), nq, false, &a->bq));
+    TRY(load_vec(L, NAME("attn_k.bias"), nk, false, &a->bk));
+    TRY(load_vec(L, NAME("attn_v.bias"), nv, false, &a->bv));
+    TRY(load_vec(L, NAME("attn_output.bias"), d, false, &a->bo));
+    if (hp->qk_norm) {
+        bool head = hp->qk_norm == MOE_QK_NORM_HEAD;
+        TRY(load_vec(L, NAME("attn_q_norm.weight"), head ? hp->n_embd_head_k : nq, true, &a->q_norm));
+        TRY(load_vec(L, NAME("attn_k_norm.weight"), head ? hp->n_embd_head_k : nk, true, &a->k_norm));
+    }
+    TRY(load_vec(L, NAME("ffn_norm.weight"), d, true, &ly->ffn_norm));
+    ly->is_moe = hp->n_expert > 0 && il >= hp->n_layer_dense_lead;
+    if (!ly->is_moe) {
+        if (hp->n_ff == 0) return missing(L, NAME("ffn_gate.weight"));
+        return load_ffn(L, il, "", hp->n_ff, &ly->dense);
+    }
+    TRY(load_mat(L, NAME("ffn_gate_inp.weight"), hp->n_expert, d, true, &ly->router));
+    TRY(load_experts(L, il));
+    if (hp->n_ff_shexp > 0) TRY(load_ffn(L, il, "_shexp", hp->n_ff_shexp, &ly->shared));
+    if (hp->shared_expert_gate) TRY(load_mat(L, NAME("ffn_gate_inp_shexp.weight"), 1, d, true, &ly->shared_gate));
+#undef NAME
+#undef TRY
+    return MOE_OK;
+}
+
+/* Widths the file may leave to the tensors' shapes (llama.cpp derives them from other
+ * keys; the shapes are what the file really holds). */
+static moe_status derive_sizes(const loader *L) {
+    moe_hparams *hp = &L->m->hp;
+    const moe_arch_desc *arch = L->m->arch;
+    char n[96];
+    const moe_gguf_tensor *t;
+    int first_moe = (int)hp->n_layer_dense_lead;
+    if (hp->n_expert > 0 && first_moe < hp->n_layer && hp->n_ff_exp == 0) {
+        snprintf(n, sizeof n, "blk.%d.ffn_gate_exps.weight", first_moe);
+        if (!(t = find(L, n))) {
+            char n0[96];
+            snprintf(n0, sizeof n0, "blk.%d.ffn_gate.0.weight", first_moe);
+            if (!(t = find(L, n0))) return missing(L, n);
+        }
+        hp->n_ff_exp = t->ne[1];
+    }
+    if (arch->shared_expert && hp->n_expert > 0 && first_moe < hp->n_layer && hp->n_ff_shexp == 0) {
+        if (hp->n_expert_shared > 0) {
+            hp->n_ff_shexp = hp->n_expert_shared * hp->n_ff_exp; /* deepseek: n shared experts as one FFN */
+        } else {
+            snprintf(n, sizeof n, "blk.%d.ffn_gate_shexp.weight", first_moe);
+            if (!(t = find(L, n))) {
+                if (!arch->shared_gate) return MOE_OK; /* deepseek without shared experts */
+                return missing(L, n);
+            }
+            hp->n_ff_shexp = t->ne[1];
+        }
+    }
+    if (arch->shared_expert && hp->n_expert_shared == 0 && hp->n_ff_shexp > 0)
+        hp->n_expert_shared = hp->n_ff_exp > 0 && hp->n_ff_shexp % hp->n_ff_exp == 0 && !arch->shared_gate
+                                  ? hp->n_ff_shexp / hp->n_ff_exp : 1;
+    bool any_dense = hp->n_expert == 0 || hp->n_layer_dense_lead > 0;
+    if (any_dense && hp->n_ff == 0) {
+        snprintf(n, sizeof n, "blk.0.ffn_gate.weight");
+        if ((t = find(L, n))) hp->n_ff = t->ne[1];
+    }
+    if (!any_dense && hp->n_ff == 0) hp->n_ff = hp->n_ff_exp;
+    return MOE_OK;
+}
+
+moe_model_params moe_model_default_params(void) {
+    moe_model_params p = {0};
+    return p;
+}
+
+void moe_model_free(moe_model *m) {
+    if (!m) return;
+    moe_expert_provider_free(m->experts);
+    moe_arena_free(&m->arena);
+    moe_gguf_close(m->gguf);
+    free(m);
+}
+
+moe_model *moe_model_load(const char *path, const moe_model_params *params) {
+    moe_gguf *g = moe_gguf_open(path);
+    if (!g) return NULL;
+    moe_model *m = moe_calloc(1, sizeof *m);
+    if (!m) {
+        moe_gguf_close(g);
+        return NULL;
+    }
+    m->gguf = g;
+    m->params = params ? *params : moe_model_default_params();
+    moe_arena_init(&m->arena, 0);
+    loader L = {g, moe_gguf_path(g), m};
+    moe_hparams *hp = &m->hp;
+    moe_status st = moe_hparams_load(g, &m->arch, hp);
+    if (st) goto fail;
+    if ((st = derive_sizes(&L))) goto fail;
+
+    /* Vocabulary: the tokenizer's list, which must match the embedding's rows. */
+    const moe_gguf_tensor *te = find(&L, "token_embd.weight");
+    if (!te) {
+        st = missing(&L, "token_embd.weight");
+        goto fail;
+    }
+    const void *toks;
+    uint64_t n_tok;
+    if (moe_gguf_get_arr(g, "tokenizer.ggml.tokens", MOE_GGUF_STRING, &toks, &n_tok) == MOE_OK) hp->n_vocab = (int64_t)n_tok;
+    else hp->n_vocab = te->ne[1];
+    moe_clear_error();
+    if (hp->n_vocab <= 0 || hp->n_vocab > (INT64_C(1) << 31)) {
+        st = moe_error(MOE_ERR_FORMAT, "%s: vocabulary size %lld is out of range", L.path, (long long)hp->n_vocab);
+        goto fail;
+    }
+    if ((st = load_mat(&L, "token_embd.weight", hp->n_vocab, hp->n_embd, true, &m->tok_embd))) goto fail;
+    if ((st = load_vec(&L, "output_norm.weight", hp->n_embd, true, &m->output_norm))) goto fail;
+    if ((st = load_mat(&L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output))) goto fail;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+
+    m->layers = moe_arena_calloc(&m->arena, (size_t)hp->n_layer * sizeof *m->layers, 64);
+    m->experts = moe_mapped_provider_create((int)hp->n_layer, (int)hp->n_expert);
+    if (!m->layers || !m->experts) {
+        st = MOE_ERR_NOMEM;
+        goto fail;
+    }
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((st = load_layer(&L, il))) goto fail;
+    return m;
+fail:
+    (void)st;
+    moe_model_free(m);
+    return NULL;
+}
+
+const moe_hparams *moe_model_hparams(const moe_model *m) { return &m->hp; }
+const char *moe_model_arch(const moe_model *m) { return m->arch->name; }
+int64_t moe_model_n_vocab(const moe_model *m) { return m->hp.n_vocab; }
+int64_t moe_model_n_layer(const moe_model *m) { return m->hp.n_layer; }
+const moe_gguf *moe_model_gguf(const moe_model *m) { return m->gguf; }
+moe_expert_provider *moe_model_default_experts(moe_model *m) { return m->experts; }

@@ -1,0 +1,446 @@
+/* provider.c — the offloading expert provider behind `--mem`: routed experts are read
+ * from the model file with pread (O_DIRECT where the file system allows) into a fixed
+ * pool of slots sized from the memory budget; the cache policy of xcache.c decides what
+ * to evict; an I/O thread loads the experts the router picked (and those a predictor
+ * guessed) while the compute threads work. A wrong guess costs time, never results:
+ * the bytes in a slot are the bytes of the file. */
+#include "offload/xcache.h"
+#include "io/gguf.h"
+#include "model/model.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <unistd.h>
+
+/* O_DIRECT needs offsets, lengths and buffers aligned to the logical block size; 4 KiB
+ * covers every common device. */
+#define IO_ALIGN 4096u
+#define QUEUE_CAP 4096
+
+enum { SLOT_EMPTY = 0, SLOT_LOADING, SLOT_READY, SLOT_FAILED };
+
+/* Where one matrix of an expert lies in the file. */
+typedef struct {
+    uint64_t offset, bytes;
+    moe_mat mat;          /* data is rebased into the slot when loaded */
+} part_loc;
+
+typedef struct {
+    part_loc part[3];     /* gate, up, down */
+} expert_loc;
+
+typedef struct {
+    moe_expert_weights w;
+    int state;
+    int pins;             /* users: the forward pass (get..release) and the I/O thread */
+    char err[512];
+} slot_info;
+
+typedef struct {
+    int layer, expert;
+    bool predicted;
+} io_req;
+
+struct moe_offload {
+    moe_expert_provider base;
+    const moe_model *model;
+    char path[512];
+    int fd;
+    bool direct;
+    struct stat st0;              /* size and mtime at open: the file must not change */
+    moe_pread_fn read_fn;
+    void *read_ctx;
+    int n_layer, n_expert;
+    expert_loc *loc;              /* [n_layer × n_expert]; part[0].bytes == 0: not routed */
+    uint64_t slot_bytes;
+    int64_t n_slots;
+    uint8_t *pool;                /* n_slots × slot_bytes, IO_ALIGN-aligned */
+    slot_info *slots;
+    moe_xcache *cache;
+    moe_offload_plan plan;
+    /* I/O thread */
+    pthread_t io_thread;
+    bool io_running, io_quit;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    io_req queue[QUEUE_CAP];
+    int q_head, q_len;
+    /* prediction bookkeeping: the last guess for every layer */
+    uint8_t *guess;               /* [n_layer × n_expert] */
+    bool *have_guess;             /* [n_layer] */
+    moe_offload_stats stats;
+};
+
+/* ---------------------------------------------------------------- reading */
+
+static int64_t default_pread(void *ctx, int fd, void *buf, size_t n, uint64_t off) {
+    (void)ctx;
+    return pread(fd, buf, n, (off_t)off);
+}
+
+static uint64_t align_down(uint64_t x) { return x & ~(uint64_t)(IO_ALIGN - 1); }
+static uint64_t align_up(uint64_t x) { return (x + IO_ALIGN - 1) & ~(uint64_t)(IO_ALIGN - 1); }
+
+/* Bytes one matrix takes in a slot: its aligned read window. */
+static uint64_t window_bytes(const part_loc *p) {
+    return align_up(p->offset + p->bytes) - align_down(p->offset);
+}
+
+/* Reads expert (layer, expert) into slot memory `dst` and points w at it. Runs without
+ * the lock: the slot is pinned and LOADING, nobody else touches it. Returns an error
+ * message in err (empty on success). */
+static void load_expert(moe_offload *o, int layer, int expert, uint8_t *dst, moe_expert_weights *w,
+                        char *err, size_t errlen) {
+    const expert_loc *L = &o->loc[(size_t)layer * (size_t)o->n_expert + (size_t)expert];
+    static const char *names[3] = {"gate", "up", "down"};
+    err[0] = 0;
+    struct stat st;
+    if (fstat(o->fd, &st) != 0 || st.st_size != o->st0.st_size || st.st_mtim.tv_sec != o->st0.st_mtim.tv_sec ||
+        st.st_mtim.tv_nsec != o->st0.st_mtim.tv_nsec) {
+        snprintf(err, errlen, "%.160s: the model file changed on disk while in use (reading expert %d of layer %d); restart to use the new file",
+                 o->path, expert, layer);
+        return;
+    }
+    moe_mat *mats[3] = {&w->gate, &w->up, &w->down};
+    uint8_t *p = dst;
+    for (int k = 0; k < 3; k++) {
+        const part_loc *pl = &L->part[k];
+        uint64_t start = align_down(pl->offset), len = window_bytes(pl);
+        uint64_t done = 0;
+        while (done < len) {
+            int64_t r = o->read_fn(o->read_ctx, o->fd, p + done, (size_t)(len - done), start + done);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) {
+                snprintf(err, errlen, "%.160s: reading expert %d of layer %d (%s, %llu bytes at offset %llu) failed: %s", o->path,
+                         expert, layer, names[k], (unsigned long long)pl->bytes, (unsigned long long)pl->offset,
+                         strerror(errno));
+                return;
+            }
+            if (r == 0) {
+                /* the aligned window may run past the end of the file: only the tail
+                 * beyond the matrix itself may be missing */
+                if (start + done >= pl->offset + pl->bytes) break;
+                snprintf(err, errlen, "%.160s: short read of expert %d of layer %d (%s): got %llu of %llu bytes at offset %llu",
+                         o->path, expert, layer, names[k], (unsigned long long)(start + done - pl->offset),
+                         (unsigned long long)pl->bytes, (unsigned long long)pl->offset);
+                return;
+            }
+            done += (uint64_t)r;
+        }
+        if (!o->direct) /* we keep our own copy: do not let the page cache hold a second */
+            posix_fadvise(o->fd, (off_t)start, (off_t)len, POSIX_FADV_DONTNEED);
+        *mats[k] = pl->mat;
+        mats[k]->data = p + (pl->offset - start);
+        p += len;
+        o->stats.bytes_read += len;
+    }
+}
+
+/* ---------------------------------------------------------------- slots */
+
+/* Finds or makes the slot of (layer, expert); caller holds the lock. *fresh is set when
+ * the slot was just claimed and the caller must load it. Returns -1 on error. */
+static int64_t claim_slot(moe_offload *o, int layer, int expert, bool *fresh) {
+    *fresh = false;
+    int64_t s = moe_xcache_lookup(o->cache, layer, expert);
+    if (s >= 0) return s;
+    s = moe_xcache_insert(o->cache, layer, expert, NULL);
+    if (s < 0) return -1;
+    *fresh = true;
+    o->slots[s].state = SLOT_LOADING;
+    return s;
+}
+
+static void pin(moe_offload *o, int64_t s, int delta) {
+    o->slots[s].pins += delta;
+    moe_xcache_pin(o->cache, s, o->slots[s].pins > 0);
+}
+
+static void *io_main(void *arg) {
+    moe_offload *o = arg;
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
+        while (!o->q_len && !o->io_quit) pthread_cond_wait(&o->cv_work, &o->mu);
+        if (o->io_quit) break;
+        io_req r = o->queue[o->q_head];
+        o->q_head = (o->q_head + 1) % QUEUE_CAP;
+        o->q_len--;
+        bool fresh;
+        int64_t s = claim_slot(o, r.layer, r.expert, &fresh);
+        if (s < 0) { moe_clear_error(); continue; } /* every slot busy: drop the prefetch */
+        if (!fresh) continue;
+        pin(o, s, +1);
+        pthread_mutex_unlock(&o->mu);
+        char err[512];
+        load_expert(o, r.layer, r.expert, o->pool + (size_t)s * o->slot_bytes, &o->slots[s].w, err, sizeof err);
+        pthread_mutex_lock(&o->mu);
+        if (err[0]) {
+            o->slots[s].state = SLOT_FAILED;
+            memcpy(o->slots[s].err, err, sizeof err);
+        } else {
+            o->slots[s].state = SLOT_READY;
+        }
+        o->stats.loads_background++;
+        pin(o, s, -1);
+        pthread_cond_broadcast(&o->cv_done);
+    }
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
+
+static void enqueue(moe_offload *o, int layer, int expert, bool predicted, bool front) {
+    if (o->q_len == QUEUE_CAP) return; /* a full queue drops guesses: they are optional */
+    io_req r = {layer, expert, predicted};
+    if (front) {
+        o->q_head = (o->q_head + QUEUE_CAP - 1) % QUEUE_CAP;
+        o->queue[o->q_head] = r;
+    } else {
+        o->queue[(o->q_head + o->q_len) % QUEUE_CAP] = r;
+    }
+    o->q_len++;
+}
+
+/* ---------------------------------------------------------------- provider ops */
+
+static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int expert) {
+    moe_offload *o = (moe_offload *)p;
+    if (layer < 0 || layer >= o->n_layer || expert < 0 || expert >= o->n_expert ||
+        !o->loc[(size_t)layer * (size_t)o->n_expert + (size_t)expert].part[0].bytes)
+        return moe_error_null(MOE_ERR_INVALID, "expert %d of layer %d does not exist", expert, layer);
+    double t0 = moe_time_s();
+    pthread_mutex_lock(&o->mu);
+    bool fresh;
+    int64_t s = claim_slot(o, layer, expert, &fresh);
+    if (s < 0) {
+        pthread_mutex_unlock(&o->mu);
+        return NULL;
+    }
+    pin(o, s, +1);
+    o->stats.accesses++;
+    if (fresh) {
+        /* a miss: read it on this thread (the I/O thread may be busy with guesses) */
+        o->stats.misses++;
+        pthread_mutex_unlock(&o->mu);
+        char err[512];
+        load_expert(o, layer, expert, o->pool + (size_t)s * o->slot_bytes, &o->slots[s].w, err, sizeof err);
+        pthread_mutex_lock(&o->mu);
+        o->slots[s].state = err[0] ? SLOT_FAILED : SLOT_READY;
+        if (err[0]) memcpy(o->slots[s].err, err, sizeof err);
+        pthread_cond_broadcast(&o->cv_done);
+    } else {
+        if (o->slots[s].state == SLOT_LOADING) o->stats.hits_in_flight++;
+        else o->stats.hits++;
+        while (o->slots[s].state == SLOT_LOADING) pthread_cond_wait(&o->cv_done, &o->mu);
+    }
+    const moe_expert_weights *w = NULL;
+    if (o->slots[s].state == SLOT_FAILED) {
+        moe_error(MOE_ERR_IO, "%s", o->slots[s].err);
+        /* forget the slot so a later call retries (and fails again if the fault stays) */
+        pin(o, s, -1);
+        moe_xcache_remove(o->cache, s);
+        o->slots[s].state = SLOT_EMPTY;
+    } else {
+        w = &o->slots[s].w;
+    }
+    pthread_mutex_unlock(&o->mu);
+    o->stats.stall_seconds += moe_time_s() - t0;
+    return w;
+}
+
+static void op_release(moe_expert_provider *p, int layer, int expert) {
+    moe_offload *o = (moe_offload *)p;
+    pthread_mutex_lock(&o->mu);
+    int64_t s = moe_xcache_lookup(o->cache, layer, expert);
+    if (s >= 0 && o->slots[s].pins > 0) pin(o, s, -1);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, int n, bool predicted) {
+    moe_offload *o = (moe_offload *)p;
+    if (layer < 0 || layer >= o->n_layer) return;
+    pthread_mutex_lock(&o->mu);
+    uint8_t *g = o->guess + (size_t)layer * (size_t)o->n_expert;
+    if (predicted) {
+        memset(g, 0, (size_t)o->n_expert);
+        for (int i = 0; i < n; i++) if (experts[i] >= 0 && experts[i] < o->n_expert) g[experts[i]] = 1;
+        o->have_guess[layer] = true;
+    } else {
+        /* score the last guess for this layer against what the router chose */
+        moe_xcache_begin_layer(o->cache, layer);
+        if (o->have_guess[layer]) {
+            int64_t guessed = 0, right = 0;
+            for (int e = 0; e < o->n_expert; e++) guessed += g[e];
+            for (int i = 0; i < n; i++) right += experts[i] >= 0 && experts[i] < o->n_expert && g[experts[i]];
+            o->stats.predicted += guessed;
+            o->stats.predicted_right += right;
+            o->stats.routed_with_guess += n;
+            o->have_guess[layer] = false;
+        }
+    }
+    if (o->io_running) {
+        /* Experts the router picked go to the front (in reverse, so the first is first):
+         * the compute thread starts on the first while the I/O thread reads the next. */
+        for (int i = predicted ? 0 : n - 1; predicted ? i < n : i >= 0; i += predicted ? 1 : -1) {
+            int e = experts[i];
+            if (e < 0 || e >= o->n_expert) continue;
+            if (moe_xcache_lookup(o->cache, layer, e) >= 0) continue;
+            enqueue(o, layer, e, predicted, !predicted);
+            o->stats.prefetches += predicted;
+        }
+        pthread_cond_signal(&o->cv_work);
+    }
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void op_destroy(moe_expert_provider *p) { moe_offload_free((moe_offload *)p); }
+
+static const moe_expert_provider_ops g_ops = {op_get, op_hint, op_release, op_destroy};
+
+/* ---------------------------------------------------------------- setup */
+
+moe_offload_params moe_offload_default_params(void) {
+    moe_offload_params p = {0};
+    p.policy = MOE_CACHE_EDGEMOE;
+    p.prefetch = true;
+    return p;
+}
+
+moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offload_params *params) {
+    moe_offload_params prm = params ? *params : moe_offload_default_params();
+    const moe_gguf *g = moe_model_gguf(m);
+    moe_offload *o = moe_calloc(1, sizeof *o);
+    if (!o) return NULL;
+    o->base.ops = &g_ops;
+    o->model = m;
+    o->fd = -1;
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv_work, NULL);
+    pthread_cond_init(&o->cv_done, NULL);
+    snprintf(o->path, sizeof o->path, "%s", moe_gguf_path(g));
+    o->read_fn = prm.read_fn ? prm.read_fn : default_pread;
+    o->read_ctx = prm.read_ctx;
+    o->n_layer = (int)moe_model_n_layer(m);
+    o->n_expert = (int)moe_model_hparams(m)->n_expert;
+    if (o->n_expert <= 0) {
+        moe_error(MOE_ERR_UNSUPPORTED, "%s: the model has no routed experts: --mem needs an MoE model", o->path);
+        goto fail;
+    }
+
+    /* where every expert's matrices lie in the file, from the model's mapped views */
+    o->loc = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, sizeof *o->loc);
+    if (!o->loc) goto fail;
+    const uint8_t *base = moe_gguf_base(g);
+    for (int l = 0; l < o->n_layer; l++) {
+        uint64_t sb = 0;
+        for (int e = 0; e < o->n_expert; e++) {
+            const moe_expert_weights *w = moe_mapped_provider_slot(m->experts, l, e);
+            if (!w || !w->gate.data) continue;
+            const moe_mat *mats[3] = {&w->gate, &w->up, &w->down};
+            expert_loc *L = &o->loc[(size_t)l * (size_t)o->n_expert + (size_t)e];
+            uint64_t bytes = 0;
+            for (int k = 0; k < 3; k++) {
+                L->part[k].offset = (uint64_t)((const uint8_t *)mats[k]->data - base);
+                L->part[k].bytes = (uint64_t)mats[k]->rows * mats[k]->row_bytes;
+                L->part[k].mat = *mats[k];
+                bytes += window_bytes(&L->part[k]);
+            }
+            sb = MOE_MAX(sb, bytes);
+        }
+        o->slot_bytes = MOE_MAX(o->slot_bytes, sb);
+    }
+
+    if (moe_offload_plan_compute(g, prm.budget, (int)n_ctx, &o->plan) != MOE_OK) goto fail;
+    /* the plan counts raw expert bytes; our slots also hold the alignment padding */
+    uint64_t fixed = o->plan.resident_bytes + o->plan.kv_bytes + o->plan.overhead_bytes;
+    o->n_slots = prm.budget > fixed ? (int64_t)((prm.budget - fixed) / o->slot_bytes) : 0;
+    int64_t total_experts = (int64_t)o->plan.n_moe_layers * o->n_expert;
+    if (o->n_slots > total_experts) o->n_slots = total_experts; /* everything fits */
+    int64_t need = prm.per_layer ? (int64_t)o->plan.n_experts_used * o->n_layer : o->plan.n_experts_used;
+    if (o->n_slots < need) {
+        moe_error(MOE_ERR_NOMEM, "%s: a budget of %.1f MiB leaves room for %lld expert slots of %.2f MiB; at least %lld are needed (budget ≥ %.1f MiB)",
+                  o->path, prm.budget / 1048576.0, (long long)o->n_slots, o->slot_bytes / 1048576.0, (long long)need,
+                  (fixed + (uint64_t)need * o->slot_bytes) / 1048576.0);
+        goto fail;
+    }
+    o->pool = NULL;
+    if (posix_memalign((void **)&o->pool, IO_ALIGN, (size_t)o->n_slots * o->slot_bytes) != 0) {
+        o->pool = NULL;
+        moe_error(MOE_ERR_NOMEM, "out of memory allocating %lld expert slots", (long long)o->n_slots);
+        goto fail;
+    }
+    o->slots = moe_calloc((size_t)o->n_slots, sizeof *o->slots);
+    o->guess = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, 1);
+    o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
+    o->cache = moe_xcache_init(prm.policy == MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
+                               prm.per_layer, o->n_layer, o->n_expert);
+    if (!o->slots || !o->guess || !o->have_guess || !o->cache) goto fail;
+
+    /* O_DIRECT keeps the experts out of the page cache (our slots are the only copy);
+     * some file systems (tmpfs) refuse it, and then we drop pages after each read. */
+    o->fd = prm.no_direct ? -1 : open(o->path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    o->direct = o->fd >= 0;
+    if (o->fd < 0) o->fd = open(o->path, O_RDONLY | O_CLOEXEC);
+    if (o->fd < 0 || fstat(o->fd, &o->st0) != 0) {
+        moe_error(MOE_ERR_IO, "%s: cannot open for expert reads: %s", o->path, strerror(errno));
+        goto fail;
+    }
+    if ((uint64_t)o->st0.st_size != moe_gguf_file_size(g)) {
+        moe_error(MOE_ERR_IO, "%s: the file changed size since it was loaded", o->path);
+        goto fail;
+    }
+    if (prm.prefetch) {
+        if (pthread_create(&o->io_thread, NULL, io_main, o) != 0) {
+            moe_error(MOE_ERR_NOMEM, "could not start the expert I/O thread");
+            goto fail;
+        }
+        o->io_running = true;
+    }
+    o->stats.n_slots = o->n_slots;
+    o->stats.slot_bytes = o->slot_bytes;
+    o->stats.direct_io = o->direct;
+    return o;
+fail:
+    moe_offload_free(o);
+    return NULL;
+}
+
+void moe_offload_free(moe_offload *o) {
+    if (!o) return;
+    if (o->io_running) {
+        pthread_mutex_lock(&o->mu);
+        o->io_quit = true;
+        pthread_cond_broadcast(&o->cv_work);
+        pthread_mutex_unlock(&o->mu);
+        pthread_join(o->io_thread, NULL);
+    }
+    if (o->fd >= 0) close(o->fd);
+    moe_xcache_free(o->cache);
+    free(o->pool);
+    free(o->slots);
+    free(o->guess);
+    free(o->have_guess);
+    free(o->loc);
+    pthread_mutex_destroy(&o->mu);
+    pthread_cond_destroy(&o->cv_work);
+    pthread_cond_destroy(&o->cv_done);
+    free(o);
+}
+
+void moe_offload_attach(moe_offload *o, moe_context *c) {
+    moe_context_set_expert_provider(c, o ? &o->base : NULL);
+}
+
+void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out) {
+    pthread_mutex_lock(&o->mu);
+    *out = o->stats;
+    pthread_mutex_unlock(&o->mu);
+    out->hit_rate = out->accesses ? (double)(out->hits + out->hits_in_flight) / (double)out->accesses : 0;
+    out->prefetch_precision = out->predicted ? (double)out->predicted_right / (double)out->predicted : 0;
+    out->prefetch_recall = out->routed_with_guess ? (double)out->predicted_right / (double)out->routed_with_guess : 0;
+}
+
+uint64_t moe_offload_pool_bytes(const moe_offload *o) { return (uint64_t)o->n_slots * o->slot_bytes; }

@@ -1,0 +1,126 @@
+/* test_matmul.c — moe_matmul / moe_matmul_prepared for every type with kernels, against a
+ * double-precision product of the dequantized weights and the dequantized prepared
+ * activations, over shapes that exercise the four-row kernels' remainders, the batch
+ * blocking and the thread splits. */
+#include "test.h"
+
+#include "core/f16.h"
+#include "core/matmul.h"
+#include "core/threads.h"
+#include "core/types.h"
+
+#include <stdlib.h>
+
+static uint64_t g_rng = 0x2545f4914f6cdd1dull;
+static float rnd(void) {
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Checks y (ldy) against W·x computed in double from the dequantized W and the
+ * dequantized prepared activations; tolerance as for the dot kernels (1e-6·Σ|w·x|) plus
+ * a little for the float lanes. Returns the worst relative error. */
+static double check_product(const moe_mat *W, const void *xq, int64_t n, const float *y, int64_t ldy) {
+    const moe_type_traits *t = moe_type_get(W->type), *vt = moe_type_get(t->vec_dot_type);
+    const size_t xrb = moe_act_row_size(W->type, W->cols);
+    float *wall = malloc((size_t)(W->rows * W->cols) * sizeof(float)), *x = malloc((size_t)W->cols * sizeof(float));
+    double worst = 0;
+    for (int64_t r = 0; r < W->rows && wall; r++) moe_mat_get_row(W, r, wall + r * W->cols);
+    for (int64_t tok = 0; tok < n && wall && x; tok++) {
+        vt->to_float((const uint8_t *)xq + (size_t)tok * xrb, x, W->cols);
+        for (int64_t r = 0; r < W->rows; r++) {
+            const float *w = wall + r * W->cols;
+            double exact = 0, scale = 1e-30;
+            for (int64_t k = 0; k < W->cols; k++) {
+                exact += (double)w[k] * x[k];
+                scale += fabs((double)w[k] * x[k]);
+            }
+            const double err = fabs(y[tok * ldy + r] - exact) / scale;
+            worst = fmax(worst, err);
+            /* Q4_1/Q5_1 carry F16(d·Σq) of the activation: its rounding is a format error */
+            const double tol = t->vec_dot_type == MOE_TYPE_Q8_1 ? 2e-3 : 2e-6;
+            if (err > tol) {
+                test_fail(__FILE__, __LINE__, "%s %lldx%lld n=%lld: y[%lld,%lld] = %.8g, expected %.8g", t->name,
+                          (long long)W->rows, (long long)W->cols, (long long)n, (long long)tok, (long long)r,
+                          y[tok * ldy + r], exact);
+                goto out;
+            }
+        }
+    }
+out:
+    free(wall);
+    free(x);
+    return worst;
+}
+
+TEST(matmul_all_types_shapes_and_threads) {
+    const struct { int64_t rows, cols, n; } shapes[] = {
+        {1, 32, 1}, {3, 64, 1}, {4, 256, 1}, {7, 96, 1}, {37, 288, 1}, {130, 512, 1}, {512, 256, 1},
+        {5, 64, 3}, {16, 256, 2}, {33, 160, 17}, {70, 512, 9}, {8, 256, 64},
+    };
+    const int threads[] = {1, 2, 3};
+    for (int type = 0; type < MOE_TYPE_COUNT; type++) {
+        if (moe_type_check_compute(type) != MOE_OK) continue;
+        const moe_type_traits *t = moe_type_get(type);
+        if (!t->from_float_ref) continue;
+        double worst = 0;
+        int cases = 0;
+        for (size_t ti = 0; ti < MOE_ARRAY_LEN(threads); ti++) {
+            moe_pool *pool = moe_pool_create(threads[ti]);
+            REQUIRE(pool);
+            for (size_t si = 0; si < MOE_ARRAY_LEN(shapes); si++) {
+                const int64_t rows = shapes[si].rows, n = shapes[si].n;
+                int64_t cols = shapes[si].cols;
+                if (cols % t->block_size) cols = t->block_size * (1 + cols / t->block_size);
+                const size_t rb = moe_row_size(type, cols);
+                uint8_t *wq = malloc(rb * (size_t)rows);
+                float *src = malloc((size_t)cols * sizeof(float)), *x = malloc((size_t)(cols * n) * sizeof(float));
+                const int64_t ldy = rows + 3; /* outputs of a token are not packed */
+                float *y = malloc((size_t)(ldy * n) * sizeof(float));
+                REQUIRE(wq && src && x && y);
+                for (int64_t r = 0; r < rows; r++) {
+                    for (int64_t k = 0; k < cols; k++) src[k] = rnd() * (1.0f + (float)(r % 3));
+                    t->from_float_ref(src, wq + (size_t)r * rb, cols);
+                }
+                for (int64_t k = 0; k < cols * n; k++) x[k] = rnd();
+                for (int64_t k = 0; k < ldy * n; k++) y[k] = NAN;
+                moe_mat W = moe_mat_make(wq, type, rows, cols);
+                moe_buf scratch = {0};
+                REQUIRE(moe_matmul(pool, y, &W, x, n, &scratch) == MOE_OK); /* ldy = rows */
+                worst = fmax(worst, check_product(&W, scratch.ptr, n, y, rows));
+                for (int64_t k = 0; k < ldy * n; k++) y[k] = NAN;
+                moe_matmul_prepared(pool, y, ldy, &W, scratch.ptr, n);
+                worst = fmax(worst, check_product(&W, scratch.ptr, n, y, ldy));
+                for (int64_t tok = 0; tok < n; tok++) /* the gaps between tokens stay untouched */
+                    for (int64_t k = rows; k < ldy; k++) CHECK(isnan(y[tok * ldy + k]));
+                cases++;
+                moe_buf_free(&scratch);
+                free(wq); free(src); free(x); free(y);
+            }
+            moe_pool_free(pool);
+        }
+        fprintf(stderr, "    %-5s %d cases, worst |y - exact| / sum|w·x| = %.2e\n", t->name, cases, worst);
+    }
+}
+
+TEST(matmul_refuses_types_without_kernels) {
+    moe_mat W = moe_mat_make(NULL, MOE_TYPE_IQ2_XXS, 4, 256);
+    moe_buf scratch = {0};
+    float x[256] = {0}, y[4];
+    CHECK(moe_matmul(NULL, y, &W, x, 1, &scratch) == MOE_ERR_UNSUPPORTED);
+    CHECK_STR_CONTAINS(moe_last_error(), "iq2_xxs");
+    moe_buf_free(&scratch);
+}
+
+/* The F16 activation conversion (vectorised) rounds like the scalar reference. */
+TEST(matmul_f16_activation_conversion_rounds_to_nearest_even) {
+    float x[1000];
+    moe_f16 h[1000];
+    for (int i = 0; i < 1000; i++) {
+        uint32_t u = (uint32_t)(g_rng = g_rng * 6364136223846793005ull + 1), e = (u >> 23) & 0xff;
+        if (e > 0x8e) u = (u & ~(0xffu << 23)) | (0x80u << 23); /* keep most values in range */
+        x[i] = i % 10 == 0 ? moe_f32_from_bits(0x3f801000u + (uint32_t)i) : moe_f32_from_bits(u);
+    }
+    moe_type_get(MOE_TYPE_F16)->from_float(x, h, 1000);
+    for (int i = 0; i < 1000; i++) CHECK_EQ_INT(h[i], moe_f32_to_f16_ref(x[i]));
+}

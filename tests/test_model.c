@@ -1,0 +1,319 @@
+/* test_model.c — the model loader and the context: hyperparameters read from the
+ * fixtures, errors that name the architecture / tensor / token, the per-expert tensor
+ * layout (checked against the 3-D layout of the same llama.cpp fixture), the routing
+ * hook, reset, and the expert-provider interface the offloading work plugs into. */
+#include "test.h"
+#include "test_model_gen.h"
+
+#include <stdlib.h>
+#include "model/experts.h"
+
+static moe_model *load(const char *rel) {
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = 2;
+    return moe_model_load(test_fixture(rel), &mp);
+}
+
+static int64_t fixture_tokens(int32_t *out, int64_t cap) {
+    FILE *f = fopen(test_fixture("gguf/tokens.txt"), "r");
+    if (!f) return -1;
+    int64_t n = 0;
+    int v;
+    while (n < cap && fscanf(f, "%d", &v) == 1) out[n++] = v;
+    fclose(f);
+    return n;
+}
+
+TEST(model_hparams_fixtures) {
+    moe_model *m = load("gguf/mixtral-f16.gguf");
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    const moe_hparams *hp = moe_model_hparams(m);
+    CHECK(strcmp(moe_model_arch(m), "llama") == 0);
+    CHECK_EQ_INT(hp->n_vocab, 4096);
+    CHECK_EQ_INT(hp->n_layer, 2);
+    CHECK_EQ_INT(hp->n_embd, 256);
+    CHECK_EQ_INT(hp->n_head, 8);
+    CHECK_EQ_INT(hp->n_head_kv, 4);
+    CHECK_EQ_INT(hp->n_embd_head_k, 32);
+    CHECK_EQ_INT(hp->n_rot, 32);
+    CHECK_EQ_INT(hp->n_expert, 8);
+    CHECK_EQ_INT(hp->n_expert_used, 2);
+    CHECK_EQ_INT(hp->n_ff_exp, 512);
+    CHECK(hp->expert_weights_norm);
+    CHECK_EQ_INT(hp->rope_type, MOE_ROPE_NORM);
+    CHECK_NEAR(hp->rope_freq_base, 10000.0, 0);
+    CHECK_NEAR(hp->rope_freq_scale, 1.0, 0);
+    CHECK_NEAR(hp->rms_eps, 1e-5, 1e-12);
+    moe_model_free(m);
+
+    m = load("gguf/qwen2moe-f16.gguf");
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    hp = moe_model_hparams(m);
+    CHECK_EQ_INT(hp->n_ff_exp, 256);
+    CHECK_EQ_INT(hp->n_ff_shexp, 512);
+    CHECK(hp->shared_expert_gate);
+    CHECK(!hp->expert_weights_norm);
+    CHECK_EQ_INT(hp->rope_type, MOE_ROPE_NEOX);
+    moe_model_free(m);
+
+    m = load("gguf/olmoe-f16.gguf");
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    hp = moe_model_hparams(m);
+    CHECK_EQ_INT(hp->qk_norm, 2);
+    CHECK_EQ_INT(hp->n_expert, 16);
+    CHECK_EQ_INT(hp->n_expert_used, 4);
+    CHECK(!hp->expert_weights_norm);
+    CHECK_EQ_INT(hp->rope_type, MOE_ROPE_NEOX);
+    moe_model_free(m);
+}
+
+static const gen_spec g_small = {.arch = "qwen2moe", .n_layer = 2, .n_embd = 32, .n_head = 2, .n_head_kv = 1,
+                                 .n_vocab = 50, .n_expert = 4, .n_expert_used = 2, .n_ff_exp = 16, .n_ff_shexp = 24,
+                                 .biases = true, .shared_gate = true, .expert_weights_norm = -1, .seed = 5};
+
+TEST(model_errors_name_the_problem) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/m.gguf", test_tmpdir());
+    gen_spec s = g_small;
+    s.arch = "gpt2";
+    REQUIRE(gen_write(&s, path) == MOE_OK);
+    CHECK(moe_model_load(path, NULL) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "gpt2");
+    CHECK_STR_CONTAINS(moe_last_error(), "not supported");
+
+    s = g_small;
+    s.skip_tensor = "blk.1.ffn_up_exps.weight";
+    REQUIRE(gen_write(&s, path) == MOE_OK);
+    CHECK(moe_model_load(path, NULL) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "blk.1.ffn_up_exps.weight");
+    CHECK_STR_CONTAINS(moe_last_error(), "m.gguf");
+
+    s = g_small;
+    s.skip_tensor = "blk.0.ffn_gate_inp_shexp.weight"; /* qwen2moe's shared-expert gate is required */
+    REQUIRE(gen_write(&s, path) == MOE_OK);
+    CHECK(moe_model_load(path, NULL) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "blk.0.ffn_gate_inp_shexp.weight");
+
+    s = g_small;
+    s.arch = "olmoe"; /* olmoe needs attn_q_norm */
+    REQUIRE(gen_write(&s, path) == MOE_OK);
+    CHECK(moe_model_load(path, NULL) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "attn_q_norm");
+
+    /* a shape that disagrees with the metadata */
+    s = g_small;
+    s.head_dim = 32; /* writes attention.key_length 32 and q rows 64 ... */
+    REQUIRE(gen_write(&s, path) == MOE_OK);
+    moe_model *m = moe_model_load(path, NULL); /* ... which is consistent, so it loads */
+    CHECK_MSG(m, "%s", moe_last_error());
+    moe_model_free(m);
+
+    CHECK(moe_model_load("/nonexistent/x.gguf", NULL) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "/nonexistent/x.gguf");
+}
+
+TEST(model_eval_errors_leave_context_unchanged) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/m.gguf", test_tmpdir());
+    REQUIRE(gen_write(&g_small, path) == MOE_OK);
+    moe_model *m = moe_model_load(path, NULL);
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    moe_context *c = moe_context_init(m, 8);
+    REQUIRE(c);
+    CHECK_EQ_INT(moe_context_n_ctx(c), 8);
+    int32_t bad[3] = {1, 50, 2};
+    CHECK(moe_eval(c, bad, 3, NULL, 0) == MOE_ERR_INVALID);
+    CHECK_STR_CONTAINS(moe_last_error(), "50");
+    CHECK_STR_CONTAINS(moe_last_error(), "index 1");
+    bad[1] = -3;
+    CHECK(moe_eval(c, bad, 3, NULL, 0) == MOE_ERR_INVALID);
+    CHECK_EQ_INT(moe_context_pos(c), 0);
+    int32_t ok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK(moe_eval(c, ok, 6, NULL, 0) == MOE_OK);
+    CHECK_EQ_INT(moe_context_pos(c), 6);
+    CHECK(moe_eval(c, ok, 3, NULL, 0) == MOE_ERR_INVALID);
+    CHECK_STR_CONTAINS(moe_last_error(), "context is full");
+    CHECK_EQ_INT(moe_context_pos(c), 6);
+    CHECK(moe_eval(c, ok, 2, NULL, 0) == MOE_OK);
+    CHECK_EQ_INT(moe_context_pos(c), 8);
+    moe_context_free(c);
+    moe_model_free(m);
+}
+
+/* The per-expert layout of the llama.cpp fixture (each expert its own 2-D tensors, in
+ * the expert-major order DESIGN.md describes) gives bit-identical logits. */
+TEST(model_per_expert_layout_matches_3d) {
+    const char *src = test_fixture("gguf/mixtral-f16.gguf");
+    moe_gguf *g = moe_gguf_open(src);
+    REQUIRE_MSG(g, "%s", moe_last_error());
+    moe_gguf_writer *w = moe_gguf_writer_init();
+    REQUIRE(w);
+    for (int64_t i = 0; i < moe_gguf_n_kv(g); i++)
+        CHECK(moe_gguf_writer_set_value(w, moe_gguf_kv_key(g, i), moe_gguf_kv_value(g, i)) == MOE_OK);
+    for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+        const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
+        const char *kind = strstr(t->name, "_exps.weight");
+        if (!kind) {
+            CHECK(moe_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes) == MOE_OK);
+            continue;
+        }
+        int layer;
+        char proj[16];
+        REQUIRE(sscanf(t->name, "blk.%d.ffn_%15[a-z]_exps.weight", &layer, proj) == 2);
+        const uint64_t per = t->nbytes / (uint64_t)t->ne[2];
+        for (int64_t e = 0; e < t->ne[2]; e++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.ffn_%s.%lld.weight", layer, proj, (long long)e);
+            CHECK(moe_gguf_writer_add_tensor(w, name, t->type, 2, t->ne, (const uint8_t *)t->data + e * per, per) ==
+                  MOE_OK);
+        }
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/per-expert.gguf", test_tmpdir());
+    REQUIRE_MSG(moe_gguf_writer_write(w, path) == MOE_OK, "%s", moe_last_error());
+    moe_gguf_writer_free(w);
+    moe_gguf_close(g);
+
+    int32_t tokens[64];
+    int64_t n = fixture_tokens(tokens, 64);
+    REQUIRE(n == 64);
+    moe_model *a = load("gguf/mixtral-f16.gguf"), *b = moe_model_load(path, NULL);
+    REQUIRE_MSG(a && b, "%s", moe_last_error());
+    moe_context *ca = moe_context_init(a, n), *cb = moe_context_init(b, n);
+    float *la = malloc((size_t)n * 4096 * sizeof *la), *lb = malloc((size_t)n * 4096 * sizeof *lb);
+    REQUIRE(ca && cb && la && lb);
+    CHECK(moe_eval(ca, tokens, n, la, 0) == MOE_OK);
+    CHECK(moe_eval(cb, tokens, n, lb, 0) == MOE_OK);
+    CHECK(memcmp(la, lb, (size_t)n * 4096 * sizeof *la) == 0);
+    free(la);
+    free(lb);
+    moe_context_free(ca);
+    moe_context_free(cb);
+    moe_model_free(a);
+    moe_model_free(b);
+}
+
+/* ---------------------------------------------------------------- routing hook */
+
+typedef struct {
+    int events;
+    int per_layer[4];
+    int64_t last_pos;
+    bool ordered, weights_ok;
+} hook_log;
+
+static void on_route(void *user, const moe_routing_event *ev) {
+    hook_log *h = user;
+    h->events++;
+    if (ev->layer >= 0 && ev->layer < 4) h->per_layer[ev->layer]++;
+    float sum = 0;
+    for (int j = 0; j < ev->k; j++) {
+        sum += ev->weights[j];
+        if (j && ev->weights[j] > ev->weights[j - 1]) h->weights_ok = false;
+    }
+    if (ev->k != 4 || sum > 1.0f + 1e-6f || sum <= 0) h->weights_ok = false; /* qwen2moe: no renorm */
+    h->last_pos = ev->pos;
+}
+
+TEST(model_routing_hook_and_reset) {
+    moe_model *m = load("gguf/qwen2moe-f16.gguf");
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    int32_t tokens[64];
+    int64_t n = fixture_tokens(tokens, 64);
+    moe_context *c = moe_context_init(m, 0);
+    REQUIRE(c);
+    CHECK_EQ_INT(moe_context_n_ctx(c), 4096); /* min(context_length, 4096) */
+    hook_log h = {0, {0}, -1, true, true};
+    moe_context_set_routing_hook(c, on_route, &h);
+    float *a = malloc(4096 * sizeof *a), *b = malloc(4096 * sizeof *b);
+    CHECK(moe_eval(c, tokens, n, a, MOE_EVAL_LAST_ONLY) == MOE_OK);
+    CHECK_EQ_INT(h.events, 2 * n);
+    CHECK_EQ_INT(h.per_layer[0], n);
+    CHECK_EQ_INT(h.per_layer[1], n);
+    CHECK_EQ_INT(h.last_pos, n - 1);
+    CHECK(h.weights_ok);
+    moe_context_set_routing_hook(c, NULL, NULL);
+    moe_context_reset(c);
+    CHECK_EQ_INT(moe_context_pos(c), 0);
+    CHECK(moe_eval(c, tokens, n - 1, NULL, 0) == MOE_OK);
+    CHECK(moe_eval(c, tokens + n - 1, 1, b, 0) == MOE_OK);
+    CHECK(memcmp(a, b, 4096 * sizeof *a) == 0);
+    CHECK_EQ_INT(h.events, 2 * n);
+    free(a);
+    free(b);
+    moe_context_free(c);
+    moe_model_free(m);
+}
+
+/* ---------------------------------------------------------------- expert provider */
+
+typedef struct {
+    moe_expert_provider base;
+    moe_expert_provider *inner;
+    int gets[2][8], hints, hinted, releases;
+    bool fail;
+} counting_provider;
+
+static const moe_expert_weights *cp_get(moe_expert_provider *p, int layer, int expert) {
+    counting_provider *cp = (counting_provider *)p;
+    if (cp->fail) {
+        moe_clear_error();
+        moe_error(MOE_ERR_IO, "injected read error for expert %d of layer %d", expert, layer);
+        return NULL;
+    }
+    cp->gets[layer][expert]++;
+    return cp->inner->ops->get(cp->inner, layer, expert);
+}
+static void cp_hint(moe_expert_provider *p, int layer, const int32_t *experts, int n, bool predicted) {
+    counting_provider *cp = (counting_provider *)p;
+    cp->hints++;
+    cp->hinted += n;
+    for (int i = 1; i < n; i++)
+        if (experts[i] <= experts[i - 1]) cp->hinted = -1000; /* must be sorted and unique */
+    (void)layer;
+    (void)predicted;
+}
+static void cp_release(moe_expert_provider *p, int layer, int expert) {
+    ((counting_provider *)p)->releases++;
+    (void)layer;
+    (void)expert;
+}
+static void cp_destroy(moe_expert_provider *p) { (void)p; }
+static const moe_expert_provider_ops g_cp_ops = {cp_get, cp_hint, cp_release, cp_destroy};
+
+TEST(model_expert_provider_interface) {
+    moe_model *m = load("gguf/mixtral-f16.gguf");
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    int32_t tokens[64];
+    int64_t n = fixture_tokens(tokens, 64);
+    moe_context *c = moe_context_init(m, n), *c0 = moe_context_init(m, n);
+    REQUIRE(c && c0);
+    counting_provider cp = {{&g_cp_ops}, moe_model_default_experts(m), {{0}}, 0, 0, 0, false};
+    moe_context_set_expert_provider(c, &cp.base);
+    float *a = malloc((size_t)n * 4096 * sizeof *a), *b = malloc((size_t)n * 4096 * sizeof *b);
+    CHECK(moe_eval(c, tokens, n, a, 0) == MOE_OK);
+    CHECK(moe_eval(c0, tokens, n, b, 0) == MOE_OK);
+    CHECK(memcmp(a, b, (size_t)n * 4096 * sizeof *a) == 0);
+    /* one batch: each used expert fetched once per layer; hints list exactly those */
+    int used = 0;
+    for (int l = 0; l < 2; l++)
+        for (int e = 0; e < 8; e++) {
+            CHECK(cp.gets[l][e] <= 1);
+            used += cp.gets[l][e];
+        }
+    CHECK_EQ_INT(cp.hints, 2);
+    CHECK_EQ_INT(cp.hinted, used);
+    CHECK_EQ_INT(cp.releases, used);
+    /* a provider error fails the evaluation with its message, and the position is kept */
+    moe_context_reset(c);
+    CHECK(moe_eval(c, tokens, 4, NULL, 0) == MOE_OK);
+    cp.fail = true;
+    CHECK(moe_eval(c, tokens, 4, NULL, 0) == MOE_ERR_IO);
+    CHECK_STR_CONTAINS(moe_last_error(), "injected read error");
+    CHECK_EQ_INT(moe_context_pos(c), 4);
+    free(a);
+    free(b);
+    moe_context_free(c);
+    moe_context_free(c0);
+    moe_model_free(m);
+}

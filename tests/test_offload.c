@@ -1,0 +1,166 @@
+/* test_offload.c — the offloading expert provider (--mem): logits bit-identical to the
+ * mapped model at budgets that force misses, every policy, with and without the I/O
+ * thread; read errors, short reads and a file changing under the process fail clearly. */
+#include "test.h"
+#include "moe.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define N_TOK 16
+
+static int32_t *fixture_tokens(int n) {
+    FILE *f = fopen(test_fixture("gguf/tokens.txt"), "r");
+    if (!f) return NULL;
+    int32_t *t = malloc((size_t)n * sizeof *t);
+    for (int i = 0; i < n; i++)
+        if (fscanf(f, "%d", &t[i]) != 1) { free(t); fclose(f); return NULL; }
+    fclose(f);
+    return t;
+}
+
+/* Logits of the first N_TOK fixture tokens, evaluated one batch then token by token
+ * (decode exercises the cache much more), with an offloader when params != NULL. */
+static float *eval_logits(moe_model *m, const moe_offload_params *params, moe_offload_stats *stats) {
+    int32_t *toks = fixture_tokens(N_TOK);
+    if (!toks) return NULL;
+    int64_t nv = moe_model_n_vocab(m);
+    float *out = malloc((size_t)(N_TOK * nv) * sizeof *out);
+    moe_context *c = moe_context_init(m, 64);
+    moe_offload *o = NULL;
+    bool ok = c && out;
+    if (ok && params) {
+        o = moe_offload_init(m, 64, params);
+        ok = o != NULL;
+        if (o) moe_offload_attach(o, c);
+    }
+    /* the first half as one batch, the rest one token at a time */
+    if (ok) ok = moe_eval(c, toks, N_TOK / 2, out, 0) == MOE_OK;
+    for (int i = N_TOK / 2; ok && i < N_TOK; i++) ok = moe_eval(c, toks + i, 1, out + i * nv, 0) == MOE_OK;
+    if (o && stats) moe_offload_get_stats(o, stats);
+    moe_context_free(c);
+    moe_offload_free(o);
+    free(toks);
+    if (!ok) { free(out); return NULL; }
+    return out;
+}
+
+static uint64_t min_budget(moe_model *m) {
+    moe_offload_plan p;
+    moe_offload_plan_compute(moe_model_gguf(m), 1ull << 40, 64, &p);
+    return p.min_budget;
+}
+
+TEST(offload_logits_bit_identical_at_every_budget_and_policy) {
+    moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
+    if (!m) { test_skip("cannot load mixtral-q4_0: %s", moe_last_error()); return; }
+    int64_t nv = moe_model_n_vocab(m);
+    float *ref = eval_logits(m, NULL, NULL);
+    REQUIRE_MSG(ref, "%s", moe_last_error());
+    uint64_t lo = min_budget(m);
+    int runs = 0;
+    /* every policy at a small budget; the others also at a medium one without the I/O
+     * thread and at a budget that holds everything, split per layer */
+    for (int pol = 0; pol < MOE_CACHE_BELADY; pol++) {
+        for (int extra = 0; extra < (pol == MOE_CACHE_EDGEMOE ? 3 : 1); extra++) {
+            moe_offload_params p = moe_offload_default_params();
+            p.policy = (moe_cache_policy)pol;
+            /* 2 slots over the minimum, ~10 (misses), and everything */
+            p.budget = lo + (uint64_t)(extra == 0 ? 2 : extra == 1 ? 8 : 64) * (450u << 10);
+            p.prefetch = extra != 1;
+            p.per_layer = extra == 2;
+            moe_offload_stats st;
+            float *got = eval_logits(m, &p, &st);
+            REQUIRE_MSG(got, "policy %d budget %llu: %s", pol, (unsigned long long)p.budget, moe_last_error());
+            CHECK_MSG(memcmp(got, ref, (size_t)(N_TOK * nv) * sizeof *ref) == 0,
+                      "policy %s, %lld slots: logits differ from the mapped model",
+                      moe_cache_policy_name((moe_cache_policy)pol), (long long)st.n_slots);
+            if (extra == 0) CHECK_MSG(st.misses + st.loads_background > st.n_slots, "a small budget must force evictions");
+            CHECK(st.accesses > 0);
+            free(got);
+            runs++;
+        }
+    }
+    CHECK_EQ_INT(runs, 6);
+    free(ref);
+    moe_model_free(m);
+}
+
+TEST(offload_budget_too_small_says_what_is_needed) {
+    moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
+    if (!m) { test_skip("cannot load mixtral-q4_0: %s", moe_last_error()); return; }
+    moe_offload_params p = moe_offload_default_params();
+    p.budget = 1 << 20;
+    CHECK(moe_offload_init(m, 64, &p) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "need at least");
+    CHECK_STR_CONTAINS(moe_last_error(), "mixtral-q4_0.gguf");
+    moe_model_free(m);
+}
+
+/* Fault injection: a read function that fails once `budget` bytes have been read. */
+typedef struct { int64_t calls_left; int mode; } fault;
+enum { FAULT_EIO = 1, FAULT_SHORT = 2 };
+
+static int64_t faulty_read(void *ctx, int fd, void *buf, size_t n, uint64_t off) {
+    fault *f = ctx;
+    if (f->calls_left-- > 0) return pread(fd, buf, n, (off_t)off);
+    if (f->mode == FAULT_EIO) { errno = EIO; return -1; }
+    return 0; /* end of file where data should be: a short read */
+}
+
+static void expect_fault(int mode, const char *needle) {
+    moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
+    if (!m) { test_skip("cannot load mixtral-q4_0: %s", moe_last_error()); return; }
+    fault f = {5, mode};
+    moe_offload_params p = moe_offload_default_params();
+    p.budget = min_budget(m) + 2 * (450u << 10);
+    p.read_fn = faulty_read;
+    p.read_ctx = &f;
+    p.prefetch = false;
+    moe_offload_stats st;
+    float *got = eval_logits(m, &p, &st);
+    CHECK_MSG(got == NULL, "a failing read must fail the evaluation");
+    CHECK_STR_CONTAINS(moe_last_error(), needle);
+    CHECK_STR_CONTAINS(moe_last_error(), "mixtral-q4_0.gguf");
+    CHECK_STR_CONTAINS(moe_last_error(), "expert");
+    free(got);
+    moe_model_free(m);
+}
+
+TEST(offload_read_error_names_file_and_expert) { expect_fault(FAULT_EIO, "Input/output error"); }
+TEST(offload_short_read_names_file_and_expert) { expect_fault(FAULT_SHORT, "short read"); }
+
+TEST(offload_file_changed_under_the_process) {
+    char path[512], cmd[1200];
+    snprintf(path, sizeof path, "%s/m.gguf", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", test_fixture("gguf/mixtral-q4_0.gguf"), path);
+    REQUIRE(system(cmd) == 0);
+    moe_model *m = moe_model_load(path, NULL);
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    moe_offload_params p = moe_offload_default_params();
+    p.budget = min_budget(m) + 2 * (450u << 10);
+    p.prefetch = false;
+    moe_context *c = moe_context_init(m, 64);
+    moe_offload *o = moe_offload_init(m, 64, &p);
+    REQUIRE(c && o);
+    moe_offload_attach(o, c);
+    int32_t tok = 1;
+    CHECK(moe_eval(c, &tok, 1, NULL, 0) == MOE_OK);
+    /* append to the file: its size and mtime change */
+    FILE *f = fopen(path, "ab");
+    REQUIRE(f);
+    fputs("x", f);
+    fclose(f);
+    moe_status st = MOE_OK;
+    /* different tokens route to different experts: misses come quickly */
+    for (int i = 0; i < 40 && st == MOE_OK; i++) {
+        tok = (int32_t)(100 + 97 * i);
+        st = moe_eval(c, &tok, 1, NULL, 0);
+    }
+    CHECK(st != MOE_OK);
+    CHECK_STR_CONTAINS(moe_last_error(), "changed");
+    moe_context_free(c);
+    moe_offload_free(o);
+    moe_model_free(m);
+}

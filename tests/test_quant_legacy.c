@@ -1,0 +1,331 @@
+/* test_quant_legacy.c — the float and legacy quant types (F32, F16, BF16, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0, Q8_1): SIMD kernels against the scalar references, quantization error
+ * bounds, and bit-exactness against llama.cpp's quantized fixtures (docs/QUANTS.md). */
+#include "test.h"
+
+#include "core/f16.h"
+#include "core/quant_legacy.h"
+#include "core/types.h"
+
+#include <stdlib.h>
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t g_rng = 0x853c49e6748fea9bull;
+static double rnd_uniform(void) { /* [0, 1) */
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(g_rng >> 11) * (1.0 / 9007199254740992.0);
+}
+static float rnd_normal(void) {
+    double u = rnd_uniform() + 1e-12, v = rnd_uniform();
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static const int k_weight_types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0,
+                                     MOE_TYPE_Q4_1, MOE_TYPE_Q5_0, MOE_TYPE_Q5_1, MOE_TYPE_Q8_0};
+
+/* ------------------------------------------------------------------ (a) SIMD = scalar */
+
+/* Σ|terms| of the dot, the scale its rounding error is measured against: for the block
+ * types, Σ over blocks of |d_x·d_y·Σq_x q_y| + |m·s| computed from dequantized values. */
+static double abs_dot(const float *x, const float *y, int64_t n) {
+    double a = 0;
+    for (int64_t i = 0; i < n; i++) a += fabs((double)x[i] * y[i]);
+    return a;
+}
+
+/* Tolerance: the SIMD kernels sum in float (8 lanes, FMA), the references in double; the
+ * difference is float rounding, bounded by a few ulps of Σ|terms| per accumulation step.
+ * 1e-6·Σ|x·y| (documented in docs/QUANTS.md) leaves ~15x margin at n = 4096. */
+#define DOT_RTOL 1e-6
+
+TEST(quant_legacy_simd_dot_matches_scalar_reference) {
+    const int64_t lengths[] = {32, 64, 96, 160, 256, 288, 1000, 1024, 2080, 4064, 4096};
+    const int64_t odd_lengths[] = {1, 7, 9, 33, 100, 1001}; /* float types only */
+    const int64_t max_n = 4096;
+    float *xf = malloc(4 * max_n * sizeof(float)), *yf = malloc(max_n * sizeof(float));
+    float *xd = malloc(4 * max_n * sizeof(float)), *yd = malloc(max_n * sizeof(float));
+    uint8_t *xq = malloc(4 * max_n * 4), *yq = malloc(max_n * 4);
+    REQUIRE(xf && yf && xd && yd && xq && yq);
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(k_weight_types); ti++) {
+        const moe_type_traits *t = moe_type_get(k_weight_types[ti]);
+        const moe_type_traits *vt = moe_type_get(t->vec_dot_type);
+        moe_vec_dot_x4_fn x4 = moe_type_vec_dot_x4(k_weight_types[ti]);
+        REQUIRE(t->to_float && t->from_float && t->vec_dot && t->vec_dot_ref && vt->from_float && vt->to_float);
+        double worst = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            const int64_t *ls = pass ? odd_lengths : lengths;
+            const size_t nl = pass ? MOE_ARRAY_LEN(odd_lengths) : MOE_ARRAY_LEN(lengths);
+            if (pass && t->block_size != 1) continue;
+            for (size_t li = 0; li < nl; li++) {
+                const int64_t n = ls[li];
+                if (n % t->block_size) continue;
+                const size_t rb = moe_row_size(k_weight_types[ti], n);
+                for (int64_t i = 0; i < 4 * n; i++) xf[i] = rnd_normal() + (i % 7 == 0 ? 0.5f : 0.0f);
+                for (int64_t i = 0; i < n; i++) yf[i] = rnd_normal() * 3.0f;
+                for (int r = 0; r < 4; r++) t->from_float(xf + r * n, xq + r * rb, n);
+                vt->from_float(yf, yq, n);
+                vt->to_float(yq, yd, n);
+                float s4[4] = {0};
+                if (x4) x4(n, s4, xq, rb, yq);
+                for (int r = 0; r < 4; r++) {
+                    float s_ref, s_simd;
+                    t->vec_dot_ref(n, &s_ref, xq + r * rb, yq);
+                    t->vec_dot(n, &s_simd, xq + r * rb, yq);
+                    t->to_float(xq + r * rb, xd, n);
+                    const double scale = abs_dot(xd, yd, n) + 1e-30;
+                    const double err = fabs((double)s_simd - s_ref) / scale;
+                    worst = fmax(worst, err);
+                    CHECK_MSG(err <= DOT_RTOL, "%s n=%lld row %d: simd %.9g ref %.9g (rel. to sum|xy| %.3g)",
+                              t->name, (long long)n, r, s_simd, s_ref, err);
+                    if (x4) {
+                        const double err4 = fabs((double)s4[r] - s_ref) / scale;
+                        worst = fmax(worst, err4);
+                        CHECK_MSG(err4 <= DOT_RTOL, "%s x4 n=%lld row %d: %.9g vs ref %.9g", t->name,
+                                  (long long)n, r, s4[r], s_ref);
+                    }
+                    /* the reference itself against the dequantized values in double; for
+                     * Q4_1/Q5_1 the format's s = F16(d·Σq) of Q8_1 adds its rounding (2^-11
+                     * relative) times the block's min m */
+                    double exact = 0, s_round = 0;
+                    for (int64_t i = 0; i < n; i++) exact += (double)xd[i] * yd[i];
+                    if (t->vec_dot_type == MOE_TYPE_Q8_1)
+                        for (int64_t b = 0; b < n / 32; b++) {
+                            moe_f16 m, sy; /* both blocks hold their second half at byte 2 */
+                            memcpy(&m, xq + r * rb + b * t->type_size + 2, 2);
+                            memcpy(&sy, yq + b * sizeof(moe_block_q8_1) + 2, 2);
+                            s_round += fabs(moe_f16_to_f32(m) * moe_f16_to_f32(sy)) / 2048;
+                        }
+                    CHECK_MSG(fabs(exact - s_ref) <= 1e-6 * scale + s_round + 1e-30, "%s n=%lld: ref %.9g vs dequantized %.9g",
+                              t->name, (long long)n, s_ref, exact);
+                }
+            }
+        }
+        fprintf(stderr, "    %-5s SIMD vs scalar dot: worst |diff| / sum|xy| = %.2e\n", t->name, worst);
+    }
+    free(xf); free(yf); free(xd); free(yd); free(xq); free(yq);
+}
+
+/* The activation quantizers: the AVX2 and the scalar versions give the same bytes, and
+ * both round as ggml's SIMD quantize_row_q8_0 does (127/amax, ties to even), unlike the
+ * reference quantizer (1/d, ties away from zero). */
+TEST(quant_legacy_activation_quantizer_rounding) {
+    float x[256];
+    uint8_t a[8 * 36], b[8 * 36];
+    for (int rep = 0; rep < 200; rep++) {
+        for (int i = 0; i < 256; i++) x[i] = rnd_normal() * (rep % 5 == 0 ? 1e-3f : 7.0f);
+        if (rep % 7 == 0) for (int i = 0; i < 32; i++) x[i] = 0.0f; /* an all-zero block */
+        moe_q8_0_quantize(x, a, 256);
+        moe_q8_0_quantize_scalar(x, b, 256);
+        CHECK(memcmp(a, b, 8 * 34) == 0);
+        moe_q8_1_quantize(x, a, 256);
+        moe_q8_1_quantize_scalar(x, b, 256);
+        CHECK(memcmp(a, b, 8 * 36) == 0);
+    }
+    /* amax = 127 makes id exactly 1, so the values below are exact ties */
+    float t[32] = {127.0f, 2.5f, -2.5f, 3.5f, 0.5f, -0.5f, 1.5f};
+    moe_block_q8_0 act, ref;
+    moe_q8_0_quantize_scalar(t, &act, 32);
+    moe_q8_0_quantize_ref(t, &ref, 32);
+    const int8_t want_act[7] = {127, 2, -2, 4, 0, 0, 2}, want_ref[7] = {127, 3, -3, 4, 1, -1, 2};
+    for (int i = 0; i < 7; i++) {
+        CHECK_EQ_INT(act.qs[i], want_act[i]);
+        CHECK_EQ_INT(ref.qs[i], want_ref[i]);
+    }
+    moe_q8_0_quantize(t, &act, 32);
+    for (int i = 0; i < 7; i++) CHECK_EQ_INT(act.qs[i], want_act[i]);
+    /* q8_1's s = d·Σq */
+    moe_block_q8_1 b1;
+    moe_q8_1_quantize(t, &b1, 32);
+    CHECK_NEAR(moe_f16_to_f32(b1.s), 1.0 * (127 + 2 - 2 + 4 + 0 + 0 + 2), 0.1);
+}
+
+/* ------------------------------------------------------------------ (b) error bounds */
+
+/* Per-element bound of |dequant(quant(x)) - x| within one block, from the format: half a
+ * step for rounding (a full step where ggml's quantizer clamps the top value: Q4_0/Q5_0
+ * map +amax·(8/8) to 15, one step short), plus the F16 rounding of the scale and min
+ * (relative 2^-11, on up to |q|max steps). docs/QUANTS.md lists them. */
+static double block_bound(int type, const float *x, int64_t n) {
+    double amax = 0, mn = INFINITY, mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        amax = fmax(amax, fabs(x[i]));
+        mn = fmin(mn, x[i]);
+        mx = fmax(mx, x[i]);
+    }
+    const double h = 1.0 / 2048, rng = mx - mn;
+    switch (type) {
+    case MOE_TYPE_F32: return 0;
+    case MOE_TYPE_F16: return amax * h;
+    case MOE_TYPE_BF16: return amax / 256;
+    case MOE_TYPE_Q4_0: return amax / 8 + amax * h * 2;
+    case MOE_TYPE_Q5_0: return amax / 16 + amax * h * 2;
+    case MOE_TYPE_Q4_1: return rng / 30 + (rng + fabs(mn)) * h * 2;
+    case MOE_TYPE_Q5_1: return rng / 62 + (rng + fabs(mn)) * h * 2;
+    case MOE_TYPE_Q8_0: return amax / 254 + amax * h * 2;
+    default: return INFINITY;
+    }
+}
+
+TEST(quant_legacy_quantize_dequantize_error_bounds) {
+    enum { N = 32 * 1024 };
+    float *x = malloc(N * sizeof(float)), *d = malloc(N * sizeof(float));
+    uint8_t *q = malloc(N * 4);
+    REQUIRE(x && d && q);
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(k_weight_types); ti++) {
+        const int type = k_weight_types[ti];
+        const moe_type_traits *t = moe_type_get(type);
+        double se = 0, sx = 0, worst_ratio = 0;
+        for (int dist = 0; dist < 3; dist++) {
+            /* normal, uniform with an offset (Q4_1/Q5_1 territory), heavy tails */
+            for (int i = 0; i < N; i++) {
+                const float g = rnd_normal();
+                x[i] = dist == 0 ? g : dist == 1 ? (float)(rnd_uniform() * 2.0 + 0.5) : g * g * g;
+            }
+            t->from_float_ref(x, q, N);
+            t->to_float(q, d, N);
+            const int64_t bs = t->block_size == 1 ? 32 : t->block_size;
+            for (int64_t b = 0; b < N / bs; b++) {
+                const double bound = block_bound(type, x + b * bs, bs) + 1e-30;
+                for (int64_t i = b * bs; i < (b + 1) * bs; i++) {
+                    const double e = fabs((double)d[i] - x[i]);
+                    worst_ratio = fmax(worst_ratio, e / bound);
+                    CHECK_MSG(e <= bound || (type == MOE_TYPE_F32 && e == 0), "%s dist %d x[%lld]=%.8g → %.8g (bound %.3g)",
+                              t->name, dist, (long long)i, x[i], d[i], bound);
+                }
+            }
+            if (dist == 0)
+                for (int i = 0; i < N; i++) { se += ((double)d[i] - x[i]) * ((double)d[i] - x[i]); sx += (double)x[i] * x[i]; }
+        }
+        fprintf(stderr, "    %-5s N(0,1): rms error / rms = %.4f%%; worst error / bound = %.3f\n", t->name,
+                100.0 * sqrt(se / sx), worst_ratio);
+    }
+    free(x); free(d); free(q);
+}
+
+/* ------------------------------------------------------------------ (c), (d) fixtures */
+
+static moe_gguf *open_fixture(const char *name) {
+    moe_gguf *g = moe_gguf_open(test_fixture(name));
+    if (!g) test_skip("fixture %s: %s", name, moe_last_error());
+    return g;
+}
+
+static int64_t n_elements(const moe_gguf_tensor *t) {
+    return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+}
+
+/* Each tensor of llama.cpp's quantized fixture, dequantized, against the same tensor of
+ * the F16 fixture (both from the same F32 weights). */
+TEST(quant_legacy_fixtures_dequantize_close_to_f16) {
+    moe_gguf *f16 = open_fixture("gguf/mixtral-f16.gguf");
+    if (!f16) return;
+    const char *files[] = {"gguf/mixtral-q8_0.gguf", "gguf/mixtral-q4_0.gguf"};
+    const double max_rel[] = {0.01, 0.12}; /* generous: the measured values are printed */
+    for (int fi = 0; fi < 2; fi++) {
+        moe_gguf *g = open_fixture(files[fi]);
+        if (!g) break;
+        double se[MOE_TYPE_COUNT] = {0}, sx[MOE_TYPE_COUNT] = {0};
+        int64_t count[MOE_TYPE_COUNT] = {0};
+        for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+            const moe_gguf_tensor *tq = moe_gguf_tensor_at(g, i), *tf = moe_gguf_find_tensor(f16, tq->name);
+            REQUIRE_MSG(tf, "%s missing from the f16 fixture", tq->name);
+            const int64_t n = n_elements(tq);
+            CHECK_EQ_INT(n, n_elements(tf));
+            const moe_type_traits *a = moe_type_get(tq->type), *b = moe_type_get(tf->type);
+            REQUIRE(a && a->to_float && b && b->to_float);
+            float *da = malloc((size_t)n * sizeof(float)), *db = malloc((size_t)n * sizeof(float));
+            REQUIRE(da && db);
+            a->to_float(tq->data, da, n);
+            b->to_float(tf->data, db, n);
+            for (int64_t k = 0; k < n; k++) {
+                se[tq->type] += ((double)da[k] - db[k]) * ((double)da[k] - db[k]);
+                sx[tq->type] += (double)db[k] * db[k];
+            }
+            count[tq->type]++;
+            free(da); free(db);
+        }
+        for (int t = 0; t < MOE_TYPE_COUNT; t++) {
+            if (!count[t]) continue;
+            const double rel = sqrt(se[t] / sx[t]);
+            fprintf(stderr, "    %s: %lld %s tensors, ||dequant - f16|| / ||f16|| = %.5f\n", files[fi],
+                    (long long)count[t], moe_type_name(t), rel);
+            CHECK_MSG(rel <= (t == MOE_TYPE_F32 ? 1e-3 : max_rel[fi]), "%s %s: relative error %.4f", files[fi],
+                      moe_type_name(t), rel);
+        }
+        moe_gguf_close(g);
+    }
+    moe_gguf_close(f16);
+}
+
+/* Regenerates the F32 original of the mixtral fixtures with the fixtures' own script and
+ * quantizes every tensor with the reference quantizer: the bytes must equal llama.cpp's. */
+TEST(quant_legacy_reference_quantizer_bytes_equal_llama_cpp) {
+    if (!test_have_python_module("numpy")) {
+        test_skip("python3 numpy is missing: cannot regenerate the F32 fixture (apt-get install python3-numpy)");
+        return;
+    }
+    char out[512], cmd[2048];
+    snprintf(out, sizeof out, "%s/mixtral-f32.gguf", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s --arch mixtral --layers 2 --embd 256 --heads 8 --kv-heads 4 --ff 512 "
+             "--experts 8 --topk 2 --vocab-from %s --vocab-size 4096 --seed 11 --dtype f32 --out %s",
+             test_fixture("mkmoe.py"), test_fixture("tokenizer/ggml-vocab-llama-spm.gguf"), out);
+    char *log = NULL;
+    int rc = test_run(cmd, &log);
+    REQUIRE_MSG(rc == 0, "mkmoe.py failed (%d): %s", rc, log ? log : "");
+    free(log);
+    moe_gguf *src = moe_gguf_open(out);
+    REQUIRE_MSG(src, "%s", moe_last_error());
+    const char *files[] = {"gguf/mixtral-q8_0.gguf", "gguf/mixtral-q4_0.gguf"};
+    for (int fi = 0; fi < 2; fi++) {
+        moe_gguf *g = open_fixture(files[fi]);
+        if (!g) break;
+        int64_t blocks = 0, diff_blocks = 0, f32_tensors = 0;
+        for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+            const moe_gguf_tensor *tq = moe_gguf_tensor_at(g, i), *ts = moe_gguf_find_tensor(src, tq->name);
+            REQUIRE_MSG(ts && ts->type == MOE_TYPE_F32, "%s: not F32 in the regenerated file", tq->name);
+            const int64_t n = n_elements(tq);
+            REQUIRE(n == n_elements(ts));
+            if (tq->type == MOE_TYPE_F32) { /* norms and the router stay F32 */
+                CHECK_MSG(memcmp(tq->data, ts->data, (size_t)n * 4) == 0, "%s: F32 tensor differs", tq->name);
+                f32_tensors++;
+                continue;
+            }
+            const moe_type_traits *t = moe_type_get(tq->type);
+            REQUIRE(t && t->from_float_ref && tq->nbytes == moe_row_size(tq->type, n));
+            uint8_t *q = malloc(tq->nbytes);
+            REQUIRE(q);
+            t->from_float_ref(ts->data, q, n);
+            for (int64_t b = 0; b < n / t->block_size; b++) {
+                blocks++;
+                if (memcmp(q + b * t->type_size, (const uint8_t *)tq->data + b * t->type_size, t->type_size)) {
+                    if (diff_blocks++ < 5) fprintf(stderr, "    %s: block %lld of %s differs\n", files[fi], (long long)b, tq->name);
+                }
+            }
+            free(q);
+        }
+        fprintf(stderr, "    %s: %lld of %lld quantized blocks differ from llama.cpp's (%lld F32 tensors identical)\n",
+                files[fi], (long long)diff_blocks, (long long)blocks, (long long)f32_tensors);
+        CHECK_EQ_INT(diff_blocks, 0);
+        CHECK(blocks > 100000);
+        moe_gguf_close(g);
+    }
+    moe_gguf_close(src);
+}
+
+/* Block layouts: a hand-made block of each type dequantizes to the values ggml defines. */
+TEST(quant_legacy_block_layouts) {
+    float out[32];
+    moe_block_q4_0 b40 = {moe_f32_to_f16(0.5f), {0}};
+    b40.qs[0] = 0x1F; /* value 0: 15-8 = 7, value 16: 1-8 = -7 */
+    moe_q4_0_to_float(&b40, out, 32);
+    CHECK(out[0] == 3.5f && out[16] == -3.5f && out[1] == -4.0f);
+    moe_block_q5_1 b51 = {moe_f32_to_f16(1.0f), moe_f32_to_f16(-2.0f), {0x01, 0, 0x01, 0x80}, {0}};
+    b51.qs[0] = 0x23; /* value 0: 3 | 16 = 19, value 16: 2 | 16 = 18 */
+    moe_q5_1_to_float(&b51, out, 32);
+    CHECK(out[0] == 17.0f && out[16] == 16.0f && out[31] == 14.0f && out[1] == -2.0f);
+    moe_block_q5_0 b50 = {moe_f32_to_f16(1.0f), {0x00, 0, 0, 0x80}, {0}};
+    moe_q5_0_to_float(&b50, out, 32);
+    CHECK(out[0] == -16.0f && out[31] == 0.0f);
+}

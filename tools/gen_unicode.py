@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""gen_unicode.py — generates src/model/unicode_data.c, the Unicode tables of the tokenizers.
+
+Reads the Unicode Character Database as Debian's package `unicode-data` installs it
+(/usr/share/unicode): UnicodeData.txt for the general categories and the simple
+lower-case mapping, PropList.txt for White_Space. The categories are folded into the
+codepoint flags that llama.cpp's pre-tokenizers use (src/unicode.h there): Cn -> undefined,
+L* -> letter, N* -> number, Z* -> separator, M* -> accent mark, P* -> punctuation,
+S* -> symbol, Cc/Cf/Co/Cs -> control.
+
+Usage:  python3 tools/gen_unicode.py [--ucd DIR] > src/model/unicode_data.c
+"""
+import argparse
+import os
+import re
+import sys
+
+MAX_CODEPOINTS = 0x110000
+
+# Must match the MOE_UCP_* flags of src/model/unicode.h (same bits as llama.cpp).
+FLAG_UNDEFINED = 0x0001
+FLAG_NUMBER = 0x0002
+FLAG_LETTER = 0x0004
+FLAG_SEPARATOR = 0x0008
+FLAG_MARK = 0x0010
+FLAG_PUNCTUATION = 0x0020
+FLAG_SYMBOL = 0x0040
+FLAG_CONTROL = 0x0080
+
+CATEGORY_FLAG = {
+    "Cn": FLAG_UNDEFINED,
+    "Cc": FLAG_CONTROL, "Cf": FLAG_CONTROL, "Co": FLAG_CONTROL, "Cs": FLAG_CONTROL,
+    "Ll": FLAG_LETTER, "Lm": FLAG_LETTER, "Lo": FLAG_LETTER, "Lt": FLAG_LETTER, "Lu": FLAG_LETTER,
+    "Mc": FLAG_MARK, "Me": FLAG_MARK, "Mn": FLAG_MARK,
+    "Nd": FLAG_NUMBER, "Nl": FLAG_NUMBER, "No": FLAG_NUMBER,
+    "Pc": FLAG_PUNCTUATION, "Pd": FLAG_PUNCTUATION, "Pe": FLAG_PUNCTUATION, "Pf": FLAG_PUNCTUATION,
+    "Pi": FLAG_PUNCTUATION, "Po": FLAG_PUNCTUATION, "Ps": FLAG_PUNCTUATION,
+    "Sc": FLAG_SYMBOL, "Sk": FLAG_SYMBOL, "Sm": FLAG_SYMBOL, "So": FLAG_SYMBOL,
+    "Zl": FLAG_SEPARATOR, "Zp": FLAG_SEPARATOR, "Zs": FLAG_SEPARATOR,
+}
+
+
+def die(msg):
+    sys.stderr.write("gen_unicode.py: %s\n" % msg)
+    sys.exit(1)
+
+
+def read_unicode_data(path):
+    """Yields (codepoint, category, simple lowercase or 0); expands First>/Last> ranges."""
+    first = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            fields = line.split(";")
+            if len(fields) != 15:
+                die("%s:%d: expected 15 fields, got %d" % (path, lineno, len(fields)))
+            cpt = int(fields[0], 16)
+            name, categ, lower = fields[1], fields[2], fields[13]
+            if cpt >= MAX_CODEPOINTS or categ not in CATEGORY_FLAG:
+                die("%s:%d: bad codepoint or category" % (path, lineno))
+            lower = int(lower, 16) if lower else 0
+            if name.endswith(", First>"):
+                first = (cpt, categ)
+                continue
+            if name.endswith(", Last>"):
+                if first is None or first[1] != categ:
+                    die("%s:%d: range end without matching start" % (path, lineno))
+                for c in range(first[0], cpt):
+                    yield c, categ, 0
+                first = None
+            yield cpt, categ, lower
+
+
+def read_white_space(path):
+    ws = []
+    pat = re.compile(r"^([0-9A-F]+)(?:\.\.([0-9A-F]+))?\s*;\s*White_Space\b")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = pat.match(line)
+            if m:
+                lo = int(m.group(1), 16)
+                hi = int(m.group(2), 16) if m.group(2) else lo
+                ws.extend(range(lo, hi + 1))
+    return sorted(ws)
+
+
+def ucd_version(path):
+    with open(path, encoding="utf-8") as f:
+        m = re.match(r"#\s*PropList-([0-9.]+)\.txt", f.readline())
+    return m.group(1) if m else "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ucd", default="/usr/share/unicode",
+                    help="folder holding UnicodeData.txt and PropList.txt (default: %(default)s)")
+    args = ap.parse_args()
+    ud = os.path.join(args.ucd, "UnicodeData.txt")
+    pl = os.path.join(args.ucd, "PropList.txt")
+    for p in (ud, pl):
+        if not os.path.exists(p):
+            die("%s not found (Debian: apt-get install unicode-data)" % p)
+
+    flags = [FLAG_UNDEFINED] * MAX_CODEPOINTS
+    lower = []
+    for cpt, categ, lo in read_unicode_data(ud):
+        flags[cpt] = CATEGORY_FLAG[categ]
+        if lo:
+            lower.append((cpt, lo))
+    lower.sort()
+    ws = read_white_space(pl)
+    # llama.cpp hard-codes the White_Space list of PropList.txt; check it is the same one.
+    llama_ws = sorted(list(range(0x09, 0x0E)) + list(range(0x2000, 0x200B)) +
+                      [0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000])
+    if ws != llama_ws:
+        sys.stderr.write("gen_unicode.py: warning: White_Space differs from llama.cpp's list\n")
+
+    runs = []  # (start, flags): each run lasts until the next start
+    for cpt in range(MAX_CODEPOINTS):
+        if not runs or runs[-1][1] != flags[cpt]:
+            runs.append((cpt, flags[cpt]))
+
+    out = sys.stdout
+    out.write("/* unicode_data.c — GENERATED by tools/gen_unicode.py from the Unicode Character Database\n"
+              " * %s (Debian package unicode-data: UnicodeData.txt, PropList.txt). Do not edit by hand.\n"
+              " * Regenerate: python3 tools/gen_unicode.py > src/model/unicode_data.c */\n" % ucd_version(pl))
+    out.write('#include "model/unicode.h"\n\n')
+    out.write('const char moe_ucd_version[] = "%s";\n\n' % ucd_version(pl))
+    out.write("/* Runs of equal codepoint flags (MOE_UCP_*): run i covers [start_i, start_{i+1}). */\n")
+    out.write("const moe_ucd_run moe_ucd_runs[] = {\n")
+    for i in range(0, len(runs), 4):
+        out.write("   " + "".join(" {0x%06X, 0x%02X}," % r for r in runs[i:i + 4]) + "\n")
+    out.write("};\nconst size_t moe_ucd_n_runs = sizeof moe_ucd_runs / sizeof moe_ucd_runs[0];\n\n")
+    out.write("/* White_Space (PropList.txt), sorted. */\nconst uint32_t moe_ucd_whitespace[] = {\n")
+    for i in range(0, len(ws), 8):
+        out.write("   " + "".join(" 0x%06X," % c for c in ws[i:i + 8]) + "\n")
+    out.write("};\nconst size_t moe_ucd_n_whitespace = sizeof moe_ucd_whitespace / sizeof moe_ucd_whitespace[0];\n\n")
+    out.write("/* Simple lower-case mapping (UnicodeData.txt field 13), sorted by codepoint. */\n")
+    out.write("const uint32_t moe_ucd_lower[][2] = {\n")
+    for i in range(0, len(lower), 4):
+        out.write("   " + "".join(" {0x%06X, 0x%06X}," % p for p in lower[i:i + 4]) + "\n")
+    out.write("};\nconst size_t moe_ucd_n_lower = sizeof moe_ucd_lower / sizeof moe_ucd_lower[0];\n")
+
+
+if __name__ == "__main__":
+    main()
