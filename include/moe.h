@@ -289,6 +289,24 @@ typedef struct moe_offload_plan {
  * hold the resident part plus one layer's worth of experts (the plan is filled anyway). */
 moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_offload_plan *plan);
 
+/* EdgeMoE's statistical expert predictor: how often expert j of layer l+1 follows
+ * expert i of layer l on the same token, counted over a profiling text. Built by
+ * `moe profile`, stored as a small GGUF file (docs/FORMAT.md). */
+typedef struct moe_profile moe_profile;
+moe_profile *moe_profile_init(int n_layers, int n_experts);
+void moe_profile_free(moe_profile *p);
+/* Counts one token's routing at every layer: experts[l] holds k ids (-1 = none) of layer l. */
+void moe_profile_add(moe_profile *p, int layer, const int32_t *prev_experts, int k_prev,
+                     const int32_t *experts, int k);
+/* The n most likely experts of layer `layer` given the experts chosen at the previous
+ * MoE layer (ties to the lower id); returns how many it wrote (0 without data). */
+int moe_profile_predict(const moe_profile *p, int layer, const int32_t *prev_experts, int k_prev,
+                        int32_t *out, int n);
+moe_status moe_profile_save(const moe_profile *p, const char *path);
+moe_profile *moe_profile_load(const char *path);
+int moe_profile_n_layers(const moe_profile *p);
+int moe_profile_n_experts(const moe_profile *p);
+
 /* The offloading expert provider (`--mem`): non-expert weights stay mapped, routed
  * experts are read from the file into a fixed pool of slots sized from the budget. */
 typedef struct moe_offload moe_offload;
@@ -303,6 +321,8 @@ typedef struct moe_offload_params {
     bool no_direct;              /* do not try O_DIRECT */
     moe_pread_fn read_fn;        /* NULL: pread */
     void *read_ctx;
+    const moe_profile *profile;  /* statistical predictor: prefetch the next layer's likely experts */
+    int prefetch_n;              /* experts to prefetch per predicted layer (0: experts used per token) */
 } moe_offload_params;
 typedef struct moe_offload_stats {
     int64_t n_slots;

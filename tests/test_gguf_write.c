@@ -472,6 +472,32 @@ TEST(gguf_write_empty_file) {
     moe_gguf_close(g);
 }
 
+TEST(gguf_write_key_order_replace_remove) {
+    /* a key set again keeps its first position and takes the new value and type */
+    moe_gguf_writer *w = moe_gguf_writer_init();
+    REQUIRE(w);
+    CHECK(moe_gguf_writer_set_u32(w, "k.a", 1) == MOE_OK);
+    CHECK(moe_gguf_writer_set_u32(w, "k.b", 2) == MOE_OK);
+    CHECK(moe_gguf_writer_set_u32(w, "k.c", 3) == MOE_OK);
+    CHECK(moe_gguf_writer_set_str(w, "k.a", "again") == MOE_OK);
+    CHECK(moe_gguf_writer_remove(w, "k.b") == MOE_OK);
+    CHECK(moe_gguf_writer_set_u32(w, "k.b", 4) == MOE_OK); /* back, now last */
+    const char *p = path_in_tmp("order.gguf");
+    REQUIRE_MSG(moe_gguf_writer_write(w, p) == MOE_OK, "%s", moe_last_error());
+    moe_gguf_writer_free(w);
+    moe_gguf *g = moe_gguf_open(p);
+    REQUIRE_MSG(g, "%s", moe_last_error());
+    REQUIRE(moe_gguf_n_kv(g) == 3);
+    CHECK(strcmp(moe_gguf_kv_key(g, 0), "k.a") == 0);
+    CHECK(strcmp(moe_gguf_kv_key(g, 1), "k.c") == 0);
+    CHECK(strcmp(moe_gguf_kv_key(g, 2), "k.b") == 0);
+    const char *s = NULL;
+    CHECK(moe_gguf_get_str(g, "k.a", &s) == MOE_OK && s && strcmp(s, "again") == 0);
+    uint32_t u = 0;
+    CHECK(moe_gguf_get_u32(g, "k.b", &u) == MOE_OK && u == 4);
+    moe_gguf_close(g);
+}
+
 /* ------------------------------------------------------------ validation */
 
 TEST(gguf_write_rejects_bad_arguments) {

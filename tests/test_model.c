@@ -100,13 +100,27 @@ TEST(model_errors_name_the_problem) {
     CHECK(moe_model_load(path, NULL) == NULL);
     CHECK_STR_CONTAINS(moe_last_error(), "attn_q_norm");
 
-    /* a shape that disagrees with the metadata */
+    /* a shape that disagrees with the metadata: expert_feed_forward_length 17 vs 16 */
     s = g_small;
-    s.head_dim = 32; /* writes attention.key_length 32 and q rows 64 ... */
     REQUIRE(gen_write(&s, path) == MOE_OK);
-    moe_model *m = moe_model_load(path, NULL); /* ... which is consistent, so it loads */
-    CHECK_MSG(m, "%s", moe_last_error());
-    moe_model_free(m);
+    char path2[512];
+    snprintf(path2, sizeof path2, "%s/m2.gguf", test_tmpdir());
+    moe_gguf *g = moe_gguf_open(path);
+    moe_gguf_writer *w = moe_gguf_writer_init();
+    REQUIRE(g && w);
+    for (int64_t i = 0; i < moe_gguf_n_kv(g); i++)
+        CHECK(moe_gguf_writer_set_value(w, moe_gguf_kv_key(g, i), moe_gguf_kv_value(g, i)) == MOE_OK);
+    CHECK(moe_gguf_writer_set_u32(w, "qwen2moe.expert_feed_forward_length", 17) == MOE_OK);
+    for (int64_t i = 0; i < moe_gguf_n_tensors(g); i++) {
+        const moe_gguf_tensor *t = moe_gguf_tensor_at(g, i);
+        CHECK(moe_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes) == MOE_OK);
+    }
+    REQUIRE(moe_gguf_writer_write(w, path2) == MOE_OK);
+    moe_gguf_writer_free(w);
+    moe_gguf_close(g);
+    CHECK(moe_model_load(path2, NULL) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "blk.0.ffn_gate_exps.weight");
+    CHECK_STR_CONTAINS(moe_last_error(), "expected [32, 17, 4, 1]");
 
     CHECK(moe_model_load("/nonexistent/x.gguf", NULL) == NULL);
     CHECK_STR_CONTAINS(moe_last_error(), "/nonexistent/x.gguf");

@@ -22,6 +22,8 @@ typedef struct gen_spec {
     int qk_norm;                 /* 0 none, 1 per head, 2 whole projection */
     bool biases, per_expert, tied, shared_gate;
     float rope_base, rope_linear_factor; /* factor 0: no scaling keys */
+    float rope_yarn_factor;      /* > 0: rope.scaling.type yarn with this factor ... */
+    int rope_orig_ctx;           /* ... and rope.scaling.original_context_length */
     int expert_weights_norm;     /* -1: key absent */
     float router_scale;          /* router weights scale (peakier routing), 0 = 1 */
     uint64_t seed;
@@ -130,6 +132,13 @@ static inline moe_status gen_write(const gen_spec *s, const char *path) {
         snprintf(k, sizeof k, "%s.rope.scaling.type", s->arch);
         if (!g.st) g.st = moe_gguf_writer_set_str(g.w, k, "linear");
         gen_keyf(&g, "rope.scaling.factor", s->rope_linear_factor);
+    }
+    if (s->rope_yarn_factor > 0) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", s->arch);
+        if (!g.st) g.st = moe_gguf_writer_set_str(g.w, k, "yarn");
+        gen_keyf(&g, "rope.scaling.factor", s->rope_yarn_factor);
+        gen_key(&g, "rope.scaling.original_context_length", (uint32_t)s->rope_orig_ctx);
     }
     gen_keyf(&g, "attention.layer_norm_rms_epsilon", 1e-5f);
     gen_key(&g, "feed_forward_length", (uint32_t)(s->n_ff ? s->n_ff : s->n_ff_exp));

@@ -164,3 +164,62 @@ TEST(offload_file_changed_under_the_process) {
     moe_offload_free(o);
     moe_model_free(m);
 }
+
+TEST(profile_predicts_the_most_frequent_successors) {
+    moe_profile *p = moe_profile_init(3, 4);
+    REQUIRE(p);
+    /* at layer 1: after expert 0 comes 2 (3 times) and 3 (once); after 1 comes 1 */
+    int32_t a[1] = {0}, b2[1] = {2}, b3[1] = {3}, one[1] = {1};
+    for (int i = 0; i < 3; i++) moe_profile_add(p, 1, a, 1, b2, 1);
+    moe_profile_add(p, 1, a, 1, b3, 1);
+    moe_profile_add(p, 1, one, 1, one, 1);
+    int32_t out[4];
+    CHECK_EQ_INT(moe_profile_predict(p, 1, a, 1, out, 2), 2);
+    CHECK_EQ_INT(out[0], 2);
+    CHECK_EQ_INT(out[1], 3);
+    /* both 0 and 1 chosen: P(2|0)=.75, P(1|1)=1 → 1 first, then 2 */
+    int32_t both[2] = {0, 1};
+    CHECK_EQ_INT(moe_profile_predict(p, 1, both, 2, out, 2), 2);
+    CHECK_EQ_INT(out[0], 1);
+    CHECK_EQ_INT(out[1], 2);
+    /* no data for layer 2 */
+    CHECK_EQ_INT(moe_profile_predict(p, 2, a, 1, out, 2), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/p.gguf", test_tmpdir());
+    REQUIRE(moe_profile_save(p, path) == MOE_OK);
+    moe_profile *q = moe_profile_load(path);
+    REQUIRE_MSG(q, "%s", moe_last_error());
+    CHECK_EQ_INT(moe_profile_n_layers(q), 3);
+    CHECK_EQ_INT(moe_profile_predict(q, 1, a, 1, out, 1), 1);
+    CHECK_EQ_INT(out[0], 2);
+    moe_profile_free(q);
+    moe_profile_free(p);
+    /* a GGUF that is not a profile */
+    CHECK(moe_profile_load(test_fixture("gguf/mixtral-q4_0.gguf")) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "profile.counts");
+}
+
+TEST(offload_with_profile_prefetch_keeps_logits_identical) {
+    moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
+    if (!m) { test_skip("cannot load mixtral-q4_0: %s", moe_last_error()); return; }
+    int64_t nv = moe_model_n_vocab(m);
+    float *ref = eval_logits(m, NULL, NULL);
+    REQUIRE(ref);
+    /* a deliberately wrong profile: always predicts experts 6 and 7 */
+    moe_profile *prof = moe_profile_init(2, 8);
+    int32_t prev[8] = {0, 1, 2, 3, 4, 5, 6, 7}, next[2] = {6, 7};
+    moe_profile_add(prof, 1, prev, 8, next, 2);
+    moe_offload_params p = moe_offload_default_params();
+    p.budget = min_budget(m) + 3 * (450u << 10);
+    p.profile = prof;
+    moe_offload_stats st;
+    float *got = eval_logits(m, &p, &st);
+    REQUIRE_MSG(got, "%s", moe_last_error());
+    CHECK(memcmp(got, ref, (size_t)(N_TOK * nv) * sizeof *ref) == 0);
+    CHECK(st.predicted > 0);
+    CHECK(st.prefetch_precision >= 0 && st.prefetch_precision <= 1);
+    free(got);
+    free(ref);
+    moe_profile_free(prof);
+    moe_model_free(m);
+}

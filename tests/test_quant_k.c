@@ -117,6 +117,40 @@ TEST(quant_k_simd_dot_matches_reference) {
     }
 }
 
+/* The four-row kernels (matmul's fast path) give the single-row sums bit for bit. */
+TEST(quant_k_four_row_dot_equals_single_rows) {
+    const int64_t n = 2048;
+    float *yf = malloc(n * 4);
+    void *yq = malloc(moe_row_size(MOE_TYPE_Q8_K, n));
+    fill_gauss(yf, n, 99, 1.0f);
+    moe_q8_K_from_float(yf, yq, n);
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(K_TYPES); ti++) {
+        const int type = K_TYPES[ti];
+        const moe_type_traits *t = moe_type_get(type);
+        const moe_vec_dot_x4_fn dot4 = moe_type_vec_dot_x4(type);
+        REQUIRE_MSG(dot4, "%s has no four-row kernel", t->name);
+        const size_t rb = moe_row_size(type, n) + 2 * t->type_size; /* rows not packed */
+        uint8_t *w = malloc(4 * rb);
+        for (int r = 0; r < 4; r++) {
+            if (type == MOE_TYPE_Q8_K) {
+                fill_gauss(yf, n, 200 + (uint64_t)r, 2.0f);
+                moe_q8_K_from_float(yf, w + r * rb, n);
+            } else {
+                fill_random_blocks(type, w + r * rb, n, 300 + (uint64_t)r);
+            }
+        }
+        float s4[4], s1;
+        dot4(n, s4, w, rb, yq);
+        for (int r = 0; r < 4; r++) {
+            t->vec_dot(n, &s1, w + r * rb, yq);
+            CHECK_MSG(memcmp(&s1, &s4[r], 4) == 0, "%s row %d: four-row %.9g, single %.9g", t->name, r, s4[r], s1);
+        }
+        free(w);
+    }
+    free(yf);
+    free(yq);
+}
+
 TEST(quant_k_q8_K_simd_quantizer_is_bit_exact) {
     const int64_t n = 4096;
     float *x = malloc(n * 4);

@@ -38,6 +38,8 @@ bool cli_is_help(const char *a);
 /* The --mem options shared by run, chat, logits and bench (offload_opts.c). */
 typedef struct cli_offload_opts {
     moe_offload_params params;    /* params.budget == 0: no offloading */
+    const char *profile_path;     /* --profile: the statistical predictor's table */
+    moe_profile *profile;         /* loaded by cli_offload_attach, freed by cli_offload_close */
 } cli_offload_opts;
 void cli_offload_opts_default(cli_offload_opts *o);
 /* 1 if argv[*i] was an offload option (value consumed), 0 if not, -1 on a usage error. */
@@ -45,7 +47,9 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
 void cli_offload_print_help(FILE *f);
 /* With --mem: creates the offloader and attaches it to c (NULL + message on failure;
  * NULL without --mem too: check o->params.budget). Free it after the context. */
-moe_offload *cli_offload_attach(const char *sub, const cli_offload_opts *o, moe_model *m, moe_context *c);
+moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c);
+/* Frees the offloader (after the context) and the profile. */
+void cli_offload_close(moe_offload *off, cli_offload_opts *o);
 /* Cache statistics (when offloading) and peak RSS, to f. */
 void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f);
 

@@ -442,8 +442,14 @@ static void read_hparams(const moe_gguf *g, const char *arch, const tensor_stats
         derive(hv, "n_embd_head_k", floor(embd / head), "embedding size / heads");
         derive(hv, "n_embd_head_v", floor(embd / head), "embedding size / heads");
     }
-    if (hp_number(&hv[hp_index("n_embd_head_k")], &x)) derive(hv, "rope_dimension_count", x, "head size");
-    derive(hv, "rope_freq_base", 10000, "default");
+    if (hp_number(&hv[hp_index("n_head")], &head)) derive(hv, "n_head_kv", head, "= attention heads");
+    /* RoPE defaults only where the architecture uses RoPE at all (gpt2 does not) */
+    bool rope = false;
+    for (size_t i = 0; i < N_HP; i++) rope |= hv[i].v && strncmp(g_hp[i].suffix, "rope.", 5) == 0;
+    if (rope) {
+        if (hp_number(&hv[hp_index("n_embd_head_k")], &x)) derive(hv, "rope_dimension_count", x, "head size");
+        derive(hv, "rope_freq_base", 10000, "default");
+    }
     const moe_gguf_tensor *t;
     if ((t = find_layer_tensor(g, "ffn_gate_inp.weight"))) derive(hv, "n_expert", (double)t->ne[1], "router shape");
     else if (st->layout) derive(hv, "n_expert", (double)st->n_experts_seen, "expert tensors");
@@ -546,8 +552,13 @@ static void print_text(const char *path, const moe_gguf *g, const char *arch, co
     /* the split an offloading user needs first */
     printf("\nmemory (what offloading needs)\n");
     human_bytes(a, sizeof a, (double)st->total_bytes);
-    printf("  %-*s %11s  %6.1f%%  %" PRIu64 " bytes\n", W - 2, "all tensors", a, 100.0, st->total_bytes);
-    if (st->n_expert_tensors > 0) {
+    if (moe_gguf_n_tensors(g) == 0)
+        printf("  %-*s none (a vocabulary or metadata-only file)\n", W - 2, "all tensors");
+    else
+        printf("  %-*s %11s  %6.1f%%  %" PRIu64 " bytes\n", W - 2, "all tensors", a, 100.0, st->total_bytes);
+    if (moe_gguf_n_tensors(g) == 0) {
+        /* nothing to split */
+    } else if (st->n_expert_tensors > 0) {
         uint64_t non = st->total_bytes - st->expert_bytes;
         double pe = st->total_bytes ? 100.0 * (double)st->expert_bytes / (double)st->total_bytes : 0;
         human_bytes(a, sizeof a, (double)st->expert_bytes);
@@ -595,7 +606,7 @@ static void print_text(const char *path, const moe_gguf *g, const char *arch, co
         }
     }
 
-    if (show_tensors) {
+    if (show_tensors && moe_gguf_n_tensors(g) > 0) {
         int64_t nt = moe_gguf_n_tensors(g);
         int nw = 4, sw = 5;
         char shape[96];

@@ -185,6 +185,7 @@ struct cli_gen {
     moe_context *ctx;
     moe_sampler *smpl;
     moe_offload *offload;   /* --mem: experts read through the expert cache */
+    cli_offload_opts offload_opts;
     tok_adapter tok;
     bool have_tok;
     int64_t n_vocab;
@@ -222,7 +223,10 @@ cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     if (!g->model) goto fail_lib;
     g->ctx = moe_context_init(g->model, o->n_ctx);
     if (!g->ctx) goto fail_lib;
-    if (o->offload.params.budget && !(g->offload = cli_offload_attach(sub, &o->offload, g->model, g->ctx))) goto fail;
+    g->offload_opts = o->offload;
+    if ((o->offload.params.budget || o->offload.profile_path) &&
+        !(g->offload = cli_offload_attach(sub, &g->offload_opts, g->model, g->ctx)))
+        goto fail;
     g->n_vocab = moe_model_n_vocab(g->model);
     g->logits = malloc((size_t)g->n_vocab * sizeof *g->logits);
     if (!g->logits) {
@@ -270,7 +274,7 @@ void cli_gen_close(cli_gen *g) {
     if (g->have_tok) tok_free(&g->tok);
     moe_sampler_free(g->smpl);
     moe_context_free(g->ctx);
-    moe_offload_free(g->offload);
+    cli_offload_close(g->offload, &g->offload_opts);
     moe_model_free(g->model);
     free(g->logits);
     free(g);

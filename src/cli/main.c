@@ -12,6 +12,7 @@
     X(tokenize, "print the token ids of a text (the file's tokenizer)") X(detokenize, "print the text of token ids") \
     X(logits, "compute a token sequence's logits (float32 rows), optionally with the routing trace") \
     X(cachesim, "replay a routing trace through the expert cache under each eviction policy") \
+    X(profile, "count expert transitions between layers over a text (prefetch predictor)") \
     X(layer, "run one MoE layer (any router) forward/backward on safetensors files")
 
 #define DECLARE(name, summary) int cmd_##name(int argc, char **argv);

@@ -23,6 +23,13 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
         o->params.policy = (moe_cache_policy)p;
         return 1;
     }
+    if (!strcmp(a, "--profile")) return cli_arg_str(sub, argc, argv, i, &o->profile_path) ? 1 : -1;
+    if (!strcmp(a, "--prefetch-n")) {
+        int64_t v;
+        if (!cli_arg_int(sub, argc, argv, i, 1, 256, &v)) return -1;
+        o->params.prefetch_n = (int)v;
+        return 1;
+    }
     if (!strcmp(a, "--cache-per-layer")) { o->params.per_layer = true; return 1; }
     if (!strcmp(a, "--no-prefetch")) { o->params.prefetch = false; return 1; }
     if (!strcmp(a, "--no-direct-io")) { o->params.no_direct = true; return 1; }
@@ -35,12 +42,24 @@ void cli_offload_print_help(FILE *f) {
             "                           experts are read from the file into a cache (default: map everything)\n"
             "  --cache-policy P         expert cache eviction: lru, lfu, fifo, edgemoe (default edgemoe)\n"
             "  --cache-per-layer        split the expert cache evenly between layers (default: shared)\n"
+            "  --profile FILE           prefetch with EdgeMoE's statistical predictor (from `moe profile`)\n"
+            "  --prefetch-n N           experts to prefetch per predicted layer (default: experts per token)\n"
             "  --no-prefetch            read experts on demand only (no I/O thread)\n"
             "  --no-direct-io           read experts through the page cache instead of O_DIRECT\n");
 }
 
-moe_offload *cli_offload_attach(const char *sub, const cli_offload_opts *o, moe_model *m, moe_context *c) {
-    if (!o->params.budget) return NULL;
+moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c) {
+    if (!o->params.budget) {
+        if (o->profile_path) cli_fail(sub, "--profile needs --mem (it drives the expert cache's prefetching)");
+        return NULL;
+    }
+    if (o->profile_path && !o->profile) {
+        if (!(o->profile = moe_profile_load(o->profile_path))) {
+            cli_fail_lib(sub);
+            return NULL;
+        }
+        o->params.profile = o->profile;
+    }
     moe_offload *off = moe_offload_init(m, moe_context_n_ctx(c), &o->params);
     if (!off) {
         cli_fail_lib(sub);
@@ -48,6 +67,13 @@ moe_offload *cli_offload_attach(const char *sub, const cli_offload_opts *o, moe_
     }
     moe_offload_attach(off, c);
     return off;
+}
+
+void cli_offload_close(moe_offload *off, cli_offload_opts *o) {
+    moe_offload_free(off);
+    moe_profile_free(o->profile);
+    o->profile = NULL;
+    o->params.profile = NULL;
 }
 
 void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f) {
@@ -59,6 +85,9 @@ void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f) {
                 sub, (long long)s.n_slots, s.slot_bytes / 1048576.0, s.direct_io ? "O_DIRECT" : "page cache dropped",
                 100 * s.hit_rate, (long long)s.hits, (long long)s.hits_in_flight, (long long)s.misses,
                 s.bytes_read / 1048576.0, s.stall_seconds);
+        if (s.predicted)
+            fprintf(f, "moe %s: prefetch: %lld experts guessed, precision %.1f%%, recall %.1f%%\n", sub,
+                    (long long)s.predicted, 100 * s.prefetch_precision, 100 * s.prefetch_recall);
     }
     fprintf(f, "moe %s: peak RSS      = %10.1f MiB\n", sub, moe_peak_rss_bytes() / 1048576.0);
 }

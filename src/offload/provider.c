@@ -72,6 +72,8 @@ struct moe_offload {
     /* prediction bookkeeping: the last guess for every layer */
     uint8_t *guess;               /* [n_layer × n_expert] */
     bool *have_guess;             /* [n_layer] */
+    const moe_profile *profile;   /* statistical predictor, or NULL */
+    int prefetch_n;
     moe_offload_stats stats;
 };
 
@@ -259,40 +261,70 @@ static void op_release(moe_expert_provider *p, int layer, int expert) {
     pthread_mutex_unlock(&o->mu);
 }
 
+/* Records a guess for `layer` (scored when the router's choice arrives) and queues the
+ * guessed experts that are not cached. Caller holds the lock. */
+static void guess_layer(moe_offload *o, int layer, const int32_t *experts, int n) {
+    uint8_t *g = o->guess + (size_t)layer * (size_t)o->n_expert;
+    memset(g, 0, (size_t)o->n_expert);
+    for (int i = 0; i < n; i++)
+        if (experts[i] >= 0 && experts[i] < o->n_expert) g[experts[i]] = 1;
+    o->have_guess[layer] = true;
+    if (!o->io_running) return;
+    for (int i = 0; i < n; i++) {
+        int e = experts[i];
+        if (e < 0 || e >= o->n_expert || moe_xcache_lookup(o->cache, layer, e) >= 0) continue;
+        enqueue(o, layer, e, true, false);
+        o->stats.prefetches++;
+    }
+}
+
+static bool is_moe_layer(const moe_offload *o, int l) {
+    return o->loc[(size_t)l * (size_t)o->n_expert].part[0].bytes != 0;
+}
+
 static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, int n, bool predicted) {
     moe_offload *o = (moe_offload *)p;
     if (layer < 0 || layer >= o->n_layer) return;
     pthread_mutex_lock(&o->mu);
-    uint8_t *g = o->guess + (size_t)layer * (size_t)o->n_expert;
     if (predicted) {
-        memset(g, 0, (size_t)o->n_expert);
-        for (int i = 0; i < n; i++) if (experts[i] >= 0 && experts[i] < o->n_expert) g[experts[i]] = 1;
-        o->have_guess[layer] = true;
-    } else {
-        /* score the last guess for this layer against what the router chose */
-        moe_xcache_begin_layer(o->cache, layer);
-        if (o->have_guess[layer]) {
-            int64_t guessed = 0, right = 0;
-            for (int e = 0; e < o->n_expert; e++) guessed += g[e];
-            for (int i = 0; i < n; i++) right += experts[i] >= 0 && experts[i] < o->n_expert && g[experts[i]];
-            o->stats.predicted += guessed;
-            o->stats.predicted_right += right;
-            o->stats.routed_with_guess += n;
-            o->have_guess[layer] = false;
-        }
+        guess_layer(o, layer, experts, n);
+        pthread_cond_signal(&o->cv_work);
+        pthread_mutex_unlock(&o->mu);
+        return;
+    }
+    moe_xcache_begin_layer(o->cache, layer);
+    /* score the last guess for this layer against what the router chose */
+    const uint8_t *g = o->guess + (size_t)layer * (size_t)o->n_expert;
+    if (o->have_guess[layer]) {
+        int64_t guessed = 0, right = 0;
+        for (int e = 0; e < o->n_expert; e++) guessed += g[e];
+        for (int i = 0; i < n; i++) right += experts[i] >= 0 && experts[i] < o->n_expert && g[experts[i]];
+        o->stats.predicted += guessed;
+        o->stats.predicted_right += right;
+        o->stats.routed_with_guess += n;
+        o->have_guess[layer] = false;
     }
     if (o->io_running) {
-        /* Experts the router picked go to the front (in reverse, so the first is first):
-         * the compute thread starts on the first while the I/O thread reads the next. */
-        for (int i = predicted ? 0 : n - 1; predicted ? i < n : i >= 0; i += predicted ? 1 : -1) {
+        /* The experts the router picked go to the front of the queue, in reverse so the
+         * first is read first: the compute thread starts on a cached one (or the first)
+         * while the I/O thread reads the next. */
+        for (int i = n - 1; i >= 0; i--) {
             int e = experts[i];
-            if (e < 0 || e >= o->n_expert) continue;
-            if (moe_xcache_lookup(o->cache, layer, e) >= 0) continue;
-            enqueue(o, layer, e, predicted, !predicted);
-            o->stats.prefetches += predicted;
+            if (e < 0 || e >= o->n_expert || moe_xcache_lookup(o->cache, layer, e) >= 0) continue;
+            enqueue(o, layer, e, false, true);
         }
-        pthread_cond_signal(&o->cv_work);
     }
+    /* EdgeMoE's statistical predictor: guess the next MoE layer's experts from these */
+    if (o->profile) {
+        int next = layer + 1;
+        while (next < o->n_layer && !is_moe_layer(o, next)) next++;
+        if (next < o->n_layer && next < moe_profile_n_layers(o->profile)) {
+            int32_t out[256];
+            int m = moe_profile_predict(o->profile, next, experts, n, out, MOE_MIN(o->prefetch_n, 256));
+            if (m > 0) guess_layer(o, next, out, m);
+        }
+    }
+    if (o->io_running) pthread_cond_signal(&o->cv_work);
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -323,6 +355,7 @@ moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offlo
     snprintf(o->path, sizeof o->path, "%s", moe_gguf_path(g));
     o->read_fn = prm.read_fn ? prm.read_fn : default_pread;
     o->read_ctx = prm.read_ctx;
+    o->profile = prm.profile;
     o->n_layer = (int)moe_model_n_layer(m);
     o->n_expert = (int)moe_model_hparams(m)->n_expert;
     if (o->n_expert <= 0) {
@@ -398,6 +431,12 @@ moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offlo
             goto fail;
         }
         o->io_running = true;
+    }
+    o->prefetch_n = prm.prefetch_n > 0 ? prm.prefetch_n : MOE_MAX(o->plan.n_experts_used, 1);
+    if (o->profile && moe_profile_n_experts(o->profile) != o->n_expert) {
+        moe_error(MOE_ERR_INVALID, "the expert profile is for %d experts per layer, the model has %d",
+                  moe_profile_n_experts(o->profile), o->n_expert);
+        goto fail;
     }
     o->stats.n_slots = o->n_slots;
     o->stats.slot_bytes = o->slot_bytes;

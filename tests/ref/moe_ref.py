@@ -12,6 +12,7 @@ un-permuted back to HF's layout, where HF's rotate_half RoPE applies.
 
 OUT gets n_tokens x n_vocab float32 logits (row i after token i). Needs python3-torch.
 """
+import math
 import struct
 import sys
 
@@ -94,12 +95,24 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def rope_cos_sin(n, dim, base, linear_factor):
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=DT) / dim))
-    pos = torch.arange(n, dtype=DT) / linear_factor       # HF "linear" rope scaling
+def rope_cos_sin(n, dim, c):
+    inv_freq = 1.0 / (c.base ** (torch.arange(0, dim, 2, dtype=DT) / dim))
+    mscale = 1.0
+    if c.yarn:                                            # HF _compute_yarn_parameters
+        def corr_dim(rot):
+            return dim * math.log(c.orig_ctx / (rot * 2 * math.pi)) / (2 * math.log(c.base))
+        low = max(math.floor(corr_dim(32)), 0)            # beta_fast
+        high = min(math.ceil(corr_dim(1)), dim - 1)       # beta_slow
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=DT) - low) / (high - low), 0, 1)
+        extrap = 1 - ramp
+        inv_freq = inv_freq / c.yarn * (1 - extrap) + inv_freq * extrap
+        mscale = 0.1 * math.log(c.yarn) + 1.0
+    pos = torch.arange(n, dtype=DT) / c.linear            # HF "linear" rope scaling
     freqs = torch.outer(pos, inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return emb.cos() * mscale, emb.sin() * mscale
 
 
 def unpermute(w, n_head):
@@ -129,7 +142,10 @@ def config(kv, t, arch):
     c.eps = g('attention.layer_norm_rms_epsilon')
     c.base = g('rope.freq_base', 10000.0)
     factor = g('rope.scaling.factor', 0.0) or 1.0
-    c.linear = factor if g('rope.scaling.type', 'linear') == 'linear' else 1.0
+    stype = g('rope.scaling.type', 'linear')
+    c.linear = factor if stype == 'linear' else 1.0
+    c.yarn = factor if stype == 'yarn' else 0.0
+    c.orig_ctx = g('rope.scaling.original_context_length', g('context_length'))
     c.n_expert, c.k = g('expert_count', 0), g('expert_used_count', 0)
     # norm_topk_prob: Mixtral and Qwen3-MoE renormalise (llama.cpp hard-codes it for them);
     # Qwen2-MoE, OLMoE and DeepSeek-MoE v1 do not, unless the file says so.
@@ -209,7 +225,7 @@ def forward(path, tokens):
     arch = kv['general.architecture']
     c = config(kv, t, arch)
     x = t['token_embd.weight'][tokens]
-    cos, sin = rope_cos_sin(len(tokens), c.head_dim, c.base, c.linear)
+    cos, sin = rope_cos_sin(len(tokens), c.head_dim, c)
     for i in range(c.n_layer):
         h = rms_norm(x, t[f'blk.{i}.attn_norm.weight'], c.eps)
         x = x + attention(c, t, i, h, cos, sin)
