@@ -328,10 +328,11 @@ typedef struct moe_offload_stats {
     int64_t n_slots;
     uint64_t slot_bytes;
     bool direct_io;              /* O_DIRECT reads (else page cache dropped after reads) */
-    int64_t accesses;            /* expert uses by the forward pass */
-    int64_t hits;                /* found ready */
-    int64_t hits_in_flight;      /* found while the I/O thread was still reading it */
-    int64_t misses;              /* read on demand */
+    int64_t accesses;            /* routed experts (per layer and batch) */
+    int64_t hits;                /* resident (or already being prefetched) when routed */
+    int64_t misses;              /* had to be read after the router picked them */
+    int64_t demand_loads;        /* read by the compute thread itself (not yet queued) */
+    int64_t waits;               /* times the compute thread waited for the I/O thread */
     int64_t loads_background;    /* read by the I/O thread (routed or predicted) */
     int64_t prefetches;          /* predicted experts queued for reading */
     int64_t predicted, predicted_right, routed_with_guess;

@@ -50,6 +50,12 @@ void cli_offload_print_help(FILE *f);
 moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c);
 /* Frees the offloader (after the context) and the profile. */
 void cli_offload_close(moe_offload *off, cli_offload_opts *o);
+/* A routing hook (moe_context_set_routing_hook) that writes each event as one JSON line
+ * to the FILE* in `user` (the trace format of docs/FORMAT.md). */
+void cli_routing_jsonl(void *user, const moe_routing_event *ev);
+/* Statistics of the offloader as JSON members (",\"offload\":{...}"; nothing without one)
+ * followed by ",\"peak_rss_bytes\":N". */
+void cli_offload_json_stats(moe_offload *off, FILE *f);
 /* Cache statistics (when offloading) and peak RSS, to f. */
 void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f);
 
@@ -63,6 +69,7 @@ typedef struct cli_gen_opts {
     bool ignore_eos;              /* --ignore-eos */
     bool verbose;                 /* -v */
     cli_offload_opts offload;     /* --mem, --cache-policy, ... */
+    const char *dump_routing;     /* --dump-routing FILE.jsonl */
 } cli_gen_opts;
 typedef struct cli_gen cli_gen;
 void cli_gen_opts_default(cli_gen_opts *o);

@@ -32,6 +32,7 @@ int cli_gen_parse_opt(const char *sub, int argc, char **argv, int *i, cli_gen_op
     double d;
     int r = cli_offload_parse_opt(sub, argc, argv, i, &o->offload);
     if (r) return r;
+    if (!strcmp(a, "--dump-routing")) return cli_arg_str(sub, argc, argv, i, &o->dump_routing) ? 1 : -1;
 #define IS(s) (strcmp(a, (s)) == 0)
     if (IS("-m") || IS("--model")) return cli_arg_str(sub, argc, argv, i, &o->model) ? 1 : -1;
     if (IS("-t") || IS("--threads")) {
@@ -104,7 +105,9 @@ void cli_gen_print_opts_help(FILE *f) {
             "  --frequency-penalty F    subtract F x count from seen tokens (default %.2f)\n"
             "  -s, --seed S             random seed; -1 = random (default -1)\n"
             "  --ignore-eos             do not stop at end-of-generation tokens\n"
-            "  -v, --verbose            print the sampler settings and the seed\n",
+            "  -v, --verbose            print the sampler settings and the seed\n"
+            "  --dump-routing FILE      write the chosen experts of every (token, MoE layer) as JSON\n"
+            "                           lines, in execution order (docs/FORMAT.md)\n",
             (double)d.temp, (int)d.top_k, (double)d.top_p, (double)d.min_p, (double)d.penalty_repeat,
             (int)d.penalty_last_n, (double)d.penalty_present, (double)d.penalty_freq);
     cli_offload_print_help(f);
@@ -186,6 +189,7 @@ struct cli_gen {
     moe_sampler *smpl;
     moe_offload *offload;   /* --mem: experts read through the expert cache */
     cli_offload_opts offload_opts;
+    FILE *route_f;          /* --dump-routing */
     tok_adapter tok;
     bool have_tok;
     int64_t n_vocab;
@@ -223,6 +227,13 @@ cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     if (!g->model) goto fail_lib;
     g->ctx = moe_context_init(g->model, o->n_ctx);
     if (!g->ctx) goto fail_lib;
+    if (o->dump_routing) {
+        if (!(g->route_f = fopen(o->dump_routing, "w"))) {
+            cli_fail(sub, "%s: cannot create: %s", o->dump_routing, strerror(errno));
+            goto fail;
+        }
+        moe_context_set_routing_hook(g->ctx, cli_routing_jsonl, g->route_f);
+    }
     g->offload_opts = o->offload;
     if ((o->offload.params.budget || o->offload.profile_path) &&
         !(g->offload = cli_offload_attach(sub, &g->offload_opts, g->model, g->ctx)))
@@ -275,6 +286,7 @@ void cli_gen_close(cli_gen *g) {
     moe_sampler_free(g->smpl);
     moe_context_free(g->ctx);
     cli_offload_close(g->offload, &g->offload_opts);
+    if (g->route_f && fclose(g->route_f) != 0) cli_fail(g->sub, "write error on the routing trace");
     moe_model_free(g->model);
     free(g->logits);
     free(g);
@@ -452,6 +464,7 @@ void cli_gen_json_stats(const cli_gen *g, FILE *f) {
     cli_json_num(f, 1e3 * g->t_gen);
     fprintf(f, ", \"gen_tokens_per_s\": ");
     cli_json_num(f, g->t_gen > 0 ? (double)g->n_gen / g->t_gen : NAN);
+    cli_offload_json_stats(g->offload, f);
 }
 
 /* ------------------------------------------------------------------ moe run */

@@ -3,6 +3,7 @@
  * statistics printed at the end. */
 #include "cli/cli.h"
 
+#include <math.h>
 #include <string.h>
 
 void cli_offload_opts_default(cli_offload_opts *o) {
@@ -80,14 +81,47 @@ void cli_offload_print_stats(const char *sub, moe_offload *off, FILE *f) {
     if (off) {
         moe_offload_stats s;
         moe_offload_get_stats(off, &s);
-        fprintf(f, "moe %s: expert cache: %lld slots x %.2f MiB (%s), hit rate %.1f%% (%lld hits, %lld in flight, %lld misses), "
+        fprintf(f, "moe %s: expert cache: %lld slots x %.2f MiB (%s), hit rate %.1f%% (%lld hits, %lld misses), "
                    "%.1f MiB read, %.2f s stalled on I/O\n",
                 sub, (long long)s.n_slots, s.slot_bytes / 1048576.0, s.direct_io ? "O_DIRECT" : "page cache dropped",
-                100 * s.hit_rate, (long long)s.hits, (long long)s.hits_in_flight, (long long)s.misses,
+                100 * s.hit_rate, (long long)s.hits, (long long)s.misses,
                 s.bytes_read / 1048576.0, s.stall_seconds);
         if (s.predicted)
             fprintf(f, "moe %s: prefetch: %lld experts guessed, precision %.1f%%, recall %.1f%%\n", sub,
                     (long long)s.predicted, 100 * s.prefetch_precision, 100 * s.prefetch_recall);
     }
     fprintf(f, "moe %s: peak RSS      = %10.1f MiB\n", sub, moe_peak_rss_bytes() / 1048576.0);
+}
+
+void cli_routing_jsonl(void *user, const moe_routing_event *ev) {
+    FILE *f = user;
+    fprintf(f, "{\"pos\":%lld,\"token\":%d,\"layer\":%d,\"experts\":[", (long long)ev->pos, ev->token, ev->layer);
+    for (int j = 0; j < ev->k; j++) fprintf(f, "%s%d", j ? "," : "", ev->experts[j]);
+    fprintf(f, "],\"weights\":[");
+    for (int j = 0; j < ev->k; j++) {
+        if (j) fputc(',', f);
+        cli_json_num(f, ev->weights[j]);
+    }
+    fprintf(f, "]}\n");
+}
+
+void cli_offload_json_stats(moe_offload *off, FILE *f) {
+    if (off) {
+        moe_offload_stats s;
+        moe_offload_get_stats(off, &s);
+        fprintf(f, ",\"offload\":{\"slots\":%lld,\"slot_bytes\":%llu,\"direct_io\":%s,\"accesses\":%lld,\"hits\":%lld,"
+                   "\"misses\":%lld,\"demand_loads\":%lld,\"waits\":%lld,\"bytes_read\":%llu,\"stall_seconds\":",
+                (long long)s.n_slots, (unsigned long long)s.slot_bytes, s.direct_io ? "true" : "false",
+                (long long)s.accesses, (long long)s.hits, (long long)s.misses, (long long)s.demand_loads, (long long)s.waits,
+                (unsigned long long)s.bytes_read);
+        cli_json_num(f, s.stall_seconds);
+        fprintf(f, ",\"hit_rate\":");
+        cli_json_num(f, s.hit_rate);
+        fprintf(f, ",\"prefetch_precision\":");
+        cli_json_num(f, s.predicted ? s.prefetch_precision : NAN);
+        fprintf(f, ",\"prefetch_recall\":");
+        cli_json_num(f, s.predicted ? s.prefetch_recall : NAN);
+        fprintf(f, "}");
+    }
+    fprintf(f, ",\"peak_rss_bytes\":%llu", (unsigned long long)moe_peak_rss_bytes());
 }

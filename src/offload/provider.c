@@ -72,6 +72,7 @@ struct moe_offload {
     /* prediction bookkeeping: the last guess for every layer */
     uint8_t *guess;               /* [n_layer × n_expert] */
     bool *have_guess;             /* [n_layer] */
+    bool *hinted;                 /* [n_layer]: the forward pass announces its experts */
     const moe_profile *profile;   /* statistical predictor, or NULL */
     int prefetch_n;
     moe_offload_stats stats;
@@ -222,10 +223,14 @@ static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int e
         return NULL;
     }
     pin(o, s, +1);
-    o->stats.accesses++;
+    if (!o->hinted[layer]) { /* no hint for this batch: count the use here */
+        o->stats.accesses++;
+        if (fresh) o->stats.misses++;
+        else o->stats.hits++;
+    }
     if (fresh) {
-        /* a miss: read it on this thread (the I/O thread may be busy with guesses) */
-        o->stats.misses++;
+        /* not cached and not queued: read it on this thread */
+        o->stats.demand_loads++;
         pthread_mutex_unlock(&o->mu);
         char err[512];
         load_expert(o, layer, expert, o->pool + (size_t)s * o->slot_bytes, &o->slots[s].w, err, sizeof err);
@@ -234,8 +239,7 @@ static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int e
         if (err[0]) memcpy(o->slots[s].err, err, sizeof err);
         pthread_cond_broadcast(&o->cv_done);
     } else {
-        if (o->slots[s].state == SLOT_LOADING) o->stats.hits_in_flight++;
-        else o->stats.hits++;
+        if (o->slots[s].state == SLOT_LOADING) o->stats.waits++;
         while (o->slots[s].state == SLOT_LOADING) pthread_cond_wait(&o->cv_done, &o->mu);
     }
     const moe_expert_weights *w = NULL;
@@ -293,6 +297,16 @@ static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, i
         return;
     }
     moe_xcache_begin_layer(o->cache, layer);
+    /* The cache's hit rate: routed experts already resident (or being prefetched) when
+     * the router picked them. The reads queued below are misses, even though they
+     * overlap with compute. */
+    o->hinted[layer] = true;
+    for (int i = 0; i < n; i++) {
+        if (experts[i] < 0 || experts[i] >= o->n_expert) continue;
+        o->stats.accesses++;
+        if (moe_xcache_lookup(o->cache, layer, experts[i]) >= 0) o->stats.hits++;
+        else o->stats.misses++;
+    }
     /* score the last guess for this layer against what the router chose */
     const uint8_t *g = o->guess + (size_t)layer * (size_t)o->n_expert;
     if (o->have_guess[layer]) {
@@ -408,9 +422,10 @@ moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offlo
     o->slots = moe_calloc((size_t)o->n_slots, sizeof *o->slots);
     o->guess = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, 1);
     o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
+    o->hinted = moe_calloc((size_t)o->n_layer, sizeof *o->hinted);
     o->cache = moe_xcache_init(prm.policy == MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
                                prm.per_layer, o->n_layer, o->n_expert);
-    if (!o->slots || !o->guess || !o->have_guess || !o->cache) goto fail;
+    if (!o->slots || !o->guess || !o->have_guess || !o->hinted || !o->cache) goto fail;
 
     /* O_DIRECT keeps the experts out of the page cache (our slots are the only copy);
      * some file systems (tmpfs) refuse it, and then we drop pages after each read. */
@@ -462,6 +477,7 @@ void moe_offload_free(moe_offload *o) {
     free(o->slots);
     free(o->guess);
     free(o->have_guess);
+    free(o->hinted);
     free(o->loc);
     pthread_mutex_destroy(&o->mu);
     pthread_cond_destroy(&o->cv_work);
@@ -477,7 +493,7 @@ void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out) {
     pthread_mutex_lock(&o->mu);
     *out = o->stats;
     pthread_mutex_unlock(&o->mu);
-    out->hit_rate = out->accesses ? (double)(out->hits + out->hits_in_flight) / (double)out->accesses : 0;
+    out->hit_rate = out->accesses ? (double)out->hits / (double)out->accesses : 0;
     out->prefetch_precision = out->predicted ? (double)out->predicted_right / (double)out->predicted : 0;
     out->prefetch_recall = out->routed_with_guess ? (double)out->predicted_right / (double)out->routed_with_guess : 0;
 }
