@@ -40,25 +40,57 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* sgemm GFLOP/s on the expert GEMMs' shapes: M = T·k/E rows, the three transposition
- * patterns of the forward (X·Wᵀ) and backward (dY·W, dYᵀ·X). Median of `reps` rounds. */
-static double sgemm_gflops(int64_t M, int64_t d, int64_t ff, int reps) {
-    float *A = rbuf(M * ff, 1), *B = rbuf(ff * d, 1), *C = rbuf(M * ff, 1), *D = rbuf(ff * d, 1);
-    double *t = malloc((size_t)reps * sizeof *t);
-    const double flops = 3.0 * 2.0 * (double)M * (double)d * (double)ff;
-    for (int r = -1; r < reps; r++) {
+/* One round of the baseline: cblas_sgemm on the expert GEMMs' shapes, M = T·k/E rows, the
+ * three transposition patterns of the forward (X·Wᵀ) and backward (dY·W, dYᵀ·X). Returns
+ * its GFLOP/s. Rounds are interleaved with the layer's steps so both see the same load on
+ * a shared machine. */
+typedef struct { int64_t M, d, ff; float *A, *B, *C, *D; } sgemm_ref;
+
+static double sgemm_round(sgemm_ref *r) {
+    const int M = (int)r->M, d = (int)r->d, ff = (int)r->ff;
+    double t0 = moe_time_s();
+    /* forward: [M×d]·[ff×d]ᵀ → [M×ff] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, ff, d, 1, r->A, d, r->B, d, 0, r->C, ff);
+    /* backward data: [M×ff]·[ff×d] → [M×d] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, d, ff, 1, r->C, ff, r->B, d, 0, r->A, d);
+    /* backward weights: [M×ff]ᵀ·[M×d] → [ff×d] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ff, d, M, 1, r->C, ff, r->A, d, 1, r->D, d);
+    double t = moe_time_s() - t0;
+    return 3.0 * 2.0 * (double)M * d * ff / t / 1e9;
+}
+
+/* Layer steps: forward + backward, each followed by 3 sgemm rounds. Fills per-step times
+ * and the per-step ratio layer GFLOP/s ÷ sgemm GFLOP/s (median of its 3 rounds). */
+typedef struct {
+    moe_layer *layer;
+    moe_layer_params *w, *g;
+    float *x, *dy, *y, *dx;
+    int64_t T, d;
+    moe_pool *pool;
+    sgemm_ref *ref;
+} bench_ctx;
+
+static double layer_flops(const bench_ctx *c, int64_t rows, int64_t ff, int E) {
+    /* useful FLOPs: 3 expert GEMMs forward, 6 backward, per routed row; router 1 + 2 */
+    return 9.0 * 2.0 * (double)rows * (double)c->d * (double)ff + 3.0 * 2.0 * (double)c->T * (double)E * (double)c->d;
+}
+
+static bool run_steps(bench_ctx *c, int n, double *tf, double *tb, double *tt, double *sg) {
+    for (int it = 0; it < n; it++) {
+        memset(c->dx, 0, (size_t)(c->T * c->d) * sizeof *c->dx); /* zero_grad: outside the timing */
         double t0 = moe_time_s();
-        /* forward: [M×d]·[ff×d]ᵀ → [M×ff] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)ff, (int)d, 1, A, (int)d, B, (int)d, 0, C, (int)ff);
-        /* backward data: [M×ff]·[ff×d] → [M×d] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)d, (int)ff, 1, C, (int)ff, B, (int)d, 0, A, (int)d);
-        /* backward weights: [M×ff]ᵀ·[M×d] → [ff×d] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)M, 1, C, (int)ff, A, (int)d, 1, D, (int)d);
-        if (r >= 0) t[r] = moe_time_s() - t0;
+        if (moe_layer_forward(c->layer, c->y, c->x, NULL, c->w, c->T, c->pool) != MOE_OK) return false;
+        double t1 = moe_time_s();
+        if (moe_layer_backward(c->layer, c->dx, c->g, c->dy, c->x, c->w, 0.01f, 0.001f, c->pool) != MOE_OK) return false;
+        double t2 = moe_time_s();
+        tf[it] = t1 - t0;
+        tb[it] = t2 - t1;
+        tt[it] = t2 - t0;
+        double r[3];
+        for (int j = 0; j < 3; j++) r[j] = sgemm_round(c->ref);
+        sg[it] = median(r, 3);
     }
-    double m = median(t, reps);
-    free(A); free(B); free(C); free(D); free(t);
-    return flops / m / 1e9;
+    return true;
 }
 
 int main(int argc, char **argv) {
@@ -103,35 +135,30 @@ int main(int argc, char **argv) {
     printf("MoE layer forward + backward: T=%lld d=%lld ff=%lld E=%d top-%d SwiGLU, %d thread%s\n", (long long)T,
            (long long)d, (long long)ff, E, k, nt, nt > 1 ? "s" : "");
 
-    double *tf = malloc((size_t)iters * sizeof *tf), *tb = malloc((size_t)iters * sizeof *tb), *tt = malloc((size_t)iters * sizeof *tt);
-    int64_t rows = 0;
-    for (int it = -1; it < iters; it++) {
-        memset(dx, 0, (size_t)(T * d) * sizeof *dx); /* the optimizer's zero_grad: outside the timing */
-        double t0 = moe_time_s();
-        if (moe_layer_forward(&layer, y, x, NULL, &w, T, pool) != MOE_OK) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
-        double t1 = moe_time_s();
-        if (moe_layer_backward(&layer, dx, &g, dy, x, &w, 0.01f, 0.001f, pool) != MOE_OK) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
-        double t2 = moe_time_s();
-        if (it >= 0) { tf[it] = t1 - t0; tb[it] = t2 - t1; tt[it] = t2 - t0; }
-        rows = layer.n_rows;
+    sgemm_ref ref = {.M = T * k / E, .d = d, .ff = ff};
+    ref.A = rbuf(ref.M * ff, 1);
+    ref.B = rbuf(ff * d, 1);
+    ref.C = rbuf(ref.M * ff, 1);
+    ref.D = rbuf(ff * d, 1);
+    bench_ctx c = {.layer = &layer, .w = &w, .g = &g, .x = x, .dy = dy, .y = y, .dx = dx, .T = T, .d = d,
+                   .pool = pool, .ref = &ref};
+    double *tf = malloc((size_t)iters * sizeof *tf), *tb = malloc((size_t)iters * sizeof *tb);
+    double *tt = malloc((size_t)iters * sizeof *tt), *sg = malloc((size_t)iters * sizeof *sg);
+    double *ratio = malloc((size_t)iters * sizeof *ratio), dummy[4];
+    /* warm-up, then half the steps before the PyTorch run and half after, so a change of
+     * load on the machine affects both sides of the comparison alike */
+    const int n_a = (iters + 1) / 2;
+    if (!run_steps(&c, 1, dummy, dummy + 1, dummy + 2, dummy + 3) || !run_steps(&c, n_a, tf, tb, tt, sg)) {
+        fprintf(stderr, "%s\n", moe_last_error());
+        return 1;
     }
-    double mf = median(tf, iters), mb = median(tb, iters), mt = median(tt, iters);
-    /* useful FLOPs: 3 expert GEMMs forward, 6 backward, per routed row; router 1 + 2 */
-    double flops = 9.0 * 2.0 * (double)rows * (double)d * (double)ff + 3.0 * 2.0 * (double)T * (double)E * (double)d;
-    double gf = flops / mt / 1e9;
-    double tps = (double)T / mt;
-    double sg = sgemm_gflops(T * k / E, d, ff, 5);
-    printf("  forward  %8.1f ms   backward %8.1f ms   total %8.1f ms   (median of %d)\n", mf * 1e3, mb * 1e3, mt * 1e3, iters);
-    printf("  %.0f tokens/s   %.1f GFLOP/s  (%.1f GFLOP per step, %lld routed rows)\n", tps, gf, flops / 1e9, (long long)rows);
-    printf("  cblas_sgemm on the same shapes: %.1f GFLOP/s  →  layer at %.0f%% of sgemm (target ≥ 70%%)\n", sg, 100.0 * gf / sg);
-
+    double ttps = 0;
     if (torch) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd,
                  "/usr/bin/python3 %s --T %lld --d %lld --ff %lld --E %d --k %d -t %d -n %d 2>&1", script, (long long)T,
                  (long long)d, (long long)ff, E, k, nt, iters < 3 ? iters : 3);
         FILE *p = popen(cmd, "r");
-        double ttps = 0;
         char line[512];
         while (p && fgets(line, sizeof line, p)) {
             fputs("  torch: ", stdout);
@@ -139,12 +166,29 @@ int main(int argc, char **argv) {
             const char *s = strstr(line, "tokens/s=");
             if (s) ttps = atof(s + 9);
         }
-        int rc = p ? pclose(p) : -1;
-        if (rc == 0 && ttps > 0)
-            printf("  PyTorch (loop over experts): %.0f tokens/s  →  moe.c is %.2f× PyTorch (target ≥ 3×)\n", ttps, tps / ttps);
-        else
-            printf("  PyTorch baseline not run (python3-torch missing or %s failed)\n", script);
+        if ((p ? pclose(p) : -1) != 0) ttps = 0;
     }
+    if (!run_steps(&c, iters - n_a, tf + n_a, tb + n_a, tt + n_a, sg + n_a)) {
+        fprintf(stderr, "%s\n", moe_last_error());
+        return 1;
+    }
+    const double flops = layer_flops(&c, layer.n_rows, ff, E);
+    for (int i = 0; i < iters; i++) ratio[i] = flops / tt[i] / 1e9 / sg[i];
+    double mf = median(tf, iters), mb = median(tb, iters), mt = median(tt, iters);
+    double msg = median(sg, iters), mr = median(ratio, iters);
+    double tps = (double)T / mt;
+    printf("  forward  %8.1f ms   backward %8.1f ms   total %8.1f ms   (median of %d steps)\n", mf * 1e3, mb * 1e3,
+           mt * 1e3, iters);
+    printf("  %.0f tokens/s   %.1f GFLOP/s  (%.1f GFLOP per step, %lld routed rows)\n", tps, flops / mt / 1e9,
+           flops / 1e9, (long long)layer.n_rows);
+    printf("  cblas_sgemm on the same shapes, interleaved with the steps: %.1f GFLOP/s\n", msg);
+    printf("  layer at %.0f%% of sgemm (median of per-step ratios; target >= 70%%)\n", 100.0 * mr);
+    if (torch && ttps > 0)
+        printf("  PyTorch (loop over experts): %.0f tokens/s  ->  moe.c is %.2fx PyTorch (target >= 3x)\n", ttps, tps / ttps);
+    else if (torch)
+        printf("  PyTorch baseline not run (python3-torch missing or %s failed)\n", script);
+    free(tf); free(tb); free(tt); free(sg); free(ratio);
+    free(ref.A); free(ref.B); free(ref.C); free(ref.D);
     moe_layer_free(&layer);
     moe_pool_free(pool);
     return 0;

@@ -481,6 +481,48 @@ moe_status moe_layer_run(const moe_layer_opts *o, const char *weights_path, cons
                          const char *output_path, moe_layer_report *rep);
 void moe_layer_report_free(moe_layer_report *rep);
 
+/* ------------------------------------------------------------------ training */
+
+/* `moe init`: a randomly initialised model (docs/TRAINING.md). Sizes ≤ 0 take the
+ * defaults of moe_init_default_params. */
+typedef struct moe_init_params {
+    const char *arch;          /* mixtral | qwen2moe | qwen3moe | olmoe | deepseek */
+    int64_t n_layer, n_embd, n_head, n_head_kv, n_ff, n_expert, n_expert_used;
+    int64_t shared_ff;         /* shared expert width (qwen2moe: default n_ff; deepseek: k·n_ff) */
+    int64_t dense_layers;      /* deepseek: leading dense layers */
+    int64_t dense_ff;          /* deepseek: their width (default n_ff·n_expert_used) */
+    int64_t n_ctx;
+    int64_t vocab_size;        /* keep the first N tokens of the vocabulary (0: all) */
+    uint64_t seed;
+    bool f16;                  /* matrices in F16 (router, norms, biases stay F32) */
+    bool tied;                 /* no output.weight: the head is token_embd */
+} moe_init_params;
+void moe_init_default_params(moe_init_params *p);
+/* Writes a model with the tokenizer of vocab_path (a GGUF with tokenizer.* keys). */
+moe_status moe_init_model(const moe_init_params *p, const char *vocab_path, const char *out_path);
+
+/* `moe train`: options (docs/TRAINING.md). Start from moe_train_default_params. */
+typedef struct moe_train_params {
+    const char *model_path, *data_path, *eval_path, *out_path;
+    moe_layer_opts router;     /* router.router = NULL keeps the model file's router; the
+                                  other fields as for `moe layer` (k, capacity, groups, ...) */
+    int n_null;                /* adamoe: null experts (router rows E + n_null) */
+    int slots_per_expert;      /* soft-moe */
+    int64_t steps, batch, ctx, warmup, grad_accum;
+    int64_t stop_at;           /* stop after this step (the schedule still spans `steps`); 0 = steps */
+    double lr, min_lr, clip, weight_decay, beta1, beta2, adam_eps;
+    double aux_coef, z_coef, bias_update_rate;
+    int n_threads;
+    uint64_t seed;
+    const char *checkpoint_path, *resume_path, *log_path;
+    int64_t checkpoint_every, eval_every, eval_batches;
+    bool f16_out;              /* write the output model's matrices as F16 */
+    bool progress;             /* progress line on stderr */
+} moe_train_params;
+void moe_train_default_params(moe_train_params *p);
+/* Trains; writes out_path (and checkpoints). Errors name the file and the problem. */
+moe_status moe_train(const moe_train_params *p);
+
 /* ------------------------------------------------------------------ Tokenizer */
 
 /* A tokenizer read from a GGUF file's `tokenizer.ggml.*` metadata, matching llama.cpp:

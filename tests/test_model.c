@@ -331,3 +331,26 @@ TEST(model_expert_provider_interface) {
     moe_context_free(c0);
     moe_model_free(m);
 }
+
+/* Inputs longer than a batch (512 tokens) are split; the split does not change the
+ * logits (each token's computation depends only on its own row and the cache). */
+TEST(model_long_input_split_into_batches) {
+    moe_model *m = load("gguf/olmoe-f16.gguf");
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    int32_t base[64], tokens[600];
+    int64_t nb = fixture_tokens(base, 64);
+    REQUIRE(nb == 64);
+    for (int i = 0; i < 600; i++) tokens[i] = base[(i * 5 + i / 64) % 64];
+    moe_context *c = moe_context_init(m, 600);
+    float *a = malloc((size_t)600 * 4096 * sizeof *a), *b = malloc((size_t)600 * 4096 * sizeof *b);
+    REQUIRE(c && a && b);
+    CHECK(moe_eval(c, tokens, 600, a, 0) == MOE_OK);
+    moe_context_reset(c);
+    CHECK(moe_eval(c, tokens, 100, b, 0) == MOE_OK);
+    CHECK(moe_eval(c, tokens + 100, 500, b + (size_t)100 * 4096, 0) == MOE_OK);
+    CHECK(memcmp(a, b, (size_t)600 * 4096 * sizeof *a) == 0);
+    free(a);
+    free(b);
+    moe_context_free(c);
+    moe_model_free(m);
+}

@@ -150,3 +150,32 @@ TEST(tokenizer_phi3_vectors) { CHECK_EQ_INT(check_vectors("phi-3", true), 0); }
 TEST(tokenizer_gpt2_vectors) { CHECK_EQ_INT(check_vectors("gpt-2", true), 0); }
 TEST(tokenizer_starcoder_vectors) { CHECK_EQ_INT(check_vectors("starcoder", true), 0); }
 TEST(tokenizer_deepseek_coder_vectors) { CHECK_EQ_INT(check_vectors("deepseek-coder", true), 0); }
+
+/* `moe tokenize --no-bos -f FILE` prints llama.cpp's ids for every string, one line of
+ * space-separated ids (the command parses special tokens, which these strings have none of). */
+TEST(tokenizer_cli_no_bos_vectors) {
+    vectors v;
+    if (!read_vectors("llama-spm", &v)) {
+        test_fail(__FILE__, __LINE__, "cannot read the test vectors");
+        free_vectors(&v);
+        return;
+    }
+    const char *vocab = test_fixture("tokenizer/ggml-vocab-llama-spm.gguf");
+    for (int i = 0; i < v.n; i++) {
+        char path[1024], cmd[2048], want[4096], *out = NULL;
+        snprintf(path, sizeof path, "%s/s%d.txt", test_tmpdir(), i);
+        FILE *f = fopen(path, "wb");
+        REQUIRE(f);
+        fwrite(v.str[i], 1, v.str_len[i], f);
+        fclose(f);
+        size_t k = 0;
+        for (size_t j = 0; j < v.n_ids[i] && k < sizeof want - 16; j++)
+            k += (size_t)snprintf(want + k, sizeof want - k, j ? " %d" : "%d", v.ids[i][j]);
+        snprintf(want + k, sizeof want - k, "\n");
+        snprintf(cmd, sizeof cmd, "%s tokenize -m %s --no-bos -f %s", test_moe_bin(), vocab, path);
+        CHECK_EQ_INT(test_run(cmd, &out), 0);
+        CHECK_MSG(out && !strcmp(out, want), "string %d: got '%s', want '%s'", i, out ? out : "", want);
+        free(out);
+    }
+    free_vectors(&v);
+}

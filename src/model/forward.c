@@ -468,6 +468,8 @@ void moe_context_set_routing_hook(moe_context *c, moe_routing_fn fn, void *user)
     c->route_user = user;
 }
 
+moe_pool *moe_context_pool(moe_context *c) { return c->pool; }
+
 void moe_context_set_expert_provider(moe_context *c, moe_expert_provider *p) {
     c->experts = p ? p : c->m->experts;
 }

@@ -53,4 +53,7 @@ struct moe_model {
     bool per_expert_layout;        /* blk.N.ffn_*.E.weight tensors */
 };
 
+/* The context's thread pool (for its wait statistics, moe_pool_wait_seconds). */
+moe_pool *moe_context_pool(moe_context *c);
+
 #endif

@@ -215,12 +215,6 @@ static moe_status read_bool(const moe_gguf *g, const char *key, bool *b) {
     return st == MOE_ERR_NOT_FOUND ? MOE_OK : st;
 }
 
-static bool is_one_of(const char *s, size_t n, const char *const *list) {
-    for (; *list; list++)
-        if (strlen(*list) == n && memcmp(*list, s, n) == 0) return true;
-    return false;
-}
-
 /* Texts of the tokens llama.cpp (as of the fixtures' snapshot) recognizes; a match that is
  * not a control token becomes one ("control-looking token ... will be overridden"). */
 static const char *const EOT_TEXTS[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
@@ -239,12 +233,14 @@ static const char *const EOG_TEXTS[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "
 static const char *const EOG_TEXTS_IF_CONTROL[] = {"<|return|>", "<|call|>", "<|end_of_text|>", "_<EOT>", "[EOT]",
                                                    "[EOS]", "<end_of_utterance>", "<eos>", "</s>", NULL};
 
+/* The first text of the list that the vocabulary has (llama.cpp takes the first match in
+ * its hash map's order, which is unspecified; list order prefers end-of-turn markers such
+ * as <|im_end|> over <|endoftext|>). */
 static void detect(moe_tokenizer *t, int32_t *id, const char *const *texts) {
     if (*id >= 0) return;
-    for (int32_t i = 0; i < t->n_vocab; i++) {
-        size_t n;
-        const char *s = tok_text(t, i, &n);
-        if (is_one_of(s, n, texts)) {
+    for (; *texts; texts++) {
+        int32_t i = tok_find(t, *texts, strlen(*texts));
+        if (i >= 0) {
             *id = i;
             t->attr[i] |= MOE_TOKEN_ATTR_CONTROL;
             return;
@@ -265,20 +261,20 @@ static int cmp_i32(const void *a, const void *b) {
 }
 
 static moe_status build_eog(moe_tokenizer *t) {
-    t->eog = moe_malloc(((size_t)t->n_vocab + 8) * sizeof *t->eog);
+    t->eog = moe_malloc(32 * sizeof *t->eog); /* 3 fim + 16 texts + eos/eot/eom */
     if (!t->eog) return moe_last_status();
     eog_add(t, t->fim_pad);
     eog_add(t, t->fim_rep);
     eog_add(t, t->fim_sep);
-    for (int32_t i = 0; i < t->n_vocab; i++) {
-        size_t n;
-        const char *s = tok_text(t, i, &n);
-        if (is_one_of(s, n, EOG_TEXTS)) {
-            eog_add(t, i);
-            t->attr[i] |= MOE_TOKEN_ATTR_CONTROL;
-        } else if ((t->attr[i] & MOE_TOKEN_ATTR_CONTROL) && is_one_of(s, n, EOG_TEXTS_IF_CONTROL)) {
-            eog_add(t, i);
-        }
+    for (const char *const *s = EOG_TEXTS; *s; s++) {
+        int32_t i = tok_find(t, *s, strlen(*s));
+        if (i < 0) continue;
+        eog_add(t, i);
+        t->attr[i] |= MOE_TOKEN_ATTR_CONTROL;
+    }
+    for (const char *const *s = EOG_TEXTS_IF_CONTROL; *s; s++) {
+        int32_t i = tok_find(t, *s, strlen(*s));
+        if (i >= 0 && (t->attr[i] & MOE_TOKEN_ATTR_CONTROL)) eog_add(t, i);
     }
     eog_add(t, t->eos);
     eog_add(t, t->eot);
@@ -479,12 +475,10 @@ moe_tokenizer *moe_tokenizer_load(const moe_gguf *g) {
                   path, model);
         goto fail;
     }
-    t->eot = t->eom = t->sep = t->pad = t->mask = t->nl = -1;
+    t->eot = t->eom = t->sep = t->pad = t->mask = -1;
     t->fim_pre = t->fim_suf = t->fim_mid = t->fim_pad = t->fim_rep = t->fim_sep = -1;
 
-    if (read_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix) ||
-        read_bool(g, "tokenizer.ggml.remove_extra_whitespaces", &t->remove_extra_ws))
-        goto fail;
+    if (read_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix)) goto fail;
     if (load_tokens(t, g, path)) goto fail;
     if (t->type == TOK_BPE && load_merges(t, g, path)) goto fail;
 
@@ -634,6 +628,7 @@ moe_status moe_tokenizer_encode(const moe_tokenizer *t, const char *text, size_t
     *ids = NULL;
     *n_ids = 0;
     if (!t || (!text && len)) return moe_error(MOE_ERR_INVALID, "moe_tokenizer_encode: no tokenizer or text");
+    if (len > (SIZE_MAX - 4) / 8) return moe_error(MOE_ERR_INVALID, "moe_tokenizer_encode: text too long");
     frags fr = {0};
     tok_ids out = {0};
     char *buf = NULL;

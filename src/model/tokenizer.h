@@ -60,9 +60,9 @@ struct moe_tokenizer {
     size_t n_merges;
     tok_hash merges;                  /* (first, second) -> rank */
 
-    int32_t bos, eos, eot, eom, unk, sep, pad, mask, nl;
+    int32_t bos, eos, eot, eom, unk, sep, pad, mask;
     int32_t fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
-    bool add_bos, add_eos, add_sep, add_space_prefix, remove_extra_ws;
+    bool add_bos, add_eos, add_sep, add_space_prefix;
     bool ignore_merges, clean_spaces;
 
     const moe_pretok_info *pre_info;  /* BPE only */

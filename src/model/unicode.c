@@ -67,6 +67,10 @@ bool moe_utf8_decode_all(const char *s, size_t n, uint32_t **out, size_t *n_out)
     *out = NULL;
     *n_out = 0;
     if (n == 0) return true;
+    if (n > SIZE_MAX / sizeof(uint32_t)) {
+        moe_error(MOE_ERR_NOMEM, "text of %zu bytes is too long to decode", n);
+        return false;
+    }
     uint32_t *c = moe_malloc(n * sizeof *c); /* at most one codepoint per byte */
     if (!c) return false;
     size_t k = 0;

@@ -84,7 +84,7 @@ typedef struct tm_model {
     tm_weights w, g;             /* views of params, grads */
     /* forward/backward state */
     int64_t B, T, N;             /* batch of B sequences of T tokens, N = B·T */
-    size_t acts_cap;             /* N the buffers below hold */
+    int64_t cap_B, cap_T;        /* the batch shape the buffers below hold */
     tm_layer_acts *acts;         /* [n_layer] */
     moe_layer *moe;              /* [n_layer] (only MoE layers are initialised) */
     float *xf, *xnf, *rstdf;     /* [N × d] final residual, its norm, [N] */
@@ -101,6 +101,17 @@ typedef struct tm_model {
     moe_pool *pool;              /* not owned */
 } tm_model;
 
+/* A model shape, as `moe init` takes it. arch: mixtral (gguf "llama"), qwen2moe, qwen3moe,
+ * olmoe, deepseek (or the gguf name). shared_ff: total width of the shared expert(s)
+ * (deepseek: a multiple of ff); dense_ff: width of deepseek's leading dense layers. */
+typedef struct tm_shape {
+    const char *arch;
+    int64_t n_layer, n_embd, n_head, n_head_kv, n_ff, n_expert, n_expert_used, shared_ff, dense_layers, dense_ff;
+    int64_t n_ctx, n_vocab;
+} tm_shape;
+/* Fills c (router: token-choice top-k as the architecture routes). */
+moe_status tm_config_make(tm_config *c, const tm_shape *s);
+
 /* Reads "tm_config" from a GGUF file's metadata and tensor shapes (router: the file's
  * moe.router.* keys if present, else token-choice top-k as the architecture does). */
 moe_status tm_config_from_gguf(const moe_gguf *g, tm_config *c);
@@ -115,8 +126,10 @@ const tm_tensor *tm_find(const tm_model *m, const char *name);
  * token_embd N(0,1), norms 1, biases and selection bias 0. */
 void tm_model_init_random(tm_model *m, uint64_t seed);
 /* Copies the weights from a GGUF file (any type moe.c can convert to float); every
- * tensor of the table must be present with its shape. */
-moe_status tm_model_load_weights(tm_model *m, const moe_gguf *g);
+ * tensor of the table must be present with its shape. With new_router (training with
+ * another router than the file's), router tensors of another shape are not an error:
+ * the rows both have are kept, the others drawn N(0,1)/√d (seed), biases 0, scales 1. */
+moe_status tm_model_load_weights(tm_model *m, const moe_gguf *g, bool new_router, uint64_t seed);
 /* Adds the model's metadata ({arch}.*, moe.router.*) and tensors (F32, or F16 for
  * matrices when f16) to w; `src` (may be NULL) supplies general.* and tokenizer.* keys.
  * f16 needs a buffer that outlives the write: *f16_buf (free() it). */
