@@ -5,9 +5,10 @@
  *   build/bench/matmul [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B]
  *
  * Method: the weights are ~N MiB (default 256, ≫ the caches) of random values quantized
- * per type; each rep multiplies them once with a fresh activation row; the median over R
- * reps (default 7) is reported. The bandwidth yardstick is an AVX2 read of a 1 GiB
- * buffer split over the same threads (median of R). "L2 GB/s" runs the same product on
+ * per type; each rep quantizes an activation row and multiplies the weights with it once
+ * (moe_act_prepare + moe_matmul_prepared); the median over R reps (default 7) is reported. The bandwidth yardstick is an AVX2 read of a 1 GiB
+ * buffer split over the same threads, timed between the reps of each type (median of R),
+ * so that a machine shared with other work skews both alike. "L2 GB/s" runs the same product on
  * 512 KiB of the weights (cache-resident): the kernel's compute speed. --batch B also
  * times B tokens at once (the prompt case), reported as weight bytes × B per second. */
 #include "core/matmul.h"
@@ -62,16 +63,11 @@ static void bw_task(void *arg, int ith, int nth) {
 #endif
 }
 
-static double dram_bandwidth(moe_pool *pool, const uint8_t *buf, size_t size, int reps) {
-    bw_job j = {buf, size, {0}};
-    double t[64];
-    moe_pool_run(pool, bw_task, &j); /* warm-up: page faults, frequency */
-    for (int r = 0; r < reps; r++) {
-        double t0 = moe_time_s();
-        moe_pool_run(pool, bw_task, &j);
-        t[r] = moe_time_s() - t0;
-    }
-    return (double)size / median(t, reps) / 1e9;
+/* Seconds of one streaming read of the buffer over the pool's threads. */
+static double read_once(moe_pool *pool, bw_job *j) {
+    const double t0 = moe_time_s();
+    moe_pool_run(pool, bw_task, j);
+    return moe_time_s() - t0;
 }
 
 /* ------------------------------------------------------------------ main */
@@ -137,9 +133,13 @@ int main(int argc, char **argv) {
         const int nt = nthr[ti];
         moe_pool *pool = moe_pool_create(nt);
         if (!pool) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
-        const double bw = dram_bandwidth(pool, bwbuf, bw_size, (int)reps);
-        printf("\nthreads %d: DRAM read bandwidth %.1f GB/s (AVX2 read of 1 GiB)\n", nt, bw);
-        printf("  %-6s %9s %9s %8s %8s %9s", "type", "MiB", "ms", "GB/s", "% DRAM", "L2 GB/s");
+        bw_job bj = {bwbuf, bw_size, {0}};
+        double tb[64];
+        read_once(pool, &bj); /* warm-up: page faults, clocks */
+        for (int r = 0; r < reps; r++) tb[r] = read_once(pool, &bj);
+        printf("\nthreads %d: DRAM read bandwidth %.1f GB/s (AVX2 read of 1 GiB, median of %lld)\n", nt,
+               (double)bw_size / median(tb, (int)reps) / 1e9, (long long)reps);
+        printf("  %-6s %9s %9s %8s %9s %8s %9s", "type", "MiB", "ms", "GB/s", "DRAM GB/s", "% DRAM", "L2 GB/s");
         if (batch) printf(" %10s", "batch GB/s");
         printf("\n");
         for (int t = 0; t < MOE_TYPE_COUNT; t++) {
@@ -156,13 +156,17 @@ int main(int argc, char **argv) {
             double tm[64];
             moe_act_prepare(pool, t, x, xq, 1, cols);
             moe_matmul_prepared(pool, y, rows, &W, xq, 1); /* warm-up */
+            /* The machine may be shared: the bandwidth yardstick is re-measured between the
+             * reps of each type, so that the ratio compares like with like. */
             for (int r = 0; r < reps; r++) {
+                tb[r] = read_once(pool, &bj);
                 double t0 = moe_time_s();
                 moe_act_prepare(pool, t, x, xq, 1, cols);
                 moe_matmul_prepared(pool, y, rows, &W, xq, 1);
                 tm[r] = moe_time_s() - t0;
             }
             const double sec = median(tm, (int)reps), bytes = (double)rows * (double)rb;
+            const double bw = (double)bw_size / median(tb, (int)reps) / 1e9;
             /* the same kernel on the first 512 KiB of the matrix, which stays in L2: where
              * this is not well above the DRAM figure, the kernel is compute-bound */
             const int64_t crows = MOE_MIN(rows, MOE_MAX(4, (int64_t)((512 << 10) / rb) & ~(int64_t)3));
@@ -174,8 +178,8 @@ int main(int argc, char **argv) {
                 tm[r] = (moe_time_s() - t0) / inner;
             }
             const double csec = median(tm, (int)reps), cbytes = (double)crows * (double)rb;
-            printf("  %-6s %9.1f %9.2f %8.1f %7.1f%% %9.1f", tt->name, bytes / 1048576.0, sec * 1e3, bytes / sec / 1e9,
-                   100.0 * bytes / sec / 1e9 / bw, cbytes / csec / 1e9);
+            printf("  %-6s %9.1f %9.2f %8.1f %9.1f %7.1f%% %9.1f", tt->name, bytes / 1048576.0, sec * 1e3, bytes / sec / 1e9,
+                   bw, 100.0 * bytes / sec / 1e9 / bw, cbytes / csec / 1e9);
             if (batch) {
                 moe_act_prepare(pool, t, x, xq, batch, cols);
                 for (int r = 0; r < reps; r++) {

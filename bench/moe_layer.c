@@ -10,9 +10,12 @@
 #include "moe/layer.h"
 
 #include <cblas.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static uint64_t g_rng = 88172645463325252ull;
 static float frand(void) {
@@ -59,6 +62,53 @@ static double sgemm_round(sgemm_ref *r) {
     return 3.0 * 2.0 * (double)M * d * ff / t / 1e9;
 }
 
+/* PyTorch as a child process (moe_layer_torch.py --serve): one of its steps per "step"
+ * line, answered with the step's seconds, so its steps interleave with ours. */
+typedef struct { FILE *to, *from; pid_t pid; } torch_proc;
+
+static bool torch_start(torch_proc *tp, const char *script, int64_t T, int64_t d, int64_t ff, int E, int k, int nt) {
+    int in[2], out[2];
+    if (access(script, R_OK) != 0 || access("/usr/bin/python3", X_OK) != 0) return false;
+    if (pipe(in) != 0) return false;
+    if (pipe(out) != 0) { close(in[0]); close(in[1]); return false; }
+    char a[7][32];
+    snprintf(a[0], 32, "%lld", (long long)T); snprintf(a[1], 32, "%lld", (long long)d);
+    snprintf(a[2], 32, "%lld", (long long)ff); snprintf(a[3], 32, "%d", E);
+    snprintf(a[4], 32, "%d", k); snprintf(a[5], 32, "%d", nt);
+    fflush(stdout);
+    tp->pid = fork();
+    if (tp->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]); close(out[0]);
+        execl("/usr/bin/python3", "python3", script, "--serve", "--T", a[0], "--d", a[1], "--ff", a[2], "--E", a[3],
+              "--k", a[4], "-t", a[5], (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    if (tp->pid < 0) { close(in[1]); close(out[0]); return false; }
+    tp->to = fdopen(in[1], "w");
+    tp->from = fdopen(out[0], "r");
+    char line[256];
+    if (!tp->to || !tp->from || !fgets(line, sizeof line, tp->from) || strncmp(line, "ready", 5) != 0) return false;
+    printf("  baseline: %s", line + 6);
+    return true;
+}
+
+static double torch_step(torch_proc *tp) {
+    char line[64];
+    fputs("step\n", tp->to);
+    fflush(tp->to);
+    return fgets(line, sizeof line, tp->from) ? atof(line) : 0;
+}
+
+static void torch_stop(torch_proc *tp) {
+    if (tp->to) fclose(tp->to);  /* EOF ends the server */
+    if (tp->from) fclose(tp->from);
+    if (tp->pid > 0) waitpid(tp->pid, NULL, 0);
+}
+
 /* Layer steps: forward + backward, each followed by 3 sgemm rounds. Fills per-step times
  * and the per-step ratio layer GFLOP/s ÷ sgemm GFLOP/s (median of its 3 rounds). */
 typedef struct {
@@ -68,6 +118,7 @@ typedef struct {
     int64_t T, d;
     moe_pool *pool;
     sgemm_ref *ref;
+    torch_proc *torch;  /* NULL: no PyTorch baseline */
 } bench_ctx;
 
 static double layer_flops(const bench_ctx *c, int64_t rows, int64_t ff, int E) {
@@ -75,7 +126,7 @@ static double layer_flops(const bench_ctx *c, int64_t rows, int64_t ff, int E) {
     return 9.0 * 2.0 * (double)rows * (double)c->d * (double)ff + 3.0 * 2.0 * (double)c->T * (double)E * (double)c->d;
 }
 
-static bool run_steps(bench_ctx *c, int n, double *tf, double *tb, double *tt, double *sg) {
+static bool run_steps(bench_ctx *c, int n, double *tf, double *tb, double *tt, double *sg, double *tpt) {
     for (int it = 0; it < n; it++) {
         memset(c->dx, 0, (size_t)(c->T * c->d) * sizeof *c->dx); /* zero_grad: outside the timing */
         double t0 = moe_time_s();
@@ -89,6 +140,7 @@ static bool run_steps(bench_ctx *c, int n, double *tf, double *tb, double *tt, d
         double r[3];
         for (int j = 0; j < 3; j++) r[j] = sgemm_round(c->ref);
         sg[it] = median(r, 3);
+        if (c->torch && (tpt[it] = torch_step(c->torch)) <= 0) return false;
     }
     return true;
 }
@@ -144,36 +196,25 @@ int main(int argc, char **argv) {
                    .pool = pool, .ref = &ref};
     double *tf = malloc((size_t)iters * sizeof *tf), *tb = malloc((size_t)iters * sizeof *tb);
     double *tt = malloc((size_t)iters * sizeof *tt), *sg = malloc((size_t)iters * sizeof *sg);
-    double *ratio = malloc((size_t)iters * sizeof *ratio), dummy[4];
-    /* warm-up, then half the steps before the PyTorch run and half after, so a change of
-     * load on the machine affects both sides of the comparison alike */
-    const int n_a = (iters + 1) / 2;
-    if (!run_steps(&c, 1, dummy, dummy + 1, dummy + 2, dummy + 3) || !run_steps(&c, n_a, tf, tb, tt, sg)) {
-        fprintf(stderr, "%s\n", moe_last_error());
+    double *ratio = malloc((size_t)iters * sizeof *ratio), *tpt = malloc((size_t)iters * sizeof *tpt);
+    double *tratio = malloc((size_t)iters * sizeof *tratio), dummy[5];
+    torch_proc tp = {0};
+    if (torch && torch_start(&tp, script, T, d, ff, E, k, nt)) c.torch = &tp;
+    else if (torch) printf("  PyTorch baseline not run (python3-torch missing or %s failed)\n", script);
+    /* every step: ours, 3 sgemm rounds, one PyTorch step: a change of load on a shared
+     * machine affects all three alike */
+    if (!run_steps(&c, 1, dummy, dummy + 1, dummy + 2, dummy + 3, dummy + 4) ||
+        !run_steps(&c, iters, tf, tb, tt, sg, tpt)) {
+        fprintf(stderr, "%s\n", c.torch ? "the PyTorch baseline stopped" : moe_last_error());
+        torch_stop(&tp);
         return 1;
     }
-    double ttps = 0;
-    if (torch) {
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd,
-                 "/usr/bin/python3 %s --T %lld --d %lld --ff %lld --E %d --k %d -t %d -n %d 2>&1", script, (long long)T,
-                 (long long)d, (long long)ff, E, k, nt, iters < 3 ? iters : 3);
-        FILE *p = popen(cmd, "r");
-        char line[512];
-        while (p && fgets(line, sizeof line, p)) {
-            fputs("  torch: ", stdout);
-            fputs(line, stdout);
-            const char *s = strstr(line, "tokens/s=");
-            if (s) ttps = atof(s + 9);
-        }
-        if ((p ? pclose(p) : -1) != 0) ttps = 0;
-    }
-    if (!run_steps(&c, iters - n_a, tf + n_a, tb + n_a, tt + n_a, sg + n_a)) {
-        fprintf(stderr, "%s\n", moe_last_error());
-        return 1;
-    }
+    torch_stop(&tp);
     const double flops = layer_flops(&c, layer.n_rows, ff, E);
-    for (int i = 0; i < iters; i++) ratio[i] = flops / tt[i] / 1e9 / sg[i];
+    for (int i = 0; i < iters; i++) {
+        ratio[i] = flops / tt[i] / 1e9 / sg[i];
+        tratio[i] = c.torch ? tpt[i] / tt[i] : 0;
+    }
     double mf = median(tf, iters), mb = median(tb, iters), mt = median(tt, iters);
     double msg = median(sg, iters), mr = median(ratio, iters);
     double tps = (double)T / mt;
@@ -183,11 +224,10 @@ int main(int argc, char **argv) {
            flops / 1e9, (long long)layer.n_rows);
     printf("  cblas_sgemm on the same shapes, interleaved with the steps: %.1f GFLOP/s\n", msg);
     printf("  layer at %.0f%% of sgemm (median of per-step ratios; target >= 70%%)\n", 100.0 * mr);
-    if (torch && ttps > 0)
-        printf("  PyTorch (loop over experts): %.0f tokens/s  ->  moe.c is %.2fx PyTorch (target >= 3x)\n", ttps, tps / ttps);
-    else if (torch)
-        printf("  PyTorch baseline not run (python3-torch missing or %s failed)\n", script);
-    free(tf); free(tb); free(tt); free(sg); free(ratio);
+    if (c.torch)
+        printf("  PyTorch (loop over experts): %.0f tokens/s  ->  moe.c is %.2fx PyTorch (median of per-step ratios; "
+               "target >= 3x)\n", (double)T / median(tpt, iters), median(tratio, iters));
+    free(tf); free(tb); free(tt); free(sg); free(ratio); free(tpt); free(tratio);
     free(ref.A); free(ref.B); free(ref.C); free(ref.D);
     moe_layer_free(&layer);
     moe_pool_free(pool);

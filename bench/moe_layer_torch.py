@@ -1,11 +1,17 @@
 #!/usr/bin/python3
 """moe_layer_torch.py — the PyTorch baseline of bench/moe_layer: the same MoE layer (top-k
 softmax router with renormalisation, SwiGLU experts) written the usual way in PyTorch 1.13
-(a Python loop over experts with index_add_, as in Mixtral's and fairseq's reference
-code), forward + backward, float32 on the CPU. Prints one line with tokens/s=N.
+(a Python loop over experts with index_add_, as in Mixtral's Hugging Face and fairseq's
+reference code), forward + backward, float32 on the CPU. Prints one line with tokens/s=N.
 
     bench/moe_layer_torch.py [--T 2048] [--d 512] [--ff 1024] [--E 8] [--k 2] [-t 2] [-n 3]
+                             [--serve]
+
+With --serve (used by bench/moe_layer) it warms up, prints "ready", then runs one step for
+each "step" line on stdin and answers with its time in seconds, so that the C benchmark
+can interleave PyTorch's steps with its own on a shared machine.
 """
+import sys
 import argparse
 import time
 
@@ -22,14 +28,18 @@ def main():
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-n", "--iters", type=int, default=3)
+    ap.add_argument("--serve", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     T, d, ff, E, k = a.T, a.d, a.ff, a.E, a.k
     router = torch.nn.Parameter(torch.randn(E, d) * 0.05)
-    gate = torch.nn.Parameter(torch.randn(E, ff, d) * 0.04)
-    up = torch.nn.Parameter(torch.randn(E, ff, d) * 0.04)
-    down = torch.nn.Parameter(torch.randn(E, d, ff) * 0.03)
+    # one set of parameters per expert, as Mixtral's Hugging Face code (nn.ModuleList of
+    # experts); slicing one [E, ff, d] tensor instead would make every expert's backward
+    # write a full-size gradient and slow PyTorch down several times
+    gate = [torch.nn.Parameter(torch.randn(ff, d) * 0.04) for _ in range(E)]
+    up = [torch.nn.Parameter(torch.randn(ff, d) * 0.04) for _ in range(E)]
+    down = [torch.nn.Parameter(torch.randn(d, ff) * 0.03) for _ in range(E)]
     x = torch.randn(T, d, requires_grad=True)
     dy = torch.randn(T, d)
 
@@ -50,16 +60,23 @@ def main():
             y.index_add_(0, tok, o * w[tok, j, None])
         return y, aux, z
 
-    times = []
-    for it in range(a.iters + 1):
-        for prm in (router, gate, up, down, x):
+    def step():
+        for prm in [router, x] + gate + up + down:
             prm.grad = None
         t0 = time.perf_counter()
         y, aux, z = layer(x)
         ((y * dy).sum() + 0.01 * aux + 0.001 * z).backward()
-        if it > 0:
-            times.append(time.perf_counter() - t0)
-    times.sort()
+        return time.perf_counter() - t0
+
+    step()  # warm-up
+    if a.serve:
+        print(f"ready torch {torch.__version__}, {a.threads} threads", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "step":
+                break
+            print(f"{step():.6f}", flush=True)
+        return
+    times = sorted(step() for _ in range(a.iters))
     med = times[len(times) // 2]
     print(f"torch {torch.__version__}, {a.threads} threads: {med * 1e3:.1f} ms per forward+backward, "
           f"tokens/s={T / med:.0f}")

@@ -39,8 +39,13 @@ const char *moe_status_str(moe_status st);
 
 /* Number of online CPU cores (the default thread count). */
 int moe_default_threads(void);
+/* Monotonic time in seconds (for timings). */
+double moe_time_s(void);
 /* The process's peak resident set size so far (VmHWM), in bytes; 0 if unknown. */
 uint64_t moe_peak_rss_bytes(void);
+/* This machine's DRAM read bandwidth in bytes/s: the median of `reps` streaming reads of
+ * a buffer of `bytes` (≥ 64 MiB; pick one much larger than the caches) over n_threads. */
+double moe_measure_read_bandwidth(int n_threads, size_t bytes, int reps);
 
 /* ------------------------------------------------------------------ GGUF files */
 
@@ -241,6 +246,14 @@ void moe_context_reset(moe_context *c);
  * nothing when NULL. Long inputs are processed in batches; token ids out of range or a
  * full context give MOE_ERR_INVALID and leave the context unchanged. */
 moe_status moe_eval(moe_context *c, const int32_t *tokens, int64_t n, float *logits, unsigned flags);
+
+/* Bytes of weights one decoded token reads: its embedding row, every layer's attention,
+ * norms, router, shared expert (or dense FFN) and k routed experts, and the output head.
+ * Bandwidth / this = the decode speed bound. */
+uint64_t moe_model_bytes_per_token(const moe_model *m);
+/* Seconds the context's thread pool spent waiting for its slowest thread (load imbalance
+ * and wake-up), and how many parallel steps it ran, since creation or the last reset. */
+void moe_context_pool_stats(moe_context *c, double *wait_seconds, uint64_t *runs, bool reset);
 
 /* Routing visibility: called for every (token, MoE layer) with the chosen experts (in
  * selection order) and their combine weights. Within a batch the calls come layer by

@@ -11,9 +11,13 @@
     X(quantize, "convert a model's weights to another type (q4_0, q8_0, q4_K, ...)") \
     X(tokenize, "print the token ids of a text (the file's tokenizer)") X(detokenize, "print the text of token ids") \
     X(logits, "compute a token sequence's logits (float32 rows), optionally with the routing trace") \
+    X(bench, "measure prompt and decode speed against the DRAM bandwidth bound") \
     X(cachesim, "replay a routing trace through the expert cache under each eviction policy") \
     X(profile, "count expert transitions between layers over a text (prefetch predictor)") \
-    X(layer, "run one MoE layer (any router) forward/backward on safetensors files")
+    X(layer, "run one MoE layer (any router) forward/backward on safetensors files") \
+    X(init, "write a randomly initialised MoE model (any architecture, a vocabulary file's tokenizer)") \
+    X(train, "train a model on a text file (any router; checkpoints, resume, JSONL log)") \
+    X(plot, "draw a training log's loss and expert-load curves as SVG")
 
 #define DECLARE(name, summary) int cmd_##name(int argc, char **argv);
 MOE_COMMANDS(DECLARE)

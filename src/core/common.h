@@ -46,7 +46,6 @@ void *moe_malloc(size_t n);
 void *moe_calloc(size_t count, size_t size);
 void *moe_aligned_alloc(size_t n);
 
-/* Monotonic time in seconds. */
-double moe_time_s(void);
+/* moe_time_s() (monotonic seconds) is public: see moe.h. */
 
 #endif

@@ -314,7 +314,7 @@ static moe_status parse_tensor(jparser *p, moe_st_tensor *t) {
     bool have_dtype = false, have_shape = false, have_off = false;
     if (peek(p) != '{') return jfail(p, "a tensor entry must be an object");
     p->pos++;
-    char base_ctx[300];
+    char base_ctx[sizeof p->ctx];
     snprintf(base_ctx, sizeof base_ctx, "%s", p->ctx);
     if (peek(p) != '}') for (;;) {
         char *field;

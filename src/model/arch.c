@@ -2,6 +2,7 @@
  * follow llama.cpp's llama_model::load_hparams (2025): n_head_kv = n_head, head sizes =
  * n_embd / n_head, n_rot = head size, rope base 10000, linear scaling at factor 1. */
 #include "model/arch.h"
+#include "moe/route.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -114,7 +115,7 @@ static moe_status get_flag(const keys *k, const char *suffix, bool def, bool *ou
 /* ---------------------------------------------------------------- hparams */
 
 #define MAX_DIM (INT64_C(1) << 24)     /* any width beyond 16 M values is a corrupt file */
-#define MAX_EXPERTS 1024               /* moe_route_topk's limit */
+#define MAX_EXPERTS MOE_ROUTE_MAX_EXPERT  /* moe_route_topk's limit */
 
 moe_status moe_hparams_load(const moe_gguf *g, const moe_arch_desc **arch_out, moe_hparams *hp) {
     memset(hp, 0, sizeof *hp);

@@ -1,0 +1,181 @@
+/* cmd_bench.c — `moe bench`: prompt processing and decode speed, measured against this
+ * machine's DRAM bandwidth bound (decode reads the active weights once per token). */
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define MIN2(a, b) ((a) < (b) ? (a) : (b))
+
+static void help(void) {
+    printf("usage: moe bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r REPS] [--json] [--mem SIZE ...]\n\n"
+           "Measures prompt processing (-p tokens as one batch, default 128) and decode (-n tokens one at\n"
+           "a time, default 64), -r times (default 5), and reports the median and spread in tokens/s.\n"
+           "It also measures the DRAM read bandwidth in the same run and reports decode as a percentage\n"
+           "of the bound bandwidth / bytes of weights read per token.\n\n"
+           "  -m, --model FILE    the model\n"
+           "  -t, --threads N     threads (default: all cores)\n"
+           "  -p, --n-prompt N    prompt tokens (0 skips the prompt test)\n"
+           "  -n, --n-gen N       generated tokens (0 skips the decode test)\n"
+           "  -r, --repetitions N repetitions (default 5)\n"
+           "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 1G)\n"
+           "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
+           "                      tg_pct_of_bound, peak_rss_bytes, pool_wait_us_per_token, ...\n");
+    cli_offload_print_help(stdout);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct { double median, min, max; } spread;
+
+static spread summarize(double *v, int n) {
+    spread s = {NAN, NAN, NAN};
+    if (n <= 0) return s;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    s.min = v[0];
+    s.max = v[n - 1];
+    return s;
+}
+
+/* Deterministic token ids spread over the vocabulary (the content does not change the
+ * work a dense pass does; routing varies with it as real text would). */
+static void fill_tokens(int32_t *t, int64_t n, int64_t n_vocab, uint32_t seed) {
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        t[i] = (int32_t)((seed >> 8) % (uint32_t)n_vocab);
+    }
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *sub = "bench", *model = NULL;
+    int64_t threads = 0, n_prompt = 128, n_gen = 64, reps = 5;
+    uint64_t bw_bytes = 1ull << 30;
+    bool json = false;
+    cli_offload_opts off_opts;
+    cli_offload_opts_default(&off_opts);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r;
+        if (cli_is_help(a)) { help(); return 0; }
+        else if ((r = cli_offload_parse_opt(sub, argc, argv, &i, &off_opts)) != 0) { if (r < 0) return 2; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!cli_arg_str(sub, argc, argv, &i, &model)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1 << 20, &n_prompt)) return 2; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1 << 20, &n_gen)) return 2; }
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) { if (!cli_arg_int(sub, argc, argv, &i, 1, 1000, &reps)) return 2; }
+        else if (!strcmp(a, "--bw-bytes")) { if (!cli_arg_size(sub, argc, argv, &i, &bw_bytes)) return 2; }
+        else if (!strcmp(a, "--json")) json = true;
+        else return cli_usage(sub, "unknown option %s", a);
+    }
+    if (!model) return cli_usage(sub, "no model given (-m FILE)");
+    int nt = threads > 0 ? (int)threads : moe_default_threads();
+
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = nt;
+    double t0 = moe_time_s();
+    moe_model *m = moe_model_load(model, &mp);
+    if (!m) return cli_fail_lib(sub);
+    double load_s = moe_time_s() - t0;
+    int64_t n_ctx = MAX2(n_prompt, 1) + n_gen + 8;
+    moe_context *c = moe_context_init(m, n_ctx);
+    if (!c) { moe_model_free(m); return cli_fail_lib(sub); }
+    moe_offload *off = NULL;
+    if ((off_opts.params.budget || off_opts.profile_path) && !(off = cli_offload_attach(sub, &off_opts, m, c))) {
+        moe_context_free(c);
+        moe_model_free(m);
+        return 1;
+    }
+    int64_t nv = moe_model_n_vocab(m);
+    int32_t *toks = malloc((size_t)MAX2(n_prompt, n_gen + 1) * sizeof *toks);
+    double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
+    int rc = 1;
+    if (!toks || !pp || !tg) { cli_fail(sub, "out of memory"); goto done; }
+
+    /* Measure the bandwidth first, while nothing else of ours runs. */
+    if (!json) fprintf(stderr, "moe bench: measuring DRAM read bandwidth (%d threads)...\n", nt);
+    double bw = moe_measure_read_bandwidth(nt, (size_t)bw_bytes, 5);
+    uint64_t bpt = moe_model_bytes_per_token(m);
+
+    /* Warm-up: page the weights in and let the caches settle. */
+    fill_tokens(toks, 8, nv, 1);
+    if (moe_eval(c, toks, MIN2(8, n_ctx - 1), NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
+    double wait_s = 0;
+    uint64_t steps = 0;
+    for (int64_t r = 0; r < reps; r++) {
+        if (n_prompt > 0) {
+            moe_context_reset(c);
+            fill_tokens(toks, n_prompt, nv, (uint32_t)(100 + r));
+            double a = moe_time_s();
+            if (moe_eval(c, toks, n_prompt, NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
+            pp[r] = (double)n_prompt / (moe_time_s() - a);
+        }
+        if (n_gen > 0) {
+            /* llama-bench's tg: n tokens decoded one at a time from an empty context */
+            moe_context_reset(c);
+            fill_tokens(toks, n_gen, nv, (uint32_t)(200 + r));
+            moe_context_pool_stats(c, NULL, NULL, true);
+            double a = moe_time_s();
+            for (int64_t i = 0; i < n_gen; i++)
+                if (moe_eval(c, toks + i, 1, NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
+            tg[r] = (double)n_gen / (moe_time_s() - a);
+            double w;
+            uint64_t s;
+            moe_context_pool_stats(c, &w, &s, false);
+            wait_s += w;
+            steps += s;
+        }
+        if (!json) fprintf(stderr, "moe bench: rep %lld/%lld: pp %.2f t/s, tg %.2f t/s\n", (long long)r + 1, (long long)reps,
+                           pp[r], tg[r]);
+    }
+    spread sp = summarize(pp, n_prompt > 0 ? (int)reps : 0), sg = summarize(tg, n_gen > 0 ? (int)reps : 0);
+    double bound = bpt ? bw / (double)bpt : NAN;
+    double pct = 100.0 * sg.median / bound;
+    double wait_us_tok = n_gen > 0 ? 1e6 * wait_s / (double)(n_gen * reps) : NAN;
+    double wait_us_layer = wait_us_tok / (double)moe_model_n_layer(m);
+    if (json) {
+        printf("{\"model\":");
+        cli_json_str(stdout, model, strlen(model));
+        printf(",\"arch\":\"%s\",\"threads\":%d,\"n_prompt\":%lld,\"n_gen\":%lld,\"reps\":%lld,\"load_s\":", moe_model_arch(m), nt,
+               (long long)n_prompt, (long long)n_gen, (long long)reps);
+        cli_json_num(stdout, load_s);
+        const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
+                              "tg_bound_tps", "tg_pct_of_bound", "pool_wait_us_per_token", "pool_wait_us_per_layer"};
+        double vals[] = {sp.median, sp.min, sp.max, sg.median, sg.min, sg.max, bw / 1e9, bound, pct, wait_us_tok, wait_us_layer};
+        for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++) {
+            printf(",\"%s\":", keys[k]);
+            cli_json_num(stdout, vals[k]);
+        }
+        printf(",\"bytes_per_token\":%llu,\"pool_steps_per_token\":", (unsigned long long)bpt);
+        cli_json_num(stdout, n_gen > 0 ? (double)steps / (double)(n_gen * reps) : NAN);
+        cli_offload_json_stats(off, stdout);
+        printf("}\n");
+    } else {
+        printf("model %s (%s), %d threads\n", model, moe_model_arch(m), nt);
+        if (n_prompt > 0)
+            printf("  pp%-5lld %9.2f tokens/s  (min %.2f, max %.2f, %lld reps)\n", (long long)n_prompt, sp.median, sp.min,
+                   sp.max, (long long)reps);
+        if (n_gen > 0) {
+            printf("  tg%-5lld %9.2f tokens/s  (min %.2f, max %.2f, %lld reps)\n", (long long)n_gen, sg.median, sg.min,
+                   sg.max, (long long)reps);
+            printf("  DRAM read bandwidth %.2f GB/s; %.1f MB of weights per token -> bound %.2f tokens/s; decode at %.1f %% of it\n",
+                   bw / 1e9, bpt / 1e6, bound, pct);
+            printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
+        }
+        cli_offload_print_stats(sub, off, stdout);
+    }
+    rc = 0;
+done:
+    free(toks);
+    free(pp);
+    free(tg);
+    moe_context_free(c);
+    cli_offload_close(off, &off_opts);
+    moe_model_free(m);
+    return rc;
+}

@@ -1,0 +1,120 @@
+/* init.c — `moe init` as a library call (moe_init_model in moe.h): a randomly initialised
+ * model of a given shape with the tokenizer of a vocabulary file, written as a GGUF file
+ * in llama.cpp's conventions (the metadata keys and tensor names of
+ * ../shared/fixtures/mkmoe.py). */
+#include "train/tmodel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+void moe_init_default_params(moe_init_params *p) {
+    memset(p, 0, sizeof *p);
+    p->arch = "mixtral";
+    p->n_layer = 4;
+    p->n_embd = 256;
+    p->n_head = 8;
+    p->n_head_kv = 4;
+    p->n_ff = 512;
+    p->n_expert = 8;
+    p->n_expert_used = 2;
+    p->n_ctx = 4096;
+    p->seed = 1;
+}
+
+/* Copies the tokenizer.* keys, the token arrays cut to n tokens. A BPE merge survives
+ * the cut when both of its parts and their concatenation are still tokens (so the cut
+ * vocabulary still tokenizes); special-token ids beyond the cut are dropped. */
+static moe_status copy_tokenizer(moe_gguf_writer *w, const moe_gguf *v, int64_t n_tok, int64_t n) {
+    moe_status st = MOE_OK;
+    const moe_gguf_str *toks = NULL;
+    uint64_t nt = 0;
+    moe_gguf_get_arr(v, "tokenizer.ggml.tokens", MOE_GGUF_STRING, (const void **)&toks, &nt);
+    for (int64_t i = 0; i < moe_gguf_n_kv(v) && !st; i++) {
+        const char *key = moe_gguf_kv_key(v, i);
+        const moe_gguf_value *val = moe_gguf_kv_value(v, i);
+        if (strncmp(key, "tokenizer.", 10)) continue;
+        if (n == n_tok) { st = moe_gguf_writer_set_value(w, key, val); continue; }
+        if (val->type == MOE_GGUF_ARRAY && val->v.arr.n == (uint64_t)n_tok &&
+            (!strcmp(key, "tokenizer.ggml.tokens") || !strcmp(key, "tokenizer.ggml.scores") ||
+             !strcmp(key, "tokenizer.ggml.token_type"))) {
+            moe_gguf_value cut = *val;
+            cut.v.arr.n = (uint64_t)n;
+            st = moe_gguf_writer_set_value(w, key, &cut);
+        } else if (!strcmp(key, "tokenizer.ggml.merges") && val->type == MOE_GGUF_ARRAY && val->v.arr.type == MOE_GGUF_STRING) {
+            /* which texts are kept tokens: a sorted index would be faster; vocabularies of
+             * a few thousand tokens make this quadratic scan cheap enough for `init` */
+            const moe_gguf_str *mg = val->v.arr.data;
+            const char **keep = moe_malloc((size_t)val->v.arr.n * sizeof *keep + 1);
+            uint64_t nk = 0;
+            if (!keep) return MOE_ERR_NOMEM;
+            for (uint64_t m = 0; m < val->v.arr.n; m++) {
+                const char *sp = strchr(mg[m].ptr, ' ');
+                if (!sp) continue;
+                size_t la = (size_t)(sp - mg[m].ptr), lb = strlen(sp + 1);
+                bool a = false, b = false, c = false;
+                for (int64_t j = 0; j < n && !(a && b && c); j++) {
+                    const char *s = toks[j].ptr;
+                    size_t ls = (size_t)toks[j].len;
+                    if (ls == la && !memcmp(s, mg[m].ptr, la)) a = true;
+                    if (ls == lb && !memcmp(s, sp + 1, lb)) b = true;
+                    if (ls == la + lb && !memcmp(s, mg[m].ptr, la) && !memcmp(s + la, sp + 1, lb)) c = true;
+                }
+                if (a && b && c) keep[nk++] = mg[m].ptr;
+            }
+            st = moe_gguf_writer_set_arr(w, key, MOE_GGUF_STRING, keep, nk);
+            free(keep);
+        } else if (strstr(key, "_token_id") && val->type != MOE_GGUF_ARRAY && val->type != MOE_GGUF_STRING) {
+            int64_t id;
+            if (moe_gguf_get_i64(v, key, &id) == MOE_OK && id >= 0 && id < n) st = moe_gguf_writer_set_value(w, key, val);
+        } else {
+            st = moe_gguf_writer_set_value(w, key, val);
+        }
+    }
+    return st;
+}
+
+moe_status moe_init_model(const moe_init_params *p, const char *vocab_path, const char *out_path) {
+    moe_gguf *v = moe_gguf_open(vocab_path);
+    if (!v) return moe_last_status() ? moe_last_status() : MOE_ERR_IO;
+    const void *toks;
+    uint64_t n_tok = 0;
+    moe_status st = moe_gguf_get_arr(v, "tokenizer.ggml.tokens", MOE_GGUF_STRING, &toks, &n_tok);
+    if (st) {
+        moe_gguf_close(v);
+        return moe_error(MOE_ERR_FORMAT, "%s: no tokenizer.ggml.tokens (not a vocabulary file?)", vocab_path);
+    }
+    int64_t n = p->vocab_size > 0 ? MOE_MIN(p->vocab_size, (int64_t)n_tok) : (int64_t)n_tok;
+    tm_shape s = {.arch = p->arch, .n_layer = p->n_layer, .n_embd = p->n_embd, .n_head = p->n_head,
+                  .n_head_kv = p->n_head_kv, .n_ff = p->n_ff, .n_expert = p->n_expert,
+                  .n_expert_used = p->n_expert_used, .shared_ff = p->shared_ff, .dense_layers = p->dense_layers,
+                  .dense_ff = p->dense_ff, .n_ctx = p->n_ctx, .n_vocab = n};
+    tm_config c;
+    tm_model m;
+    bool have_m = false;
+    moe_gguf_writer *w = NULL;
+    void *buf = NULL;
+    if ((st = tm_config_make(&c, &s))) goto done;
+    c.tied = p->tied;
+    if ((st = tm_model_init(&m, &c, NULL))) goto done;
+    have_m = true;
+    tm_model_init_random(&m, p->seed);
+    if (!(w = moe_gguf_writer_init())) { st = MOE_ERR_NOMEM; goto done; }
+    char name[96];
+    snprintf(name, sizeof name, "moe-init-%s-%llu", p->arch, (unsigned long long)p->seed);
+    if ((st = moe_gguf_writer_set_str(w, "general.architecture", c.arch->name)) ||
+        (st = moe_gguf_writer_set_str(w, "general.name", name)) || (st = copy_tokenizer(w, v, (int64_t)n_tok, n)))
+        goto done;
+    if ((st = tm_model_to_writer(&m, w, NULL, p->f16, &buf))) goto done;
+    /* the router of a fresh model is the architecture's own: no moe.router.* keys */
+    moe_gguf_writer_remove(w, "moe.router.kind");
+    moe_gguf_writer_remove(w, "moe.router.k");
+    moe_gguf_writer_remove(w, "moe.router.renorm");
+    moe_gguf_writer_remove(w, "moe.router.capacity_factor");
+    st = moe_gguf_writer_write(w, out_path);
+done:
+    moe_gguf_writer_free(w);
+    free(buf);
+    if (have_m) tm_model_free(&m);
+    moe_gguf_close(v);
+    return st;
+}

@@ -1,0 +1,65 @@
+/* test_bench_cli.c — `moe bench --json` reports every documented key with consistent
+ * values (the bound is bandwidth / bytes per token), and bytes per token matches the
+ * tensors a decoded token reads, recomputed here from the file's tensor table. */
+#include "test.h"
+#include "moe.h"
+
+#include <stdlib.h>
+
+TEST(bench_json_keys_and_bound) {
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s bench -m %s -p 8 -n 4 -r 1 -t 1 --bw-bytes 64M --json 2>/dev/null | /usr/bin/python3 -c '"
+             "import json,sys,math; d=json.load(sys.stdin)\n"
+             "for k in [\"pp_tps\",\"tg_tps\",\"dram_gbps\",\"bytes_per_token\",\"tg_bound_tps\",\"tg_pct_of_bound\",\"peak_rss_bytes\"]:\n"
+             "    assert k in d and d[k] is not None and d[k] > 0, k\n"
+             "assert abs(d[\"tg_bound_tps\"] - d[\"dram_gbps\"] * 1e9 / d[\"bytes_per_token\"]) < 1e-6 * d[\"tg_bound_tps\"]\n"
+             "assert abs(d[\"tg_pct_of_bound\"] - 100 * d[\"tg_tps\"] / d[\"tg_bound_tps\"]) < 1e-6 * d[\"tg_pct_of_bound\"]\n"
+             "print(d[\"bytes_per_token\"])'",
+             test_moe_bin(), test_fixture("gguf/mixtral-q8_0.gguf"));
+    int rc = test_run(cmd, &out);
+    REQUIRE_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    long long bpt = atoll(out);
+    free(out);
+    /* independent count from the tensor table: per layer q,k,v,o + router + 2 norms +
+     * 2 of 8 experts; plus one embedding row, the output norm and the output head */
+    moe_gguf *g = moe_gguf_open(test_fixture("gguf/mixtral-q8_0.gguf"));
+    REQUIRE(g);
+    long long want = 0;
+    char name[128];
+    const char *per_layer[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_inp", "attn_norm", "ffn_norm"};
+    for (int l = 0; l < 2; l++) {
+        for (size_t k = 0; k < sizeof per_layer / sizeof *per_layer; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, per_layer[k]);
+            const moe_gguf_tensor *t = moe_gguf_find_tensor(g, name);
+            REQUIRE_MSG(t, "%s", name);
+            want += (long long)t->nbytes;
+        }
+        const char *ex[] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, ex[k]);
+            const moe_gguf_tensor *t = moe_gguf_find_tensor(g, name);
+            REQUIRE(t);
+            want += (long long)t->nbytes / t->ne[2] * 2;
+        }
+    }
+    const moe_gguf_tensor *emb = moe_gguf_find_tensor(g, "token_embd.weight");
+    const moe_gguf_tensor *outw = moe_gguf_find_tensor(g, "output.weight");
+    const moe_gguf_tensor *onorm = moe_gguf_find_tensor(g, "output_norm.weight");
+    REQUIRE(emb && outw && onorm);
+    want += (long long)(emb->nbytes / (uint64_t)emb->ne[1]) + (long long)outw->nbytes + (long long)onorm->nbytes;
+    CHECK_EQ_INT(bpt, want);
+    moe_gguf_close(g);
+}
+
+TEST(bench_usage_errors) {
+    char cmd[512], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s bench", test_moe_bin());
+    CHECK_EQ_INT(test_run(cmd, &out), 2);
+    CHECK_STR_CONTAINS(out, "-m");
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf", test_moe_bin());
+    CHECK_EQ_INT(test_run(cmd, &out), 1);
+    CHECK_STR_CONTAINS(out, "/nonexistent.gguf");
+    free(out);
+}
