@@ -14,6 +14,7 @@
 #include "core/matmul.h"
 #include "core/threads.h"
 #include "core/types.h"
+#include "model/quantize.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,14 +145,18 @@ int main(int argc, char **argv) {
         printf("\n");
         for (int t = 0; t < MOE_TYPE_COUNT; t++) {
             const moe_type_traits *tt = moe_type_get(t);
-            if (!tt || !tt->to_float || !tt->vec_dot || !tt->from_float_ref || !in_list(types, tt->name)) continue;
+            /* weight types with kernels (not the activation-only Q8_1 / Q8_K) */
+            if (!tt || !tt->to_float || !tt->vec_dot || moe_quantize_ftype(t) < 0 || !in_list(types, tt->name)) continue;
             const moe_type_traits *vt = moe_type_get(tt->vec_dot_type);
             if (!vt || !vt->from_float) continue;
             /* as many rows as fit in `mib` MiB at this type's size */
             const size_t rb = moe_row_size((moe_type)t, cols);
             const int64_t rows = MOE_MIN(max_rows, MOE_MAX(4, (int64_t)(((size_t)mib << 20) / rb))) & ~(int64_t)3;
-            for (int64_t r = 0; r < rows; r++) /* 64 distinct source rows, shifted per row */
-                tt->from_float_ref(src + (r % 64) * cols, w + (size_t)r * rb, cols);
+            /* 64 distinct rows, quantized once and repeated (the K-quants' reference
+             * quantizers are slow; the values do not matter for the speed) */
+            for (int64_t r = 0; r < rows; r++)
+                if (r < 64) tt->from_float_ref(src + r * cols, w + (size_t)r * rb, cols);
+                else memcpy(w + (size_t)r * rb, w + (size_t)(r % 64) * rb, rb);
             moe_mat W = moe_mat_make(w, t, rows, cols);
             double tm[64];
             moe_act_prepare(pool, t, x, xq, 1, cols);

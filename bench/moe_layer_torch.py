@@ -5,7 +5,13 @@ softmax router with renormalisation, SwiGLU experts) written the usual way in Py
 reference code), forward + backward, float32 on the CPU. Prints one line with tokens/s=N.
 
     bench/moe_layer_torch.py [--T 2048] [--d 512] [--ff 1024] [--E 8] [--k 2] [-t 2] [-n 3]
-                             [--serve]
+                             [--layout per-expert|stacked] [--serve]
+
+--layout per-expert (default, the stronger baseline): one weight tensor per expert, as
+Mixtral's Hugging Face code (nn.ModuleList of experts). --layout stacked: the experts'
+weights as one [E, ff, d] tensor, as `moe layer`'s files hold them, sliced with gate[e];
+autograd then writes a full-size [E, ff, d] gradient for every expert, which makes the
+backward several times slower.
 
 With --serve (used by bench/moe_layer) it warms up, prints "ready", then runs one step for
 each "step" line on stdin and answers with its time in seconds, so that the C benchmark
@@ -29,19 +35,24 @@ def main():
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-n", "--iters", type=int, default=3)
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--layout", choices=("per-expert", "stacked"), default="per-expert")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     T, d, ff, E, k = a.T, a.d, a.ff, a.E, a.k
     router = torch.nn.Parameter(torch.randn(E, d) * 0.05)
-    # one set of parameters per expert, as Mixtral's Hugging Face code (nn.ModuleList of
-    # experts); slicing one [E, ff, d] tensor instead would make every expert's backward
-    # write a full-size gradient and slow PyTorch down several times
-    gate = [torch.nn.Parameter(torch.randn(ff, d) * 0.04) for _ in range(E)]
-    up = [torch.nn.Parameter(torch.randn(ff, d) * 0.04) for _ in range(E)]
-    down = [torch.nn.Parameter(torch.randn(d, ff) * 0.03) for _ in range(E)]
     x = torch.randn(T, d, requires_grad=True)
     dy = torch.randn(T, d)
+    if a.layout == "per-expert":
+        gate = [torch.nn.Parameter(torch.randn(ff, d) * 0.04) for _ in range(E)]
+        up = [torch.nn.Parameter(torch.randn(ff, d) * 0.04) for _ in range(E)]
+        down = [torch.nn.Parameter(torch.randn(d, ff) * 0.03) for _ in range(E)]
+        params = [router, x] + gate + up + down
+    else:
+        gate = torch.nn.Parameter(torch.randn(E, ff, d) * 0.04)
+        up = torch.nn.Parameter(torch.randn(E, ff, d) * 0.04)
+        down = torch.nn.Parameter(torch.randn(E, d, ff) * 0.03)
+        params = [router, x, gate, up, down]
 
     def layer(x):
         logits = x @ router.T
@@ -61,7 +72,7 @@ def main():
         return y, aux, z
 
     def step():
-        for prm in [router, x] + gate + up + down:
+        for prm in params:
             prm.grad = None
         t0 = time.perf_counter()
         y, aux, z = layer(x)
@@ -70,7 +81,7 @@ def main():
 
     step()  # warm-up
     if a.serve:
-        print(f"ready torch {torch.__version__}, {a.threads} threads", flush=True)
+        print(f"ready torch {torch.__version__}, {a.threads} threads, {a.layout} weights", flush=True)
         for line in sys.stdin:
             if line.strip() != "step":
                 break
@@ -78,7 +89,7 @@ def main():
         return
     times = sorted(step() for _ in range(a.iters))
     med = times[len(times) // 2]
-    print(f"torch {torch.__version__}, {a.threads} threads: {med * 1e3:.1f} ms per forward+backward, "
+    print(f"torch {torch.__version__}, {a.threads} threads, {a.layout} weights: {med * 1e3:.1f} ms per forward+backward, "
           f"tokens/s={T / med:.0f}")
 
 

@@ -247,6 +247,9 @@ void moe_context_reset(moe_context *c);
  * full context give MOE_ERR_INVALID and leave the context unchanged. */
 moe_status moe_eval(moe_context *c, const int32_t *tokens, int64_t n, float *logits, unsigned flags);
 
+/* Bytes the context allocated: KV cache and every scratch buffer (nothing is allocated
+ * per token). */
+uint64_t moe_context_memory_bytes(const moe_context *c);
 /* Bytes of weights one decoded token reads: its embedding row, every layer's attention,
  * norms, router, shared expert (or dense FFN) and k routed experts, and the output head.
  * Bandwidth / this = the decode speed bound. */
@@ -334,7 +337,8 @@ typedef struct moe_offload_params {
     bool no_direct;              /* do not try O_DIRECT */
     moe_pread_fn read_fn;        /* NULL: pread */
     void *read_ctx;
-    const moe_profile *profile;  /* statistical predictor: prefetch the next layer's likely experts */
+    bool gate_lookahead;         /* predictor: the next layer's router on this layer's input (default on) */
+    const moe_profile *profile;  /* predictor: EdgeMoE's statistics (replaces the lookahead) */
     int prefetch_n;              /* experts to prefetch per predicted layer (0: experts used per token) */
 } moe_offload_params;
 typedef struct moe_offload_stats {
@@ -354,12 +358,17 @@ typedef struct moe_offload_stats {
     double hit_rate, prefetch_precision, prefetch_recall;
 } moe_offload_stats;
 moe_offload_params moe_offload_default_params(void);
-/* Plans the budget for a context of n_ctx tokens and allocates the slots. Fails with a
- * message giving the smallest workable budget when this one is too small. */
-moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offload_params *p);
+/* Plans the budget for context c (its KV cache and scratch count against the budget) and
+ * allocates the slots. Fails with a message giving the smallest workable budget when this
+ * one is too small. */
+moe_offload *moe_offload_init(const moe_model *m, const moe_context *c, const moe_offload_params *p);
+/* The smallest budget moe_offload_init accepts for this model and context (0 if the
+ * model has no routed experts). */
+uint64_t moe_offload_min_budget(const moe_model *m, const moe_context *c, bool per_layer);
 /* Free after the contexts that use it. */
 void moe_offload_free(moe_offload *o);
-/* Makes the context read its experts through the offloader (NULL: back to the mapping). */
+/* Makes the context read its experts through the offloader (NULL: back to the mapping)
+ * and turns the gate lookahead on when the parameters ask for it. */
 void moe_offload_attach(moe_offload *o, moe_context *c);
 void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out);
 uint64_t moe_offload_pool_bytes(const moe_offload *o);

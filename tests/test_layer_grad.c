@@ -167,16 +167,16 @@ TEST(layer_fd_adamoe) { fd_check(MOE_ROUTER_ADAMOE); }
 TEST(layer_fd_hash) { fd_check(MOE_ROUTER_HASH); }
 TEST(layer_fd_usmoe) { fd_check(MOE_ROUTER_USMOE); }
 
-/* Forward and backward give the same numbers with 1 thread and with 3 (pool and BLAS). */
-TEST(layer_threads_agree) {
-    const int E = 4;
-    const int64_t T = 64, d = 32, ff = 48;
+/* Forward and backward give the same numbers with 1 thread and with 2 (8 experts, balanced
+ * enough for the whole-experts-per-thread schedule) and 3 (threaded GEMMs). */
+static void threads_agree(int E, int n_threads) {
+    const int64_t T = 256, d = 32, ff = 48;
     fd_setup s;
     setup(&s, MOE_ROUTER_TOPK, E, T, d, ff, 16);
     float *y[2], *dx[2], *gg[2];
     for (int r = 0; r < 2; r++) {
-        moe_pool *pool = r ? moe_pool_create(3) : NULL;
-        moe_blas_set_threads(r ? 3 : 1);
+        moe_pool *pool = r ? moe_pool_create(n_threads) : NULL;
+        moe_blas_set_threads(r ? n_threads : 1);
         moe_layer l;
         REQUIRE(moe_layer_init(&l, &s.cfg) == MOE_OK);
         y[r] = malloc((size_t)(T * d) * sizeof(float));
@@ -198,6 +198,9 @@ TEST(layer_threads_agree) {
     for (int r = 0; r < 2; r++) { free(y[r]); free(dx[r]); free(gg[r]); }
     teardown(&s);
 }
+
+TEST(layer_threads_agree_parallel_experts) { threads_agree(8, 2); }
+TEST(layer_threads_agree_threaded_gemms) { threads_agree(4, 3); }
 
 /* The AVX2 SwiGLU activation (vector exp) against the scalar one with libm's expf. */
 TEST(layer_swiglu_simd_matches_scalar) {

@@ -31,7 +31,7 @@ static float *eval_logits(moe_model *m, const moe_offload_params *params, moe_of
     moe_offload *o = NULL;
     bool ok = c && out;
     if (ok && params) {
-        o = moe_offload_init(m, 64, params);
+        o = moe_offload_init(m, c, params);
         ok = o != NULL;
         if (o) moe_offload_attach(o, c);
     }
@@ -47,9 +47,10 @@ static float *eval_logits(moe_model *m, const moe_offload_params *params, moe_of
 }
 
 static uint64_t min_budget(moe_model *m) {
-    moe_offload_plan p;
-    moe_offload_plan_compute(moe_model_gguf(m), 1ull << 40, 64, &p);
-    return p.min_budget;
+    moe_context *c = moe_context_init(m, 64);
+    uint64_t b = c ? moe_offload_min_budget(m, c, false) : 0;
+    moe_context_free(c);
+    return b;
 }
 
 TEST(offload_logits_bit_identical_at_every_budget_and_policy) {
@@ -77,6 +78,7 @@ TEST(offload_logits_bit_identical_at_every_budget_and_policy) {
                       "policy %s, %lld slots: logits differ from the mapped model",
                       moe_cache_policy_name((moe_cache_policy)pol), (long long)st.n_slots);
             if (extra == 0) CHECK_MSG(st.misses + st.loads_background > st.n_slots, "a small budget must force evictions");
+            if (p.prefetch) CHECK_MSG(st.predicted > 0, "the gate lookahead guesses the next layer's experts in decode");
             CHECK(st.accesses > 0);
             free(got);
             runs++;
@@ -92,9 +94,12 @@ TEST(offload_budget_too_small_says_what_is_needed) {
     if (!m) { test_skip("cannot load mixtral-q4_0: %s", moe_last_error()); return; }
     moe_offload_params p = moe_offload_default_params();
     p.budget = 1 << 20;
-    CHECK(moe_offload_init(m, 64, &p) == NULL);
+    moe_context *c = moe_context_init(m, 64);
+    REQUIRE(c);
+    CHECK(moe_offload_init(m, c, &p) == NULL);
     CHECK_STR_CONTAINS(moe_last_error(), "need at least");
     CHECK_STR_CONTAINS(moe_last_error(), "mixtral-q4_0.gguf");
+    moe_context_free(c);
     moe_model_free(m);
 }
 
@@ -142,7 +147,7 @@ TEST(offload_file_changed_under_the_process) {
     p.budget = min_budget(m) + 2 * (450u << 10);
     p.prefetch = false;
     moe_context *c = moe_context_init(m, 64);
-    moe_offload *o = moe_offload_init(m, 64, &p);
+    moe_offload *o = c ? moe_offload_init(m, c, &p) : NULL;
     REQUIRE(c && o);
     moe_offload_attach(o, c);
     int32_t tok = 1;
@@ -222,4 +227,36 @@ TEST(offload_with_profile_prefetch_keeps_logits_identical) {
     free(ref);
     moe_profile_free(prof);
     moe_model_free(m);
+}
+
+TEST(offload_cli_logits_mem_bit_identical) {
+    char a[512], b[512], cmd[2048], *out = NULL;
+    snprintf(a, sizeof a, "%s/a.f32", test_tmpdir());
+    snprintf(b, sizeof b, "%s/b.f32", test_tmpdir());
+    const char *model = test_fixture("gguf/qwen2moe-q8_0.gguf"), *toks = test_fixture("gguf/tokens.txt");
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s", test_moe_bin(), model, toks, a);
+    REQUIRE_MSG(test_run(cmd, &out) == 0, "%s", out);
+    free(out);
+    /* a budget that leaves 9 slots for 16 experts, one token at a time: the cache must
+     * evict and read experts again */
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --mem 24M --cache-policy lru --token-by-token",
+             test_moe_bin(), model, toks, b);
+    int rc = test_run(cmd, &out);
+    REQUIRE_MSG(rc == 0, "%s", out);
+    long long slots = 0, hits = 0, misses = 0;
+    const char *at = out ? strstr(out, "expert cache: ") : NULL;
+    REQUIRE_MSG(at, "%s", out);
+    CHECK(sscanf(at, "expert cache: %lld slots", &slots) == 1);
+    at = strstr(at, "% (");
+    REQUIRE(at);
+    CHECK(sscanf(at, "%% (%lld hits, %lld misses)", &hits, &misses) == 2);
+    CHECK_MSG(slots > 0 && slots < 16 && misses > slots && hits > 0, "slots %lld hits %lld misses %lld", slots, hits, misses);
+    free(out);
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", a, b);
+    CHECK_MSG(system(cmd) == 0, "logits with --mem differ from the mapped model's");
+    /* too small a budget: exit 1 and the number that would work */
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --mem 1M", test_moe_bin(), model, toks, b);
+    CHECK_EQ_INT(test_run(cmd, &out), 1);
+    CHECK_STR_CONTAINS(out, "need at least");
+    free(out);
 }

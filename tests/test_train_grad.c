@@ -141,3 +141,104 @@ TEST(train_grad_routers) {
         CHECK_MSG(n > 60 && skipped * 4 < n, "%s: %d compared, %d skipped", moe_router_name(kinds[k]), n, skipped);
     }
 }
+
+/* The same tiny models against tests/ref/train_model.py (PyTorch autograd in float64):
+ * the mean cross-entropy and its gradient for every tensor. Our float32 pass should agree
+ * to float32 accuracy: |g − g_ref| ≤ 1e-7 + 2e-5·max|g_ref| per tensor (measured: ≤ 1.3e-6
+ * relative), loss to 1e-5. */
+#include "io/safetensors.h"
+
+typedef struct {
+    const char *arch;
+    tm_config c;
+    tm_model m;
+    batch b;
+    char model[512], toks[512], out[512];
+} torch_case;
+
+/* Writes the model (GGUF) and the batch for the reference script. */
+static bool torch_prepare(torch_case *k) {
+    tm_shape s = tiny_shape(k->arch);
+    if (tm_config_make(&k->c, &s) || tm_model_init(&k->m, &k->c, NULL)) return false;
+    tm_model_init_random(&k->m, 11);
+    perturb_small(&k->m);
+    snprintf(k->model, sizeof k->model, "%s/tm_%s.gguf", test_tmpdir(), k->arch);
+    snprintf(k->toks, sizeof k->toks, "%s/tm_%s.txt", test_tmpdir(), k->arch);
+    snprintf(k->out, sizeof k->out, "%s/tm_%s.safetensors", test_tmpdir(), k->arch);
+    moe_gguf_writer *w = moe_gguf_writer_init();
+    void *buf = NULL;
+    bool ok = tm_model_to_writer(&k->m, w, NULL, false, &buf) == MOE_OK && moe_gguf_writer_write(w, k->model) == MOE_OK;
+    moe_gguf_writer_free(w);
+    free(buf);
+    k->b = (batch){.B = 2, .T = 8};
+    FILE *f = fopen(k->toks, "w");
+    if (!f) return false;
+    fprintf(f, "%lld %lld\n", (long long)k->b.B, (long long)k->b.T);
+    for (int i = 0; i < 16; i++) { k->b.tok[i] = (int32_t)(tm_rng_next(&g_seed) % 50); fprintf(f, "%d ", k->b.tok[i]); }
+    for (int i = 0; i < 16; i++) { k->b.tgt[i] = (int32_t)(tm_rng_next(&g_seed) % 50); fprintf(f, "%d ", k->b.tgt[i]); }
+    fclose(f);
+    return ok;
+}
+
+static void torch_compare(torch_case *k) {
+    tm_model *m = &k->m;
+    const char *arch = k->arch;
+    m->aux_coef = m->z_coef = 0;
+    tm_zero_grad(m);
+    REQUIRE(tm_forward(m, k->b.tok, k->b.tgt, k->b.B, k->b.T) == MOE_OK);
+    const double loss = m->loss;
+    REQUIRE(tm_backward(m, 1.0f) == MOE_OK);
+    moe_safetensors *st = moe_st_open(k->out);
+    REQUIRE_MSG(st, "%s", moe_last_error());
+    const moe_st_tensor *tl = moe_st_find(st, "loss");
+    float ref_loss = 0;
+    REQUIRE(tl && moe_st_read_f32(st, tl, &ref_loss) == MOE_OK);
+    CHECK_MSG(fabs(loss - ref_loss) <= 1e-5 * fmax(1.0, fabs(ref_loss)), "%s: loss %.8g vs PyTorch %.8g", arch, loss, ref_loss);
+    int compared = 0;
+    double worst = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const tm_tensor *t = &m->t[i];
+        const moe_st_tensor *rt = moe_st_find(st, t->name);
+        CHECK_MSG(rt && rt->n_elem == (int64_t)t->n, "%s: %s missing from the reference", arch, t->name);
+        if (!rt || rt->n_elem != (int64_t)t->n) continue;
+        float *ref = malloc(t->n * sizeof *ref);
+        REQUIRE(moe_st_read_f32(st, rt, ref) == MOE_OK);
+        double mx = 0, err = 0;
+        for (size_t j = 0; j < t->n; j++) {
+            mx = fmax(mx, fabs(ref[j]));
+            err = fmax(err, fabs(ref[j] - m->grads[t->off + j]));
+        }
+        CHECK_MSG(err <= 1e-7 + 2e-5 * mx, "%s: d%s differs from PyTorch by %.3g (max |g| %.3g)", arch, t->name, err, mx);
+        if (mx > 0) worst = fmax(worst, err / mx);
+        compared++;
+        free(ref);
+    }
+    CHECK_EQ_INT(compared, m->n_tensors);
+    if (getenv("MOE_TEST_VERBOSE")) fprintf(stderr, "%s: loss %.8g vs %.8g, worst relative gradient error %.3g\n", arch, loss, ref_loss, worst);
+    moe_st_close(st);
+}
+
+TEST(train_grad_vs_pytorch) {
+    if (!test_have_python_module("torch")) {
+        test_skip("python3-torch is missing (apt-get install python3-torch); the PyTorch comparison did not run");
+        return;
+    }
+    static torch_case cases[] = {{.arch = "mixtral"}, {.arch = "qwen2moe"}, {.arch = "qwen3moe"}, {.arch = "olmoe"},
+                                 {.arch = "deepseek"}};
+    char cmd[8192] = "/usr/bin/python3 tests/ref/train_model.py";
+    for (size_t a = 0; a < MOE_ARRAY_LEN(cases); a++) {
+        REQUIRE_MSG(torch_prepare(&cases[a]), "%s: %s", cases[a].arch, moe_last_error());
+        size_t n = strlen(cmd);
+        snprintf(cmd + n, sizeof cmd - n, " %s %s %s", cases[a].model, cases[a].toks, cases[a].out);
+    }
+    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
+    char *msg = NULL;
+    int rc = test_run(cmd, &msg);
+    CHECK_MSG(rc == 0, "%s", msg ? msg : "");
+    free(msg);
+    for (size_t a = 0; a < MOE_ARRAY_LEN(cases); a++) {
+        if (rc == 0) torch_compare(&cases[a]);
+        tm_model_free(&cases[a].m);
+        tm_config_free(&cases[a].c);
+    }
+}

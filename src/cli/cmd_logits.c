@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "  --token-by-token          evaluate one token at a time (decode path) instead of in batches\n"
             "  --dump-routing FILE       write the chosen experts of every (token, MoE layer) as JSON lines\n"
             "                            (docs/FORMAT.md, \"Routing traces\")\n");
+    cli_offload_print_help(f);
 }
 
 /* Reads whitespace-separated integers; ranges are checked against the model later. */
@@ -148,9 +149,13 @@ int cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *out_path = NULL, *route_path = NULL;
     int64_t n_threads = 0, n_ctx = 0;
     bool tbt = false;
+    cli_offload_opts off_opts;
+    cli_offload_opts_default(&off_opts);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int r;
         if (cli_is_help(a)) { usage(stdout); return 0; }
+        else if ((r = cli_offload_parse_opt("logits", argc, argv, &i, &off_opts)) != 0) { if (r < 0) return 2; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!cli_arg_str("logits", argc, argv, &i, &model_path)) return 2; }
         else if (!strcmp(a, "--tokens")) { if (!cli_arg_str("logits", argc, argv, &i, &tok_path)) return 2; }
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { if (!cli_arg_str("logits", argc, argv, &i, &out_path)) return 2; }
@@ -194,6 +199,18 @@ int cmd_logits(int argc, char **argv) {
         free(logits);
         goto done;
     }
+    moe_offload *off = NULL;
+    if (off_opts.params.budget || off_opts.profile_path) {
+        /* the logits we return live inside the budget too */
+        uint64_t out_bytes = (uint64_t)n * (uint64_t)V * sizeof *logits;
+        off_opts.params.budget = off_opts.params.budget > out_bytes ? off_opts.params.budget - out_bytes : 1;
+        if (!(off = cli_offload_attach("logits", &off_opts, m, c))) {
+            rc = 1;
+            free(logits);
+            moe_context_free(c);
+            goto done;
+        }
+    }
     route_log L = {0};
     if (route_path) moe_context_set_routing_hook(c, on_route, &L);
     moe_status st = MOE_OK;
@@ -211,7 +228,9 @@ int cmd_logits(int argc, char **argv) {
     free(L.ids);
     free(L.w);
     free(logits);
+    if (off) cli_offload_print_stats("logits", off, stderr);
     moe_context_free(c);
+    cli_offload_close(off, &off_opts);
 done:
     moe_model_free(m);
     free(tokens);

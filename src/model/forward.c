@@ -44,6 +44,12 @@ struct moe_context {
     float *og;           /* [nb·k × d] expert outputs, grouped; then the shared expert's */
     float *hg, *ug;      /* [nb × max FFN width] gate and up activations (k·n_ff_exp for experts) */
     float *sg;           /* [nb] shared-expert gate logits */
+    /* Gate lookahead (expert prefetch): during decode, layer l+1's router applied to
+     * layer l's FFN input guesses l+1's experts while l computes. */
+    int lookahead_n;     /* experts to guess per layer, 0 = off */
+    float *look;         /* [E] lookahead logits */
+    int32_t *look_ids;   /* [E] */
+    float *look_w;       /* [E] */
 };
 
 /* ---------------------------------------------------------------- numerics */
@@ -233,6 +239,22 @@ static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
 /* y = Σ_slots w · expert(xn) (+ shared expert) for n tokens: route every token, group
  * the tokens by expert, and run each expert once over all of its tokens, so each
  * expert's weights are read once per batch. */
+/* Gate lookahead: the residual stream changes little from one layer to the next, so the
+ * next MoE layer's router applied to this layer's normalised FFN input picks most of the
+ * experts that layer will pick (the idea behind Pre-gated MoE and MoE-Infinity's
+ * prefetching). Only a guess: it starts reads early and never changes results. */
+static void lookahead(moe_context *c, int il, const moe_route_cfg *cfg) {
+    const moe_model *m = c->m;
+    int nl = il + 1;
+    while (nl < m->hp.n_layer && !m->layers[nl].is_moe) nl++;
+    if (nl >= m->hp.n_layer) return;
+    moe_route_cfg g = *cfg;
+    g.k = (int)MOE_MIN((int64_t)c->lookahead_n, m->hp.n_expert);
+    mm(c, &m->layers[nl].router, c->xn, 1, c->look, m->hp.n_expert);
+    moe_route_topk(&g, c->look, c->scores, c->look_ids, c->look_w);
+    c->experts->ops->hint(c->experts, nl, c->look_ids, g.k, true);
+}
+
 static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *tokens, int64_t pos0) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer_weights *ly = &c->m->layers[il];
@@ -271,7 +293,10 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
     for (int64_t r = 0; r < n * K; r++) memcpy(c->xg + r * d, c->xn + (int64_t)c->row_tok[r] * d, (size_t)d * sizeof(float));
 
     moe_expert_provider *p = c->experts;
-    if (p->ops->hint) p->ops->hint(p, il, c->active, n_active, false);
+    if (p->ops->hint) {
+        p->ops->hint(p, il, c->active, n_active, false);
+        if (c->lookahead_n > 0 && n == 1) lookahead(c, il, &cfg);
+    }
     for (int ai = 0; ai < n_active; ai++) {
         const int e = c->active[ai];
         const int64_t r0 = c->start[e], ne = c->start[e + 1] - r0;
@@ -439,6 +464,9 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     c->hg = scratch(c, nb * ffw, 4, &ok);
     c->ug = scratch(c, nb * ffw, 4, &ok);
     c->sg = scratch(c, nb, 4, &ok);
+    c->look = scratch(c, E, 4, &ok);
+    c->look_ids = scratch(c, E, 4, &ok);
+    c->look_w = scratch(c, E, 4, &ok);
     if (!ok) {
         moe_context_free(c);
         return NULL;
@@ -469,6 +497,12 @@ void moe_context_set_routing_hook(moe_context *c, moe_routing_fn fn, void *user)
 }
 
 moe_pool *moe_context_pool(moe_context *c) { return c->pool; }
+
+void moe_context_set_lookahead(moe_context *c, int n) { c->lookahead_n = n > 0 ? n : 0; }
+
+uint64_t moe_context_memory_bytes(const moe_context *c) {
+    return (uint64_t)c->arena.used_total + moe_kv_cache_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.k_dim, c->kv.v_dim);
+}
 
 void moe_context_set_expert_provider(moe_context *c, moe_expert_provider *p) {
     c->experts = p ? p : c->m->experts;

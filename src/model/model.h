@@ -55,5 +55,8 @@ struct moe_model {
 
 /* The context's thread pool (for its wait statistics, moe_pool_wait_seconds). */
 moe_pool *moe_context_pool(moe_context *c);
+/* Gate lookahead for the expert provider: guess n experts of the next MoE layer during
+ * decode (0 turns it off). */
+void moe_context_set_lookahead(moe_context *c, int n);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
@@ -97,94 +98,191 @@ void moe_ffn_act_backward(moe_ffn_act act, int64_t n, const float *A, const floa
     }
 }
 
-typedef struct {
-    moe_ffn_act act;
-    int64_t n_rows, ff;
-    const float *A, *U;
-    float *S, *H, *dA, *dU;
-    bool backward;
-} act_task;
+/* ---------------------------------------------------------------- GEMMs */
 
-static void act_run(void *arg, int ith, int nth) {
-    act_task *t = arg;
-    int64_t r0, r1;
-    moe_split(t->n_rows, ith, nth, 1, &r0, &r1);
-    if (r1 <= r0) return;
-    int64_t o = r0 * t->ff, n = (r1 - r0) * t->ff;
-    if (!t->backward)
-        moe_ffn_act_forward(t->act, n, t->A + o, t->U ? t->U + o : NULL, t->S + o, t->H + o);
-    else
-        moe_ffn_act_backward(t->act, n, t->A + o, t->U ? t->U + o : NULL, t->S + o, t->dA + o, t->dU ? t->dU + o : NULL);
+int openblas_get_num_threads(void);
+
+/* One call's arguments, shared by the per-expert steps below. */
+typedef struct {
+    const int64_t *off;
+    int E;
+    int64_t d, ff;
+    moe_ffn_act act;
+    bool glu;
+    const moe_ffn *w;
+    moe_ffn *g;
+    const float *X, *dO;
+    const moe_ffn_acts *acts;
+    float *O, *dX, *dA, *dU;
+    bool accumulate;
+    const int8_t *owner;   /* parallel-experts schedule: thread of each expert */
+} ex_ctx;
+
+#define ROWS(c, e, r0, ne) int64_t r0 = (c)->off[e], ne = (c)->off[(e) + 1] - r0
+
+/* A = X·gateᵀ (or X·upᵀ for GELU), U = X·upᵀ for expert e's rows. */
+static void fwd_pre(const ex_ctx *c, int e) {
+    ROWS(c, e, r0, ne);
+    if (ne == 0) return;
+    const size_t wsz = (size_t)(c->ff * c->d);
+    const int d = (int)c->d, ff = (int)c->ff;
+    const float *Xe = c->X + r0 * c->d;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ne, ff, d, 1.0f, Xe, d,
+                (c->glu ? c->w->gate : c->w->up) + e * wsz, d, 0.0f, c->acts->A + r0 * ff, ff);
+    if (c->glu)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ne, ff, d, 1.0f, Xe, d, c->w->up + e * wsz, d,
+                    0.0f, c->acts->U + r0 * ff, ff);
 }
 
-/* ---------------------------------------------------------------- GEMMs */
+/* O = H·downᵀ for expert e's rows. */
+static void fwd_post(const ex_ctx *c, int e) {
+    ROWS(c, e, r0, ne);
+    if (ne == 0) return;
+    const int d = (int)c->d, ff = (int)c->ff;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ne, d, ff, 1.0f, c->acts->H + r0 * ff, ff,
+                c->w->down + e * (size_t)(c->ff * c->d), ff, c->accumulate ? 1.0f : 0.0f, c->O + r0 * c->d, d);
+}
+
+/* dH = dO·down (into dA), d_down += dOᵀ·H. */
+static void bwd_pre(const ex_ctx *c, int e) {
+    ROWS(c, e, r0, ne);
+    if (ne == 0) return;
+    const size_t wsz = (size_t)(c->ff * c->d);
+    const int d = (int)c->d, ff = (int)c->ff;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ne, ff, d, 1.0f, c->dO + r0 * d, d,
+                c->w->down + e * wsz, ff, 0.0f, c->dA + r0 * ff, ff);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, ff, (int)ne, 1.0f, c->dO + r0 * d, d,
+                c->acts->H + r0 * ff, ff, 1.0f, c->g->down + e * wsz, ff);
+}
+
+/* Weight gradients from dA (and dU), then dX = dA·gate + dU·up. */
+static void bwd_post(const ex_ctx *c, int e) {
+    ROWS(c, e, r0, ne);
+    if (ne == 0) return;
+    const size_t wsz = (size_t)(c->ff * c->d);
+    const int d = (int)c->d, ff = (int)c->ff;
+    const float *Xe = c->X + r0 * d;
+    float *gA = c->glu ? c->g->gate : c->g->up;
+    const float *wA = c->glu ? c->w->gate : c->w->up;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ff, d, (int)ne, 1.0f, c->dA + r0 * ff, ff, Xe, d, 1.0f,
+                gA + e * wsz, d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ne, d, ff, 1.0f, c->dA + r0 * ff, ff, wA + e * wsz, d,
+                c->accumulate ? 1.0f : 0.0f, c->dX + r0 * d, d);
+    if (c->glu) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ff, d, (int)ne, 1.0f, c->dU + r0 * ff, ff, Xe, d, 1.0f,
+                    c->g->up + e * wsz, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ne, d, ff, 1.0f, c->dU + r0 * ff, ff,
+                    c->w->up + e * wsz, d, 1.0f, c->dX + r0 * d, d);
+    }
+}
+
+static void act_rows(const ex_ctx *c, int64_t r0, int64_t r1, bool backward) {
+    if (r1 <= r0) return;
+    const moe_ffn_acts *a = c->acts;
+    int64_t o = r0 * c->ff, n = (r1 - r0) * c->ff;
+    if (!backward)
+        moe_ffn_act_forward(c->act, n, a->A + o, c->glu ? a->U + o : NULL, a->S + o, a->H + o);
+    else
+        moe_ffn_act_backward(c->act, n, a->A + o, c->glu ? a->U + o : NULL, a->S + o, c->dA + o,
+                             c->glu ? c->dU + o : NULL);
+}
+
+static void act_fwd_run(void *arg, int ith, int nth) {
+    const ex_ctx *c = arg;
+    int64_t r0, r1;
+    moe_split(c->off[c->E], ith, nth, 1, &r0, &r1);
+    act_rows(c, r0, r1, false);
+}
+static void act_bwd_run(void *arg, int ith, int nth) {
+    const ex_ctx *c = arg;
+    int64_t r0, r1;
+    moe_split(c->off[c->E], ith, nth, 1, &r0, &r1);
+    act_rows(c, r0, r1, true);
+}
+
+/* Parallel-experts schedule: each thread runs whole experts with single-threaded GEMMs,
+ * the activation in between on the same rows, and no barrier until the end. */
+static void par_fwd_run(void *arg, int ith, int nth) {
+    const ex_ctx *c = arg;
+    for (int e = 0; e < c->E; e++)
+        if (c->owner[e] == ith) {
+            fwd_pre(c, e);
+            act_rows(c, c->off[e], c->off[e + 1], false);
+            fwd_post(c, e);
+        }
+}
+static void par_bwd_run(void *arg, int ith, int nth) {
+    const ex_ctx *c = arg;
+    for (int e = 0; e < c->E; e++)
+        if (c->owner[e] == ith) {
+            bwd_pre(c, e);
+            act_rows(c, c->off[e], c->off[e + 1], true);
+            bwd_post(c, e);
+        }
+}
+
+/* Assigns experts to threads, largest first to the least loaded thread (LPT). Returns true
+ * when the busiest thread has at most 10% more rows than the mean: then whole experts per
+ * thread beat splitting every GEMM across threads (no synchronisation inside OpenBLAS, one
+ * barrier per call instead of one per GEMM). Otherwise (few experts, one hot expert) each
+ * GEMM is threaded instead. */
+static bool schedule_experts(const int64_t *off, int E, int nth, int8_t *owner) {
+    if (nth < 2 || nth > 64 || E < 2 * nth || E > 4096) return false;
+    int64_t load[64] = {0}, total = off[E];
+    bool *done = calloc((size_t)E, sizeof *done);
+    if (!done) return false;
+    for (int i = 0; i < E; i++) {
+        int best = -1;
+        for (int e = 0; e < E; e++)
+            if (!done[e] && (best < 0 || off[e + 1] - off[e] > off[best + 1] - off[best])) best = e;
+        done[best] = true;
+        int th = 0;
+        for (int t = 1; t < nth; t++)
+            if (load[t] < load[th]) th = t;
+        owner[best] = (int8_t)th;
+        load[th] += off[best + 1] - off[best];
+    }
+    free(done);
+    int64_t mx = 0;
+    for (int t = 0; t < nth; t++) mx = MOE_MAX(mx, load[t]);
+    return (double)mx * nth <= 1.10 * (double)total;
+}
+
+/* Runs one of the two schedules; false if the parallel one was not taken. */
+static bool run_parallel(ex_ctx *c, moe_pool *pool, moe_task_fn fn) {
+    const int nth = moe_pool_size(pool);
+    int8_t owner[4096];
+    if (!schedule_experts(c->off, c->E, nth, owner)) return false;
+    c->owner = owner;
+    int blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    moe_pool_run(pool, fn, c);
+    openblas_set_num_threads(blas);
+    c->owner = NULL;
+    return true;
+}
 
 void moe_experts_forward(float *O, moe_ffn_acts *acts, const float *X, const int64_t *off, int E,
                          const moe_ffn *w, int64_t d, int64_t ff, moe_ffn_act act, bool accumulate_out,
                          moe_pool *pool) {
-    const int64_t n = off[E];
-    if (n == 0) return;
-    const bool glu = act == MOE_FFN_SWIGLU;
-    const size_t wsz = (size_t)(ff * d);
-    /* pre-activations: A = X·gateᵀ (or X·upᵀ for GELU), U = X·upᵀ */
-    for (int e = 0; e < E; e++) {
-        int64_t r0 = off[e], ne = off[e + 1] - r0;
-        if (ne == 0) continue;
-        const float *Xe = X + r0 * d;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ne, (int)ff, (int)d, 1.0f, Xe, (int)d,
-                    glu ? w->gate + e * wsz : w->up + e * wsz, (int)d, 0.0f, acts->A + r0 * ff, (int)ff);
-        if (glu)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ne, (int)ff, (int)d, 1.0f, Xe, (int)d,
-                        w->up + e * wsz, (int)d, 0.0f, acts->U + r0 * ff, (int)ff);
-    }
-    act_task t = {.act = act, .n_rows = n, .ff = ff, .A = acts->A, .U = glu ? acts->U : NULL,
-                  .S = acts->S, .H = acts->H};
-    moe_pool_run(pool, act_run, &t);
-    /* O = H·downᵀ */
-    for (int e = 0; e < E; e++) {
-        int64_t r0 = off[e], ne = off[e + 1] - r0;
-        if (ne == 0) continue;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ne, (int)d, (int)ff, 1.0f, acts->H + r0 * ff,
-                    (int)ff, w->down + e * wsz, (int)ff, accumulate_out ? 1.0f : 0.0f, O + r0 * d, (int)d);
-    }
+    if (off[E] == 0) return;
+    ex_ctx c = {.off = off, .E = E, .d = d, .ff = ff, .act = act, .glu = act == MOE_FFN_SWIGLU, .w = w, .X = X,
+                .acts = acts, .O = O, .accumulate = accumulate_out};
+    if (run_parallel(&c, pool, par_fwd_run)) return;
+    for (int e = 0; e < E; e++) fwd_pre(&c, e);
+    moe_pool_run(pool, act_fwd_run, &c);
+    for (int e = 0; e < E; e++) fwd_post(&c, e);
 }
 
 void moe_experts_backward(float *dX, moe_ffn *g, float *dA, float *dU, const float *dO,
                           const float *X, const moe_ffn_acts *acts, const int64_t *off, int E,
                           const moe_ffn *w, int64_t d, int64_t ff, moe_ffn_act act,
                           bool accumulate_dx, moe_pool *pool) {
-    const int64_t n = off[E];
-    if (n == 0) return;
-    const bool glu = act == MOE_FFN_SWIGLU;
-    const size_t wsz = (size_t)(ff * d);
-    /* dH = dO·down (into dA), d_down += dOᵀ·H */
-    for (int e = 0; e < E; e++) {
-        int64_t r0 = off[e], ne = off[e + 1] - r0;
-        if (ne == 0) continue;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ne, (int)ff, (int)d, 1.0f, dO + r0 * d,
-                    (int)d, w->down + e * wsz, (int)ff, 0.0f, dA + r0 * ff, (int)ff);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)ff, (int)ne, 1.0f, dO + r0 * d,
-                    (int)d, acts->H + r0 * ff, (int)ff, 1.0f, g->down + e * wsz, (int)ff);
-    }
-    act_task t = {.act = act, .n_rows = n, .ff = ff, .A = acts->A, .U = glu ? acts->U : NULL,
-                  .S = acts->S, .dA = dA, .dU = glu ? dU : NULL, .backward = true};
-    moe_pool_run(pool, act_run, &t);
-    /* weight gradients from dA (and dU), then dX = dA·gate + dU·up */
-    for (int e = 0; e < E; e++) {
-        int64_t r0 = off[e], ne = off[e + 1] - r0;
-        if (ne == 0) continue;
-        const float *Xe = X + r0 * d;
-        float *gA = glu ? g->gate : g->up;
-        const float *wA = glu ? w->gate : w->up;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)ne, 1.0f, dA + r0 * ff,
-                    (int)ff, Xe, (int)d, 1.0f, gA + e * wsz, (int)d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ne, (int)d, (int)ff, 1.0f, dA + r0 * ff,
-                    (int)ff, wA + e * wsz, (int)d, accumulate_dx ? 1.0f : 0.0f, dX + r0 * d, (int)d);
-        if (glu) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)ne, 1.0f, dU + r0 * ff,
-                        (int)ff, Xe, (int)d, 1.0f, g->up + e * wsz, (int)d);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ne, (int)d, (int)ff, 1.0f, dU + r0 * ff,
-                        (int)ff, w->up + e * wsz, (int)d, 1.0f, dX + r0 * d, (int)d);
-        }
-    }
+    if (off[E] == 0) return;
+    ex_ctx c = {.off = off, .E = E, .d = d, .ff = ff, .act = act, .glu = act == MOE_FFN_SWIGLU, .w = w, .g = g,
+                .X = X, .dO = dO, .acts = acts, .dX = dX, .dA = dA, .dU = dU, .accumulate = accumulate_dx};
+    if (run_parallel(&c, pool, par_bwd_run)) return;
+    for (int e = 0; e < E; e++) bwd_pre(&c, e);
+    moe_pool_run(pool, act_bwd_run, &c);
+    for (int e = 0; e < E; e++) bwd_post(&c, e);
 }

@@ -20,6 +20,9 @@
  * covers every common device. */
 #define IO_ALIGN 4096u
 #define QUEUE_CAP 4096
+/* What the budget must also cover besides weights, slots and the context's buffers: the
+ * binary's heap, thread stacks touched, the caller's logits row, bookkeeping. */
+#define OFFLOAD_OVERHEAD (16ull << 20)
 
 enum { SLOT_EMPTY = 0, SLOT_LOADING, SLOT_READY, SLOT_FAILED };
 
@@ -62,6 +65,8 @@ struct moe_offload {
     slot_info *slots;
     moe_xcache *cache;
     moe_offload_plan plan;
+    int64_t need_slots;           /* one layer's experts (per layer: every layer's) */
+    uint64_t min_budget;
     /* I/O thread */
     pthread_t io_thread;
     bool io_running, io_quit;
@@ -74,6 +79,7 @@ struct moe_offload {
     bool *have_guess;             /* [n_layer] */
     bool *hinted;                 /* [n_layer]: the forward pass announces its experts */
     const moe_profile *profile;   /* statistical predictor, or NULL */
+    bool gate_lookahead;
     int prefetch_n;
     moe_offload_stats stats;
 };
@@ -352,10 +358,65 @@ moe_offload_params moe_offload_default_params(void) {
     moe_offload_params p = {0};
     p.policy = MOE_CACHE_EDGEMOE;
     p.prefetch = true;
+    p.gate_lookahead = true;
     return p;
 }
 
-moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offload_params *params) {
+/* Where every expert's matrices lie in the file (from the model's mapped views), the
+ * slot size, and how many slots the budget leaves after the resident weights and the
+ * context's own buffers. */
+static moe_status plan_slots(moe_offload *o, const moe_model *m, const moe_context *ctx, const moe_offload_params *prm) {
+    const moe_gguf *g = moe_model_gguf(m);
+    o->loc = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, sizeof *o->loc);
+    if (!o->loc) return MOE_ERR_NOMEM;
+    const uint8_t *base = moe_gguf_base(g);
+    for (int l = 0; l < o->n_layer; l++) {
+        for (int e = 0; e < o->n_expert; e++) {
+            const moe_expert_weights *w = moe_mapped_provider_slot(m->experts, l, e);
+            if (!w || !w->gate.data) continue;
+            const moe_mat *mats[3] = {&w->gate, &w->up, &w->down};
+            expert_loc *L = &o->loc[(size_t)l * (size_t)o->n_expert + (size_t)e];
+            uint64_t bytes = 0;
+            for (int k = 0; k < 3; k++) {
+                L->part[k].offset = (uint64_t)((const uint8_t *)mats[k]->data - base);
+                L->part[k].bytes = (uint64_t)mats[k]->rows * mats[k]->row_bytes;
+                L->part[k].mat = *mats[k];
+                bytes += window_bytes(&L->part[k]);
+            }
+            o->slot_bytes = MOE_MAX(o->slot_bytes, bytes);
+        }
+    }
+    /* The plan estimates the KV cache and scratch; the context knows its real numbers. */
+    moe_offload_plan_compute(g, prm->budget, (int)moe_context_n_ctx(ctx), &o->plan);
+    moe_clear_error();
+    if (!o->plan.n_moe_layers || !o->slot_bytes)
+        return moe_error(MOE_ERR_UNSUPPORTED, "%s: no routed expert tensors: nothing to offload", o->path);
+    o->plan.kv_bytes = 0;
+    o->plan.overhead_bytes = moe_context_memory_bytes(ctx) + OFFLOAD_OVERHEAD;
+    /* the plan counts raw expert bytes; our slots also hold the alignment padding */
+    uint64_t fixed = o->plan.resident_bytes + o->plan.overhead_bytes;
+    o->n_slots = prm->budget > fixed ? (int64_t)((prm->budget - fixed) / o->slot_bytes) : 0;
+    int64_t total_experts = (int64_t)o->plan.n_moe_layers * o->n_expert;
+    if (o->n_slots > total_experts) o->n_slots = total_experts; /* everything fits */
+    o->need_slots = prm->per_layer ? (int64_t)o->plan.n_experts_used * o->n_layer : o->plan.n_experts_used;
+    o->min_budget = fixed + (uint64_t)o->need_slots * o->slot_bytes;
+    return MOE_OK;
+}
+
+uint64_t moe_offload_min_budget(const moe_model *m, const moe_context *ctx, bool per_layer) {
+    moe_offload o;
+    memset(&o, 0, sizeof o);
+    snprintf(o.path, sizeof o.path, "%s", moe_gguf_path(moe_model_gguf(m)));
+    o.n_layer = (int)moe_model_n_layer(m);
+    o.n_expert = (int)moe_model_hparams(m)->n_expert;
+    moe_offload_params prm = moe_offload_default_params();
+    prm.per_layer = per_layer;
+    uint64_t r = o.n_expert > 0 && plan_slots(&o, m, ctx, &prm) == MOE_OK ? o.min_budget : 0;
+    free(o.loc);
+    return r;
+}
+
+moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const moe_offload_params *params) {
     moe_offload_params prm = params ? *params : moe_offload_default_params();
     const moe_gguf *g = moe_model_gguf(m);
     moe_offload *o = moe_calloc(1, sizeof *o);
@@ -370,6 +431,7 @@ moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offlo
     o->read_fn = prm.read_fn ? prm.read_fn : default_pread;
     o->read_ctx = prm.read_ctx;
     o->profile = prm.profile;
+    o->gate_lookahead = prm.gate_lookahead && prm.prefetch;
     o->n_layer = (int)moe_model_n_layer(m);
     o->n_expert = (int)moe_model_hparams(m)->n_expert;
     if (o->n_expert <= 0) {
@@ -377,40 +439,12 @@ moe_offload *moe_offload_init(const moe_model *m, int64_t n_ctx, const moe_offlo
         goto fail;
     }
 
-    /* where every expert's matrices lie in the file, from the model's mapped views */
-    o->loc = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, sizeof *o->loc);
-    if (!o->loc) goto fail;
-    const uint8_t *base = moe_gguf_base(g);
-    for (int l = 0; l < o->n_layer; l++) {
-        uint64_t sb = 0;
-        for (int e = 0; e < o->n_expert; e++) {
-            const moe_expert_weights *w = moe_mapped_provider_slot(m->experts, l, e);
-            if (!w || !w->gate.data) continue;
-            const moe_mat *mats[3] = {&w->gate, &w->up, &w->down};
-            expert_loc *L = &o->loc[(size_t)l * (size_t)o->n_expert + (size_t)e];
-            uint64_t bytes = 0;
-            for (int k = 0; k < 3; k++) {
-                L->part[k].offset = (uint64_t)((const uint8_t *)mats[k]->data - base);
-                L->part[k].bytes = (uint64_t)mats[k]->rows * mats[k]->row_bytes;
-                L->part[k].mat = *mats[k];
-                bytes += window_bytes(&L->part[k]);
-            }
-            sb = MOE_MAX(sb, bytes);
-        }
-        o->slot_bytes = MOE_MAX(o->slot_bytes, sb);
-    }
-
-    if (moe_offload_plan_compute(g, prm.budget, (int)n_ctx, &o->plan) != MOE_OK) goto fail;
-    /* the plan counts raw expert bytes; our slots also hold the alignment padding */
-    uint64_t fixed = o->plan.resident_bytes + o->plan.kv_bytes + o->plan.overhead_bytes;
-    o->n_slots = prm.budget > fixed ? (int64_t)((prm.budget - fixed) / o->slot_bytes) : 0;
-    int64_t total_experts = (int64_t)o->plan.n_moe_layers * o->n_expert;
-    if (o->n_slots > total_experts) o->n_slots = total_experts; /* everything fits */
-    int64_t need = prm.per_layer ? (int64_t)o->plan.n_experts_used * o->n_layer : o->plan.n_experts_used;
-    if (o->n_slots < need) {
-        moe_error(MOE_ERR_NOMEM, "%s: a budget of %.1f MiB leaves room for %lld expert slots of %.2f MiB; at least %lld are needed (budget ≥ %.1f MiB)",
-                  o->path, prm.budget / 1048576.0, (long long)o->n_slots, o->slot_bytes / 1048576.0, (long long)need,
-                  (fixed + (uint64_t)need * o->slot_bytes) / 1048576.0);
+    if (plan_slots(o, m, ctx, &prm) != MOE_OK) goto fail;
+    if (o->n_slots < o->need_slots) {
+        moe_error(MOE_ERR_NOMEM, "%s: a budget of %.1f MiB is too small: the resident weights (%.1f MiB), the KV cache and "
+                  "scratch (%.1f MiB) and %lld expert slots of %.2f MiB need at least %.1f MiB",
+                  o->path, prm.budget / 1048576.0, o->plan.resident_bytes / 1048576.0, o->plan.overhead_bytes / 1048576.0,
+                  (long long)o->need_slots, o->slot_bytes / 1048576.0, o->min_budget / 1048576.0);
         goto fail;
     }
     o->pool = NULL;
@@ -487,6 +521,7 @@ void moe_offload_free(moe_offload *o) {
 
 void moe_offload_attach(moe_offload *o, moe_context *c) {
     moe_context_set_expert_provider(c, o ? &o->base : NULL);
+    moe_context_set_lookahead(c, o && o->gate_lookahead && !o->profile ? o->prefetch_n : 0);
 }
 
 void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out) {

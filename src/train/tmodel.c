@@ -533,9 +533,11 @@ static moe_status write_hparams(const tm_config *c, moe_gguf_writer *w) {
             U32("expert_shared_count", hp->n_ff_exp ? hp->n_ff_shexp / hp->n_ff_exp : 0);
             F32("expert_weights_scale", 1.0);
         }
-        if (hp->expert_weights_norm != c->arch->renorm) {
+        /* top-k's renormalisation travels in the architecture's own key (moe.c reads it) */
+        const bool renorm = c->router.kind == MOE_ROUTER_TOPK ? c->router.renorm : hp->expert_weights_norm;
+        if (renorm != c->arch->renorm) {
             snprintf(k, sizeof k, "%s.expert_weights_norm", a);
-            if ((st = moe_gguf_writer_set_bool(w, k, hp->expert_weights_norm))) return st;
+            if ((st = moe_gguf_writer_set_bool(w, k, renorm))) return st;
         }
     }
 #undef U32

@@ -236,12 +236,12 @@ static moe_status save_checkpoint(trainer *t, const char *path) {
 }
 
 static moe_status ckpt_u64(const moe_gguf *g, const char *key, uint64_t *out) {
-    int64_t v;
-    moe_status st = moe_gguf_get_i64(g, key, &v);
-    if (st == MOE_ERR_NOT_FOUND)
+    const moe_gguf_value *v = moe_gguf_find(g, key);
+    if (!v)
         return moe_error(MOE_ERR_FORMAT, "%s: not a moe.c training checkpoint ('%s' is missing)", moe_gguf_path(g), key);
-    if (st) return st;
-    *out = (uint64_t)v;
+    if (v->type != MOE_GGUF_U64 && v->type != MOE_GGUF_U32)
+        return moe_error(MOE_ERR_FORMAT, "%s: '%s' is not an unsigned integer", moe_gguf_path(g), key);
+    *out = v->v.u64;
     return MOE_OK;
 }
 
