@@ -217,10 +217,12 @@ int main(int argc, char **argv) {
     moe_blas_set_threads(nt);
     printf("MoE layer forward + backward: T=%lld d=%lld ff=%lld E=%d top-%d SwiGLU, %d thread%s\n", (long long)T,
            (long long)d, (long long)ff, E, k, nt, nt > 1 ? "s" : "");
-    const char *core = openblas_get_corename();
-    printf("  OpenBLAS kernels: %s%s\n", core,
-           cpu_has_avx512() && !getenv("OPENBLAS_CORETYPE") && strstr(core, "aswell")
-               ? " (this CPU has AVX-512: OPENBLAS_CORETYPE=SkylakeX gives faster sgemm, for PyTorch too)" : "");
+    const char *core = openblas_get_corename(), *forced = getenv("OPENBLAS_CORETYPE");
+    printf("  OpenBLAS kernels: %s", core);
+    if (forced) printf(" (OPENBLAS_CORETYPE=%s in the environment)", forced);
+    else if (cpu_has_avx512() && strstr(core, "aswell"))
+        printf(" (this CPU has AVX-512: OPENBLAS_CORETYPE=SkylakeX gives faster sgemm, to PyTorch too)");
+    printf("\n");
 
     sgemm_ref ref = {.M = T * k / E, .d = d, .ff = ff, .nt = nt, .pool = pool};
     for (int i = 0; i < nt; i++) {

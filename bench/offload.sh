@@ -11,7 +11,8 @@
 #
 # Needs root (cgroups, drop_caches). Environment: MOE (binary, default ./moe), OUT
 # (bench/out), TOKENS (256), BUDGETS ("25 50 75"), POLICIES ("lru lfu fifo edgemoe"),
-# PREDICTORS ("none profile"), REPS (1).
+# PREDICTORS ("none lookahead profile": no prefetch guesses, the next layer's router on
+# this layer's input (--lookahead), EdgeMoE's statistical profile).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 moe=${MOE:-./moe}
@@ -19,7 +20,7 @@ out=${OUT:-bench/out}
 tokens=${TOKENS:-256}
 budgets=${BUDGETS:-"25 50 75"}
 policies=${POLICIES:-"lru lfu fifo edgemoe"}
-predictors=${PREDICTORS:-"none profile"}
+predictors=${PREDICTORS:-"none lookahead profile"}
 mkdir -p "$out"
 model=${1:-}
 if [ -z "$model" ]; then model=$(TYPES=q8_0 bench/mix1b.sh "$out" | tail -n 1) || exit 1; fi
@@ -89,8 +90,12 @@ for pct in $budgets; do
     budget=$((file_bytes * pct / 100))
     for pol in $policies; do
         for pred in $predictors; do
-            extra=()
-            [ "$pred" = profile ] && extra=(--profile "$profile")
+            case $pred in
+                none) extra=() ;;
+                lookahead) extra=(--lookahead) ;;
+                profile) extra=(--profile "$profile") ;;
+                *) echo "offload.sh: unknown predictor $pred" >&2; exit 1 ;;
+            esac
             cg_make $((budget + 64 * 1048576))
             cold
             in_cg "$moe" run -m "$model" -p "$prompt" -n "$tokens" --temp 0 --ignore-eos -c 512 --mem "$budget" \

@@ -337,7 +337,7 @@ typedef struct moe_offload_params {
     bool no_direct;              /* do not try O_DIRECT */
     moe_pread_fn read_fn;        /* NULL: pread */
     void *read_ctx;
-    bool gate_lookahead;         /* predictor: the next layer's router on this layer's input (default on) */
+    bool gate_lookahead;         /* predictor: the next layer's router on this layer's input (default off) */
     const moe_profile *profile;  /* predictor: EdgeMoE's statistics (replaces the lookahead) */
     int prefetch_n;              /* experts to prefetch per predicted layer (0: experts used per token) */
 } moe_offload_params;

@@ -35,6 +35,7 @@ static const layer_case g_cases[] = {
     {"base", "--seed 14", ""},
     {"base", "--T 10 --seed 15 --logit-std 4", ""},
     {"base", "--seed 16", "--assign greedy"},
+    {"base", "--T 16 --seed 28", "--assign auction"},
     {"deepseek-v3", "--bias --E 8 --shared 4 --seed 17", "--n-group 4 --topk-group 2 --route-scale 2.5"},
     {"deepseek-v3", "--E 8 --seed 18", "--n-group 4 --topk-group 2 --k 3"},
     {"deepseek-v3", "--seed 19", "--no-renorm"},
@@ -46,6 +47,8 @@ static const layer_case g_cases[] = {
     {"hash", "--seed 25", "--hash-map %s"},
     {"topk", "--act gelu --shared 5 --seed 26", "--act gelu"},
     {"topk", "--T 5 --d 1 --ff 1 --E 2 --seed 27", "--k 1"},
+    {"usmoe", "--bias --seed 29", ""},
+    {"usmoe", "--E 6 --seed 30", "--k 3 --renorm --usmoe-alpha 0.3 --usmoe-beta 0.9"},
 };
 
 static char *tmp_path(const char *fmt, int i) {

@@ -49,10 +49,11 @@ static void write_text(const char *path, int words, unsigned seed) {
 
 /* The training forward pass and the inference pass agree on a fresh model of each arch. */
 TEST(train_init_logits_match_inference) {
-    const char *archs[] = {"mixtral", "qwen2moe", "qwen3moe", "olmoe", "deepseek"};
+    const char *archs[] = {"mixtral", "qwen2moe", "qwen3moe", "olmoe", "deepseek", "mixtral"};
     for (size_t a = 0; a < MOE_ARRAY_LEN(archs); a++) {
         moe_init_params p;
         tiny_init(&p, archs[a]);
+        if (a == 5) p.n_expert = 0; /* a dense llama */
         const char *path = tmp("init.gguf");
         REQUIRE_MSG(moe_init_model(&p, vocab(), path) == MOE_OK, "%s: %s", archs[a], moe_last_error());
         moe_model *m = moe_model_load(path, NULL);
@@ -385,4 +386,61 @@ TEST(train_cli_errors) {
     CHECK(test_run(cmd, &out) == 0);
     CHECK_STR_CONTAINS(out, "--checkpoint-every");
     free(out);
+}
+
+/* The training model's forward pass on llama.cpp's fixture models (F16 weights, read as
+ * F32) against llama.cpp's own logits. llama.cpp rounds activations to F16 before each
+ * dot product with F16 weights, so agreement is to about F16 precision, not exact. */
+TEST(train_forward_vs_llamacpp) {
+    const char *names[] = {"mixtral-f16", "qwen2moe-f16", "olmoe-f16"};
+    FILE *tf = fopen(test_fixture("gguf/tokens.txt"), "r");
+    REQUIRE(tf);
+    int32_t toks[64];
+    int n = 0;
+    while (n < 64 && fscanf(tf, "%d", &toks[n]) == 1) n++;
+    fclose(tf);
+    REQUIRE(n == 64);
+    for (size_t a = 0; a < MOE_ARRAY_LEN(names); a++) {
+        char path[256], lpath[256];
+        snprintf(path, sizeof path, "gguf/%s.gguf", names[a]);
+        snprintf(lpath, sizeof lpath, "gguf/%s.logits", names[a]);
+        moe_gguf *g = moe_gguf_open(test_fixture(path));
+        REQUIRE_MSG(g, "%s", moe_last_error());
+        tm_config cfg;
+        tm_model tm;
+        REQUIRE_MSG(tm_config_from_gguf(g, &cfg) == MOE_OK, "%s", moe_last_error());
+        REQUIRE(tm_model_init(&tm, &cfg, NULL) == MOE_OK);
+        REQUIRE(tm_model_load_weights(&tm, g, false, 0) == MOE_OK);
+        REQUIRE(tm_forward(&tm, toks, NULL, 1, 64) == MOE_OK);
+        const int64_t V = cfg.hp.n_vocab;
+        float *ref = malloc((size_t)(64 * V) * sizeof *ref);
+        FILE *lf = fopen(test_fixture(lpath), "rb");
+        REQUIRE(lf && fread(ref, sizeof *ref, (size_t)(64 * V), lf) == (size_t)(64 * V));
+        fclose(lf);
+        double worst = 0, scale = 0;
+        int argmax_same = 0;
+        for (int t = 0; t < 64; t++) {
+            const float *r = ref + t * V, *o = tm.logits + t * V;
+            int64_t ar = 0, ao = 0;
+            double err = 0;
+            for (int64_t i = 0; i < V; i++) {
+                err = fmax(err, fabs(r[i] - o[i]));
+                scale = fmax(scale, fabs(r[i]));
+                if (r[i] > r[ar]) ar = i;
+                if (o[i] > o[ao]) ao = i;
+            }
+            argmax_same += ar == ao;
+            worst = fmax(worst, err);
+        }
+        if (getenv("MOE_TEST_VERBOSE"))
+            fprintf(stderr, "%s: max |Δlogit| %.4g (max |logit| %.3g), argmax agrees at %d/64\n", names[a], worst, scale, argmax_same);
+        /* measured: max |Δ| ≈ 4e-4 of the logit scale, argmax 64/64; a routing flip at a
+         * near-tie could move a position or two */
+        CHECK_MSG(argmax_same >= 62, "%s: argmax agrees at %d/64 positions", names[a], argmax_same);
+        CHECK_MSG(worst <= 2e-3 * scale,  "%s: max |Δlogit| %g vs scale %g", names[a], worst, scale);
+        free(ref);
+        tm_model_free(&tm);
+        tm_config_free(&cfg);
+        moe_gguf_close(g);
+    }
 }

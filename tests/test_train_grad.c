@@ -54,7 +54,8 @@ static void routing_sig(const tm_model *m, int32_t *out, int *n) {
 /* Returns the number of compared elements; records failures. */
 static int grad_check(const char *arch, moe_router_kind kind, int *n_skipped) {
     tm_config c;
-    tm_shape s = tiny_shape(arch);
+    tm_shape s = tiny_shape(!strcmp(arch, "dense") ? "mixtral" : arch);
+    if (!strcmp(arch, "dense")) s.n_expert = 0;
     if (tm_config_make(&c, &s)) { test_fail(__FILE__, __LINE__, "%s: %s", arch, moe_last_error()); return 0; }
     if (kind != MOE_ROUTER_TOPK) {
         bool renorm = c.router.renorm;
@@ -125,7 +126,7 @@ static int grad_check(const char *arch, moe_router_kind kind, int *n_skipped) {
 }
 
 TEST(train_grad_archs) {
-    const char *archs[] = {"mixtral", "qwen2moe", "qwen3moe", "olmoe", "deepseek"};
+    const char *archs[] = {"mixtral", "qwen2moe", "qwen3moe", "olmoe", "deepseek", "dense"};
     for (size_t a = 0; a < MOE_ARRAY_LEN(archs); a++) {
         int skipped = 0, n = grad_check(archs[a], MOE_ROUTER_TOPK, &skipped);
         CHECK_MSG(n > 60 && skipped * 4 < n, "%s: %d compared, %d skipped", archs[a], n, skipped);

@@ -19,7 +19,7 @@ static const char *const USAGE =
     "  --heads H            attention heads (8)\n"
     "  --kv-heads K         key/value heads (4)\n"
     "  --ff F               expert FFN width (512)\n"
-    "  --experts E          routed experts per layer (8)\n"
+    "  --experts E          routed experts per layer; 0 = a dense model (mixtral only) (8)\n"
     "  --topk K             experts per token (2)\n"
     "  --shared-ff S        shared expert width (qwen2moe: F; deepseek: 0 = none; a multiple of F)\n"
     "  --dense-layers N     deepseek: leading dense layers (0)\n"
@@ -48,7 +48,7 @@ int cmd_init(int argc, char **argv) {
         INT_OPT("--heads", n_head, 1)
         INT_OPT("--kv-heads", n_head_kv, 1)
         INT_OPT("--ff", n_ff, 1)
-        INT_OPT("--experts", n_expert, 1)
+        INT_OPT("--experts", n_expert, 0)
         INT_OPT("--topk", n_expert_used, 1)
         INT_OPT("--shared-ff", shared_ff, 0)
         INT_OPT("--dense-layers", dense_layers, 0)

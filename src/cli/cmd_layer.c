@@ -27,7 +27,7 @@ static const char *const USAGE =
     "  loss-free      as deepseek-v3 with softmax scores and --no-renorm\n"
     "  adamoe         --k 2; null experts m = rows of router.weight − E\n"
     "  hash           --hash-map FILE (line i = expert of token id i; default token_id mod E)\n"
-    "  usmoe          --k 2, --usmoe-alpha, --usmoe-beta\n"
+    "  usmoe          --k 2, --usmoe-alpha 0.5, --usmoe-beta 0.5, --no-renorm | --renorm (no-renorm)\n"
     "\n"
     "options:\n"
     "  --weights, -w FILE   layer weights (safetensors)\n"

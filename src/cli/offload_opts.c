@@ -33,6 +33,7 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
     }
     if (!strcmp(a, "--cache-per-layer")) { o->params.per_layer = true; return 1; }
     if (!strcmp(a, "--no-prefetch")) { o->params.prefetch = false; return 1; }
+    if (!strcmp(a, "--lookahead")) { o->params.gate_lookahead = true; return 1; }
     if (!strcmp(a, "--no-lookahead")) { o->params.gate_lookahead = false; return 1; }
     if (!strcmp(a, "--no-direct-io")) { o->params.no_direct = true; return 1; }
     return 0;
@@ -46,7 +47,8 @@ void cli_offload_print_help(FILE *f) {
             "  --cache-per-layer        split the expert cache evenly between layers (default: shared)\n"
             "  --profile FILE           prefetch with EdgeMoE's statistical predictor (from `moe profile`)\n"
             "  --prefetch-n N           experts to prefetch per predicted layer (default: experts per token)\n"
-            "  --no-lookahead           do not guess the next layer's experts with its router (default: guess)\n"
+            "  --lookahead              prefetch the next layer's experts guessed by its router applied to\n"
+            "                           this layer's input (default off: wrong guesses cost bandwidth)\n"
             "  --no-prefetch            read experts on demand only (no I/O thread, no guesses)\n"
             "  --no-direct-io           read experts through the page cache instead of O_DIRECT\n");
 }

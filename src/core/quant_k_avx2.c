@@ -27,6 +27,9 @@ bool moe_quant_k_simd(void) { return true; }
  * 2·63·127 = 16002 (Q6_K); Q8_K quants are in [-127, 127]. */
 #define INLINE static inline __attribute__((always_inline))
 #define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
+/* Inner loops unrolled: the scale masks become constants in registers, and each
+ * super-block sums into two accumulators, halving the chain of dependent multiply-adds. */
+#define UNROLL _Pragma("GCC unroll 8")
 
 #define PREFETCH(p, bx, nr, size)                                                          \
     do {                                                                                   \
@@ -132,16 +135,16 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
             const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m4));
             const __m256i prod = _mm256_madd_epi16(mins, bsums);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
-            __m256i sumi = _mm256_setzero_si256();
-            for (int j = 0; j < 2; j++) {
+            __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            UNROLL for (int j = 0; j < 2; j++) {
                 const __m256i q2bits = load256(x->qs + 32 * j);
-                for (int k = 0; k < 4; k++) {
+                UNROLL for (int k = 0; k < 4; k++) {
                     const __m256i q = _mm256_and_si256(_mm256_srli_epi16(q2bits, 2 * k), m3);
                     const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * j + 32 * k));
-                    sumi = madd_acc(sumi, bcast_scale16(scv[j], k), p);
+                    sumi[k & 1] = madd_acc(sumi[k & 1], bcast_scale16(scv[j], k), p);
                 }
             }
-            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
             acc[r] = _mm256_fnmadd_ps(lane1(dd), _mm256_cvtepi32_ps(prod), acc[r]);
         }
     }
@@ -172,18 +175,19 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
             const __m256i sc = _mm256_cvtepi8_epi16(sc8);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
             const __m256i hbits = load256(x->hmask);
-            __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 2));
-            for (int j = 0; j < 2; j++) {
+            __m256i sumi[2] = {_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 2)),
+                               _mm256_setzero_si256()};
+            UNROLL for (int j = 0; j < 2; j++) {
                 const __m256i q3bits = load256(x->qs + 32 * j);
-                for (int k = 0; k < 4; k++) {
+                UNROLL for (int k = 0; k < 4; k++) {
                     const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q3bits, 2 * k), m3),
                                                       bit_to(hbits, 4 * j + k, 2));
                     const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * j + 32 * k));
-                    sumi = madd_acc(sumi, bcast_scale16(scv[j], k), p);
+                    sumi[k & 1] = madd_acc(sumi[k & 1], bcast_scale16(scv[j], k), p);
                 }
             }
             const float d = y[i].d * moe_f16_to_f32(x->d);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
         }
     }
     store_sums(s, acc, nr);
@@ -209,8 +213,8 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
             const __m256i sc = dup_lo(sm);
             const uint8_t *qs = q5 ? x5->qs : x4->qs;
             const __m256i hbits = q5 ? load256(x5->qh) : _mm256_setzero_si256();
-            __m256i sumi = _mm256_setzero_si256();
-            for (int j = 0; j < 4; j++) {
+            __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            UNROLL for (int j = 0; j < 4; j++) {
                 const __m256i bits = load256(qs + 32 * j);
                 __m256i lo = _mm256_and_si256(bits, m4);
                 __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
@@ -218,10 +222,10 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
                     lo = _mm256_or_si256(lo, bit_to(hbits, 2 * j, 4));
                     hi = _mm256_or_si256(hi, bit_to(hbits, 2 * j + 1, 4));
                 }
-                sumi = madd_acc(sumi, bcast_scale(sc, 2 * j), _mm256_maddubs_epi16(lo, load256(q8 + 64 * j)));
-                sumi = madd_acc(sumi, bcast_scale(sc, 2 * j + 1), _mm256_maddubs_epi16(hi, load256(q8 + 64 * j + 32)));
+                sumi[0] = madd_acc(sumi[0], bcast_scale(sc, 2 * j), _mm256_maddubs_epi16(lo, load256(q8 + 64 * j)));
+                sumi[1] = madd_acc(sumi[1], bcast_scale(sc, 2 * j + 1), _mm256_maddubs_epi16(hi, load256(q8 + 64 * j + 32)));
             }
-            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
             acc[r] = _mm256_fnmadd_ps(lane1(dd), _mm256_zextps128_ps256(_mm_cvtepi32_ps(prod)), acc[r]);
         }
     }
@@ -248,8 +252,9 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
             PREFETCH(x, bx, nr, sizeof *x);
             const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
-            __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 5));
-            for (int j = 0; j < 2; j++) {
+            __m256i sumi[2] = {_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 5)),
+                               _mm256_setzero_si256()};
+            UNROLL for (int j = 0; j < 2; j++) {
                 /* values 32k..32k+31 of this 128: low nibbles of ql[0..31] (k=0), of
                  * ql[32..63] (k=1), high nibbles of both (k=2, 3); bits 2k..2k+1 of qh */
                 const __m256i l1 = load256(x->ql + 64 * j), l2 = load256(x->ql + 64 * j + 32);
@@ -261,13 +266,13 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
                     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
                                     _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)),
                 };
-                for (int k = 0; k < 4; k++) {
+                UNROLL for (int k = 0; k < 4; k++) {
                     const __m256i p = _mm256_maddubs_epi16(q6[k], load256(q8 + 128 * j + 32 * k));
-                    sumi = madd_acc(sumi, bcast_scale16(scv[j], k), p);
+                    sumi[k & 1] = madd_acc(sumi[k & 1], bcast_scale16(scv[j], k), p);
                 }
             }
             const float d = y[i].d * moe_f16_to_f32(x->d);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
         }
     }
     store_sums(s, acc, nr);
@@ -282,13 +287,13 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         FOR_ROWS(r) {
             const moe_block_q8_K *x = (const moe_block_q8_K *)(vx + r * bx) + i;
             PREFETCH(x, bx, nr, sizeof *x);
-            __m256i sumi = _mm256_setzero_si256();
-            for (int j = 0; j < QK; j += 32) {
-                const __m256i qx = load256(x->qs + j), qy = load256(y[i].qs + j);
+            __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            UNROLL for (int j = 0; j < QK / 32; j++) {
+                const __m256i qx = load256(x->qs + 32 * j), qy = load256(y[i].qs + 32 * j);
                 const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-                sumi = madd_acc(sumi, p16, ones);
+                sumi[j & 1] = madd_acc(sumi[j & 1], p16, ones);
             }
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * y[i].d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * y[i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
         }
     }
     store_sums(s, acc, nr);

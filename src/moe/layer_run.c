@@ -50,7 +50,7 @@ static unsigned router_opts(moe_router_kind k) {
     case MOE_ROUTER_DEEPSEEK_V3: case MOE_ROUTER_LOSS_FREE: return OPT_K | OPT_RENORM | OPT_GROUP | OPT_RSCALE;
     case MOE_ROUTER_ADAMOE: return OPT_K;
     case MOE_ROUTER_HASH: return OPT_HASH;
-    case MOE_ROUTER_USMOE: return OPT_K | OPT_USMOE;
+    case MOE_ROUTER_USMOE: return OPT_K | OPT_RENORM | OPT_USMOE;
     default: return 0;
     }
 }

@@ -358,7 +358,9 @@ moe_offload_params moe_offload_default_params(void) {
     moe_offload_params p = {0};
     p.policy = MOE_CACHE_EDGEMOE;
     p.prefetch = true;
-    p.gate_lookahead = true;
+    /* Off by default: when reads are the bottleneck, a wrong guess costs a whole expert
+     * read (docs/BENCHMARKS.md, "Expert offloading", has the numbers). */
+    p.gate_lookahead = false;
     return p;
 }
 

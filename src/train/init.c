@@ -21,6 +21,43 @@ void moe_init_default_params(moe_init_params *p) {
     p->seed = 1;
 }
 
+/* A set of the kept token texts (open addressing on FNV-1a), for filtering merges. */
+typedef struct {
+    const moe_gguf_str **slot;
+    uint64_t mask;
+} str_set;
+
+static uint64_t fnv(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static bool set_init(str_set *set, const moe_gguf_str *toks, int64_t n) {
+    uint64_t cap = 16;
+    while (cap < (uint64_t)n * 2) cap *= 2;
+    set->slot = moe_calloc(cap, sizeof *set->slot);
+    set->mask = cap - 1;
+    if (!set->slot) return false;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t h = fnv(toks[i].ptr, (size_t)toks[i].len) & set->mask;
+        while (set->slot[h]) h = (h + 1) & set->mask;
+        set->slot[h] = &toks[i];
+    }
+    return true;
+}
+
+/* Is a·b (the concatenation of two pieces) a kept token? */
+static bool set_has(const str_set *set, const char *a, size_t la, const char *b, size_t lb) {
+    char buf[512];
+    if (la + lb > sizeof buf) return false;
+    memcpy(buf, a, la);
+    memcpy(buf + la, b, lb);
+    for (uint64_t h = fnv(buf, la + lb) & set->mask; set->slot[h]; h = (h + 1) & set->mask)
+        if (set->slot[h]->len == la + lb && !memcmp(set->slot[h]->ptr, buf, la + lb)) return true;
+    return false;
+}
+
 /* Copies the tokenizer.* keys, the token arrays cut to n tokens. A BPE merge survives
  * the cut when both of its parts and their concatenation are still tokens (so the cut
  * vocabulary still tokenizes); special-token ids beyond the cut are dropped. */
@@ -41,28 +78,22 @@ static moe_status copy_tokenizer(moe_gguf_writer *w, const moe_gguf *v, int64_t 
             cut.v.arr.n = (uint64_t)n;
             st = moe_gguf_writer_set_value(w, key, &cut);
         } else if (!strcmp(key, "tokenizer.ggml.merges") && val->type == MOE_GGUF_ARRAY && val->v.arr.type == MOE_GGUF_STRING) {
-            /* which texts are kept tokens: a sorted index would be faster; vocabularies of
-             * a few thousand tokens make this quadratic scan cheap enough for `init` */
             const moe_gguf_str *mg = val->v.arr.data;
             const char **keep = moe_malloc((size_t)val->v.arr.n * sizeof *keep + 1);
+            str_set set;
+            if (!keep || !set_init(&set, toks, n)) { free(keep); return MOE_ERR_NOMEM; }
             uint64_t nk = 0;
-            if (!keep) return MOE_ERR_NOMEM;
             for (uint64_t m = 0; m < val->v.arr.n; m++) {
-                const char *sp = strchr(mg[m].ptr, ' ');
+                const char *sp = memchr(mg[m].ptr, ' ', (size_t)mg[m].len);
                 if (!sp) continue;
-                size_t la = (size_t)(sp - mg[m].ptr), lb = strlen(sp + 1);
-                bool a = false, b = false, c = false;
-                for (int64_t j = 0; j < n && !(a && b && c); j++) {
-                    const char *s = toks[j].ptr;
-                    size_t ls = (size_t)toks[j].len;
-                    if (ls == la && !memcmp(s, mg[m].ptr, la)) a = true;
-                    if (ls == lb && !memcmp(s, sp + 1, lb)) b = true;
-                    if (ls == la + lb && !memcmp(s, mg[m].ptr, la) && !memcmp(s + la, sp + 1, lb)) c = true;
-                }
-                if (a && b && c) keep[nk++] = mg[m].ptr;
+                size_t la = (size_t)(sp - mg[m].ptr), lb = (size_t)mg[m].len - la - 1;
+                if (set_has(&set, mg[m].ptr, la, "", 0) && set_has(&set, sp + 1, lb, "", 0) &&
+                    set_has(&set, mg[m].ptr, la, sp + 1, lb))
+                    keep[nk++] = mg[m].ptr;
             }
             st = moe_gguf_writer_set_arr(w, key, MOE_GGUF_STRING, keep, nk);
             free(keep);
+            free(set.slot);
         } else if (strstr(key, "_token_id") && val->type != MOE_GGUF_ARRAY && val->type != MOE_GGUF_STRING) {
             int64_t id;
             if (moe_gguf_get_i64(v, key, &id) == MOE_OK && id >= 0 && id < n) st = moe_gguf_writer_set_value(w, key, val);

@@ -4,6 +4,7 @@
  * norm, output head and cross-entropy. Matmuls are OpenBLAS sgemm; rows and heads are
  * split over the thread pool by index, so results do not depend on timing. */
 #include "train/tmodel.h"
+#include "core/types.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -149,6 +150,16 @@ static void rope_rows(const moe_hparams *hp, float *v, int64_t n, int64_t T, int
 
 /* ---------------------------------------------------------------- attention */
 
+/* y += a·x. Each element is independent (and -std=c11 keeps a·x + y unfused), so the
+ * vectorised loop gives exactly the scalar loop's results; GCC's -O2 cost model would
+ * leave it scalar, hence the attribute. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("tree-vectorize")))
+#endif
+static void axpy(int64_t n, float a, const float *restrict x, float *restrict y) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 typedef struct {
     const tm_model *m;
     tm_layer_acts *a;
@@ -163,6 +174,7 @@ static void attn_fwd_task(void *arg, int ith, int nth) {
     const int64_t T = j->m->T, H = hp->n_head, Hkv = hp->n_head_kv, hd = hp->n_embd_head_k;
     const int64_t nq = H * hd, nk = Hkv * hd, grp = H / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
+    const moe_vec_dot_fn dot_f32 = moe_type_get(MOE_TYPE_F32)->vec_dot; /* SIMD where available */
     tm_layer_acts *a = j->a;
     int64_t i0, i1;
     moe_split(j->m->B * H, ith, nth, 1, &i0, &i1);
@@ -173,9 +185,8 @@ static void attn_fwd_task(void *arg, int ith, int nth) {
             float *p = a->att + (bh * T + t) * T;
             float mx = -INFINITY;
             for (int64_t s = 0; s <= t; s++) {
-                const float *k = a->k + (b * T + s) * nk + kh * hd;
-                float dot = 0;
-                for (int64_t i = 0; i < hd; i++) dot += q[i] * k[i];
+                float dot;
+                dot_f32(hd, &dot, a->k + (b * T + s) * nk + kh * hd, q);
                 p[s] = dot * scale;
                 if (p[s] > mx) mx = p[s];
             }
@@ -189,10 +200,7 @@ static void attn_fwd_task(void *arg, int ith, int nth) {
             for (int64_t s = t + 1; s < T; s++) p[s] = 0;
             float *o = a->ao + (b * T + t) * nq + h * hd;
             memset(o, 0, (size_t)hd * sizeof *o);
-            for (int64_t s = 0; s <= t; s++) {
-                const float *v = a->v + (b * T + s) * nk + kh * hd;
-                for (int64_t i = 0; i < hd; i++) o[i] += p[s] * v[i];
-            }
+            for (int64_t s = 0; s <= t; s++) axpy(hd, p[s], a->v + (b * T + s) * nk + kh * hd, o);
         }
     }
 }
@@ -205,6 +213,7 @@ static void attn_bwd_task(void *arg, int ith, int nth) {
     const int64_t T = j->m->T, H = hp->n_head, Hkv = hp->n_head_kv, hd = hp->n_embd_head_k;
     const int64_t nq = H * hd, nk = Hkv * hd, grp = H / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
+    const moe_vec_dot_fn dot_f32 = moe_type_get(MOE_TYPE_F32)->vec_dot;
     const tm_layer_acts *a = j->a;
     float *dp = j->m->scratch + (size_t)ith * (size_t)T;
     int64_t i0, i1;
@@ -226,11 +235,9 @@ static void attn_bwd_task(void *arg, int ith, int nth) {
                 for (int64_t s = 0; s <= t; s++) {
                     const float *v = a->v + (b * T + s) * nk + kh * hd;
                     float *dv = j->dv + (b * T + s) * nk + kh * hd;
-                    float dot = 0;
-                    for (int64_t i = 0; i < hd; i++) {
-                        dot += dout[i] * v[i];
-                        dv[i] += p[s] * dout[i];
-                    }
+                    float dot;
+                    dot_f32(hd, &dot, v, dout);
+                    axpy(hd, p[s], dout, dv);
                     dp[s] = dot;
                     pdp += (double)p[s] * dot;
                 }
@@ -239,10 +246,8 @@ static void attn_bwd_task(void *arg, int ith, int nth) {
                     const float ds = p[s] * (dp[s] - (float)pdp) * scale;
                     const float *k = a->k + (b * T + s) * nk + kh * hd;
                     float *dk = j->dk + (b * T + s) * nk + kh * hd;
-                    for (int64_t i = 0; i < hd; i++) {
-                        dq[i] += ds * k[i];
-                        dk[i] += ds * q[i];
-                    }
+                    axpy(hd, ds, k, dq);
+                    axpy(hd, ds, q, dk);
                 }
             }
         }
@@ -442,14 +447,19 @@ moe_status tm_forward(tm_model *m, const int32_t *tokens, const int32_t *targets
     m->aux_loss = m->z_loss = 0;
     for (int64_t t = 0; t < N; t++) memcpy(m->acts[0].x + t * d, m->w.tok_embd + (int64_t)tokens[t] * d, (size_t)d * sizeof(float));
     for (int il = 0; il < hp->n_layer; il++) {
+        double t0 = moe_time_s();
         attention_forward(m, il);
+        double t1 = moe_time_s();
         float *out = il + 1 < hp->n_layer ? m->acts[il + 1].x : m->xf;
         if ((st = ffn_forward(m, il, out))) return st;
+        m->t_attn += t1 - t0;
+        *(is_moe(m, il) ? &m->t_moe : &m->t_ffn) += moe_time_s() - t1;
     }
+    double th = moe_time_s();
     rmsnorm_forward(m->pool, m->xnf, m->rstdf, m->xf, m->w.output_norm, N, d, hp->rms_eps);
     matmul_forward(m->logits, m->xnf, m->w.output, N, d, V);
     m->loss = 0;
-    if (!targets) return MOE_OK;
+    if (!targets) { m->t_head += moe_time_s() - th; return MOE_OK; }
     double *row_loss = moe_malloc((size_t)N * sizeof *row_loss);
     if (!row_loss) return MOE_ERR_NOMEM;
     ce_job j = {m, row_loss, 0};
@@ -458,6 +468,7 @@ moe_status tm_forward(tm_model *m, const int32_t *tokens, const int32_t *targets
     for (int64_t i = 0; i < N; i++) sum += row_loss[i];
     free(row_loss);
     m->loss = sum / (double)N;
+    m->t_head += moe_time_s() - th;
     return MOE_OK;
 }
 
@@ -474,6 +485,7 @@ static moe_status layer_backward(tm_model *m, int il, float loss_scale) {
     int64_t off1[2] = {0, N};
 
     /* FFN: out = xm + f(xn2) */
+    const double t0 = moe_time_s();
     memcpy(m->dxm, m->dx, (size_t)(N * d) * sizeof(float));
     if (!is_moe(m, il)) {
         moe_ffn_acts fa = {a->fA, a->fU, a->fS, a->fH};
@@ -510,6 +522,8 @@ static moe_status layer_backward(tm_model *m, int il, float loss_scale) {
     }
     rmsnorm_backward(m->pool, m->dxm, g->ffn_norm, m->dxn, a->xm, a->rstd2, w->ffn_norm, N, d, true);
 
+    double t1 = moe_time_s();
+    *(is_moe(m, il) ? &m->t_moe : &m->t_ffn) += t1 - t0;
     /* attention: xm = x + Wo·attn(...) */
     matmul_backward(m->dao, g->wo, m->dxm, a->ao, w->wo, N, nq, d, false);
     attn_job j = {.m = m, .a = a, .dq = m->dq, .dk = m->dk, .dv = m->dv, .dao = m->dao};
@@ -533,6 +547,7 @@ static moe_status layer_backward(tm_model *m, int il, float loss_scale) {
     matmul_backward(m->dxn, g->wv, m->dv, a->xn1, w->wv, N, d, nk, true);
     memcpy(m->dx, m->dxm, (size_t)(N * d) * sizeof(float));
     rmsnorm_backward(m->pool, m->dx, g->attn_norm, m->dxn, a->x, a->rstd1, w->attn_norm, N, d, true);
+    m->t_attn += moe_time_s() - t1;
     return MOE_OK;
 }
 
@@ -540,10 +555,12 @@ moe_status tm_backward(tm_model *m, float loss_scale) {
     const moe_hparams *hp = &m->c.hp;
     if (!m->targets || m->N == 0) return moe_error(MOE_ERR_INVALID, "training: backward without a forward with targets");
     const int64_t N = m->N, d = hp->n_embd, V = hp->n_vocab;
+    const double th = moe_time_s();
     ce_job j = {m, NULL, loss_scale / (float)N};
     moe_pool_run(m->pool, ce_bwd_task, &j);
     matmul_backward(m->dxn, m->g.output, m->logits, m->xnf, m->w.output, N, d, V, false);
     rmsnorm_backward(m->pool, m->dx, m->g.output_norm, m->dxn, m->xf, m->rstdf, m->w.output_norm, N, d, false);
+    m->t_head += moe_time_s() - th;
     for (int il = (int)hp->n_layer - 1; il >= 0; il--) {
         moe_status st = layer_backward(m, il, loss_scale);
         if (st) return st;

@@ -163,9 +163,11 @@ moe_status tm_config_make(tm_config *c, const tm_shape *s) {
         s->n_embd % s->n_head || (s->n_embd / s->n_head) % 2 || s->n_ff < 1 || s->n_vocab < 1 || s->n_ctx < 1)
         return moe_error(MOE_ERR_INVALID, "model shape: layers, embd, heads, ff, vocab, ctx must be positive; embd a "
                                           "multiple of heads with an even head size; heads a multiple of kv-heads");
-    if (s->n_expert < 1 || s->n_expert > 1024 || s->n_expert_used < 1 || s->n_expert_used > s->n_expert)
-        return moe_error(MOE_ERR_INVALID, "model shape: need 1 <= topk (%lld) <= experts (%lld) <= 1024",
-                         (long long)s->n_expert_used, (long long)s->n_expert);
+    const bool dense = s->n_expert == 0 && !c->arch->needs_experts; /* a dense llama: for upcycling */
+    if (!dense && (s->n_expert < 1 || s->n_expert > 1024 || s->n_expert_used < 1 || s->n_expert_used > s->n_expert))
+        return moe_error(MOE_ERR_INVALID, "model shape: need 1 <= topk (%lld) <= experts (%lld) <= 1024%s",
+                         (long long)s->n_expert_used, (long long)s->n_expert,
+                         c->arch->needs_experts ? "" : " (or --experts 0 for a dense model)");
     hp->n_vocab = s->n_vocab;
     hp->n_ctx_train = s->n_ctx;
     hp->n_embd = s->n_embd;
@@ -201,6 +203,11 @@ moe_status tm_config_make(tm_config *c, const tm_shape *s) {
         hp->n_ff = s->dense_layers ? (s->dense_ff > 0 ? s->dense_ff : s->n_ff * s->n_expert_used) : 0;
     } else if (s->dense_layers > 0) {
         return moe_error(MOE_ERR_INVALID, "architecture %s has no leading dense layers", c->arch->name);
+    }
+    if (dense) {
+        hp->n_expert = hp->n_expert_used = hp->n_ff_exp = 0;
+        hp->n_ff = s->n_ff;
+        return MOE_OK;
     }
     moe_router_cfg_default(&c->router, MOE_ROUTER_TOPK, (int)hp->n_expert);
     c->router.k = (int)hp->n_expert_used;

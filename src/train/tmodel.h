@@ -98,6 +98,8 @@ typedef struct tm_model {
     double loss;                 /* mean cross-entropy of the last forward */
     double aux_loss, z_loss;     /* summed over MoE layers (coefficient-free) */
     float aux_coef, z_coef;
+    /* seconds spent, forward + backward, since init (for throughput reports) */
+    double t_attn, t_moe, t_ffn, t_head;
     moe_pool *pool;              /* not owned */
 } tm_model;
 

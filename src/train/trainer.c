@@ -53,6 +53,7 @@ typedef struct {
     int64_t *load;               /* [n_layer × E] tokens per expert over the step */
     int32_t *hash_map;
     FILE *log;
+    double t_optim, t_eval;       /* seconds in the optimizer (norm, AdamW), in evaluation */
 } trainer;
 
 /* ---------------------------------------------------------------- data */
@@ -385,7 +386,9 @@ static moe_status train_step(trainer *t, double *loss, double *gnorm, double *au
             if (t->m.moe[il].off && t->m.moe[il].rt.stats.load)
                 for (int64_t e = 0; e < E; e++) t->load[il * E + e] += t->m.moe[il].rt.stats.load[e];
     }
+    const double tn = moe_time_s();
     *gnorm = tm_grad_norm(t->m.grads, t->m.n_params, t->pool);
+    t->t_optim += moe_time_s() - tn;
     if (!isfinite(*gnorm) || !isfinite(*loss))
         return moe_error(MOE_ERR_INVALID, "training diverged at step %lld (loss %g, gradient norm %g): lower --lr",
                          (long long)t->step + 1, *loss, *gnorm);
@@ -393,7 +396,9 @@ static moe_status train_step(trainer *t, double *loss, double *gnorm, double *au
     const double min_lr = p->min_lr >= 0 ? p->min_lr : p->lr / 10;
     const double lr = tm_lr_at(t->step, p->steps, p->warmup, p->lr, min_lr);
     tm_adamw o = {p->beta1, p->beta2, p->adam_eps, p->weight_decay};
+    const double to = moe_time_s();
     tm_adamw_step(&t->m, t->mom, t->var, &o, t->step + 1, lr, gs, t->pool);
+    t->t_optim += moe_time_s() - to;
     /* auxiliary-loss-free balancing: the selection bias follows the step's loads */
     const moe_router_kind k = t->c.router.kind;
     if (t->load && (k == MOE_ROUTER_LOSS_FREE || k == MOE_ROUTER_DEEPSEEK_V3) && p->bias_update_rate > 0)
@@ -523,8 +528,12 @@ moe_status moe_train(const moe_train_params *p) {
                     gnorm, rate, eta);
         }
         if (t.n_eval && ((p->eval_every > 0 && t.step % p->eval_every == 0) || t.step == stop)) {
-            double el_loss;
+            double el_loss, te = moe_time_s();
+            /* evaluation time is kept out of the training phases */
+            double sa = t.m.t_attn, sm = t.m.t_moe, sf = t.m.t_ffn, sh = t.m.t_head;
             if ((st = evaluate(&t, &el_loss))) goto done;
+            t.m.t_attn = sa; t.m.t_moe = sm; t.m.t_ffn = sf; t.m.t_head = sh;
+            t.t_eval += moe_time_s() - te;
             if (p->progress) fprintf(stderr, "eval  step %lld  loss %.4f  perplexity %.3f\n", (long long)t.step, el_loss, exp(el_loss));
             if (t.log) {
                 fprintf(t.log, "{\"step\":%lld,\"eval_loss\":%.9g,\"eval_ppl\":%.9g}\n", (long long)t.step, el_loss, exp(el_loss));
@@ -533,6 +542,24 @@ moe_status moe_train(const moe_train_params *p) {
         }
         if (p->checkpoint_path && ((p->checkpoint_every > 0 && t.step % p->checkpoint_every == 0) || t.step == stop))
             if ((st = save_checkpoint(&t, p->checkpoint_path))) goto done;
+    }
+    {
+        /* where the time went: for throughput reports (bench/train.sh) */
+        const double total = moe_time_s() - t0, tr = total - t.t_eval;
+        const tm_model *m = &t.m;
+        const double other = tr - m->t_attn - m->t_moe - m->t_ffn - m->t_head - t.t_optim;
+        if (p->progress && total > 0 && t.step > step0)
+            fprintf(stderr, "time: %.2f s, %.0f tok/s; attention %.0f%%, MoE layers %.0f%%, dense FFN %.0f%%, "
+                    "head+loss %.0f%%, optimizer %.0f%%, other %.0f%% (eval %.2f s)\n", total,
+                    (double)(t.step - step0) * tokens_per_step / tr, 100 * m->t_attn / tr, 100 * m->t_moe / tr,
+                    100 * m->t_ffn / tr, 100 * m->t_head / tr, 100 * t.t_optim / tr, 100 * other / tr, t.t_eval);
+        if (t.log) {
+            fprintf(t.log, "{\"timing\":{\"seconds\":%.6g,\"train_seconds\":%.6g,\"tokens\":%.0f,\"attention\":%.6g,"
+                    "\"moe\":%.6g,\"dense_ffn\":%.6g,\"head\":%.6g,\"optimizer\":%.6g,\"eval\":%.6g}}\n",
+                    total, tr, (double)(t.step - step0) * tokens_per_step, m->t_attn, m->t_moe, m->t_ffn, m->t_head,
+                    t.t_optim, t.t_eval);
+            fflush(t.log);
+        }
     }
     {
         moe_gguf_writer *w = moe_gguf_writer_init();

@@ -16,7 +16,12 @@ from the spec and the routers' reference implementations, independent of the C c
 
 Discrete decisions (top-k sets, capacity drops, assignments) are taken without gradient;
 gradients flow through the weights and probabilities, as the spec says.
+
+The routing rules below are written here, independently of h5's tests/ref/routers.py (two
+readings of the spec that must agree with each other and with the C code); only usmoe and
+BASE's fairseq auction, which the spec does not define, are taken from routers.py.
 """
+import os
 import argparse
 import json
 import math
@@ -157,6 +162,12 @@ def capacity_drop(idx, w, C, prio_order):
     return idx, w, keep
 
 
+def _routers():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import routers
+    return routers
+
+
 def route(args, logits, E, token_ids, bias):
     """Returns (expert_index [T,k] long, expert_weight [T,k], aux_loss, z_loss)."""
     name = args.router
@@ -254,6 +265,12 @@ def route(args, logits, E, token_ids, bias):
         aux = L * (f * p.mean(dim=0)).sum()
         return idx, w, aux, z_loss_of(logits)
 
+    if name == "usmoe":
+        out = _routers().route("usmoe", logits, k=args.k or 2, renorm=args.renorm,
+                               alpha=0.5 if args.usmoe_alpha is None else args.usmoe_alpha,
+                               beta=0.5 if args.usmoe_beta is None else args.usmoe_beta)
+        return out["expert_index"], out["expert_weight"], out["aux_loss"], out["z_loss"]
+
     if name == "hash":
         if args.hash_map:
             table = [int(l) for l in open(args.hash_map).read().split()]
@@ -307,7 +324,7 @@ def layer(args, Wt, Xt):
                 sc = logits.repeat_interleave(cap, dim=1).tolist()
                 a = [c // cap for c in hungarian_max(sc)]
             else:
-                raise SystemExit("moe_layer.py: base --assign auction is not in the reference")
+                a = [int(v) for v in _routers().base_auction(logits)]  # fairseq libbase
         idx = torch.tensor(a).view(T, 1)
         w = torch.sigmoid(logits.gather(1, idx))
         y = x.clone()
@@ -437,6 +454,8 @@ def main(argv):
     ap.add_argument("--priority", default="token")
     ap.add_argument("--hash-map", default=None)
     ap.add_argument("--act", default="swiglu")
+    ap.add_argument("--usmoe-alpha", type=float, default=None)
+    ap.add_argument("--usmoe-beta", type=float, default=None)
     ap.add_argument("-t", "--threads", type=int, default=1)
     run(ap.parse_args(argv))
 

@@ -1,0 +1,97 @@
+/* gemm.c — threading of the forward pass's products beyond matmul.c: several
+ * matrix-vector products in one pool run (decode) and the blocked batch product over
+ * the tile kernels of gemm_tiles.c (prefill). */
+#include "core/gemm.h"
+
+/* ---------------------------------------------------------------- fused matvec */
+
+#define MV_MAX_SEGS 64
+
+typedef struct {
+    const moe_mv_seg *segs;
+    int n;
+    uint64_t total;               /* bytes of all segments */
+    uint64_t off[MV_MAX_SEGS];    /* first byte of each segment in the joint stream */
+} mv_job;
+
+/* Rows in groups of 4 (the x4 kernel's unit): thread ith takes the groups whose first
+ * byte lies in its share [ith·total/nth, (ith+1)·total/nth) of the joint stream. */
+static void mv_task(void *arg, int ith, int nth) {
+    const mv_job *j = arg;
+    const uint64_t lo = j->total * (uint64_t)ith / (uint64_t)nth, hi = j->total * (uint64_t)(ith + 1) / (uint64_t)nth;
+    for (int s = 0; s < j->n; s++) {
+        const moe_mv_seg *sg = &j->segs[s];
+        const moe_mat *W = sg->W;
+        const uint64_t gb = 4u * (uint64_t)W->row_bytes, o = j->off[s];
+        const uint64_t end = o + (uint64_t)W->rows * W->row_bytes;
+        if (end <= lo || o >= hi) continue;
+        const int64_t ng = (W->rows + 3) / 4;
+        const int64_t g0 = lo <= o ? 0 : (int64_t)((lo - o + gb - 1) / gb);
+        const int64_t g1 = MOE_MIN(ng, (int64_t)((hi - o + gb - 1) / gb));
+        if (g0 >= g1) continue;
+        const int64_t r0 = g0 * 4, r1 = MOE_MIN(W->rows, g1 * 4);
+        const moe_vec_dot_x4_fn dot4 = moe_type_vec_dot_x4(W->type);
+        const moe_vec_dot_fn dot = moe_type_get(W->type)->vec_dot;
+        const uint8_t *wd = (const uint8_t *)W->data;
+        int64_t r = r0;
+        if (dot4)
+            for (; r + 4 <= r1; r += 4) dot4(W->cols, sg->y + r, wd + (size_t)r * W->row_bytes, W->row_bytes, sg->xq);
+        for (; r < r1; r++) dot(W->cols, sg->y + r, wd + (size_t)r * W->row_bytes, sg->xq);
+    }
+}
+
+void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
+    for (int s0 = 0; s0 < n_segs; s0 += MV_MAX_SEGS) {
+        mv_job j;
+        j.segs = segs + s0;
+        j.n = MOE_MIN(n_segs - s0, MV_MAX_SEGS);
+        j.total = 0;
+        for (int s = 0; s < j.n; s++) {
+            j.off[s] = j.total;
+            j.total += (uint64_t)j.segs[s].W->rows * j.segs[s].W->row_bytes;
+        }
+        if (j.total < 16384) mv_task(&j, 0, 1); /* tiny: not worth waking the pool */
+        else moe_pool_run(pool, mv_task, &j);
+    }
+}
+
+/* ---------------------------------------------------------------- batches */
+
+/* A thread's rows are taken GEMM_ROWS at a time; each such block of weights (16 KB for
+ * 16 rows of a 1024-wide Q8_0 matrix) stays in L1 while every token passes over it in
+ * tiles of four. */
+#define GEMM_ROWS 16
+
+typedef struct {
+    const moe_mat *W;
+    moe_gemm_tile_fn tile;
+    const uint8_t *xq;
+    size_t xb;
+    float *y;
+    int64_t ldy, n;
+    int64_t row_parts, tok_parts;
+} gemm_job;
+
+static void gemm_task(void *arg, int ith, int nth) {
+    const gemm_job *j = arg;
+    if (ith >= j->row_parts * j->tok_parts) return;
+    int64_t r0, r1, t0, t1;
+    moe_split(j->W->rows, (int)(ith % j->row_parts), (int)j->row_parts, GEMM_ROWS, &r0, &r1);
+    moe_split(j->n, (int)(ith / j->row_parts), (int)j->tok_parts, 4, &t0, &t1);
+    for (int64_t rb = r0; rb < r1; rb += GEMM_ROWS)
+        j->tile(j->W, rb, MOE_MIN(rb + GEMM_ROWS, r1), j->xq, j->xb, t0, t1, j->y, j->ldy);
+}
+
+void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
+    const moe_gemm_tile_fn tile = moe_gemm_tile_for(W->type);
+    if (!tile || n < 2) {
+        moe_matmul_prepared(pool, y, ldy, W, xq, n);
+        return;
+    }
+    const int nth = moe_pool_size(pool);
+    const int64_t row_chunks = (W->rows + GEMM_ROWS - 1) / GEMM_ROWS;
+    gemm_job j = {W, tile, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
+    j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)nth, row_chunks));
+    j.tok_parts = MOE_MAX(1, MOE_MIN(nth / j.row_parts, (n + 3) / 4));
+    moe_pool_run(pool, gemm_task, &j);
+}

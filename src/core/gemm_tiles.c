@@ -1,0 +1,256 @@
+/* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 4 tokens
+ * per pass over the blocks, for Q8_0, Q4_0 and Q4_K weights against their quantized
+ * activations. The work of one row (unpacking nibbles, unpacking scales) is done once
+ * for the tokens of a tile and the work of one token (offsets, block sums) once for its
+ * rows, which a per-row vec_dot repeats for every pair.
+ *
+ * Every output is computed with exactly the float operations of the type's vec_dot in
+ * quant_legacy.c / quant_k_avx2.c, in the same order (the integer sums may be formed
+ * differently: they are exact), so a batch gives bit-identical results to token-by-token
+ * decoding. The reference each tile is tested against is that vec_dot (tests/test_gemm.c);
+ * without AVX2 there are no tiles and moe_gemm_prepared falls back to the matmul. */
+#include "core/gemm.h"
+#include "core/f16.h"
+#include "core/quant_k.h"
+#include "core/quant_legacy.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define FOR_R(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
+#define FOR_T(t) _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
+
+INLINE float hsum8(__m256 v) { /* the horizontal sum of the vec_dot kernels */
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* acc + Σ of each 4 adjacent u8·s8 products in 8 int32 lanes (no int16 saturates for the
+ * operands used below) */
+INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+#define ACC_ZERO(acc) \
+    __m256 acc[4][4]; \
+    for (int r_ = 0; r_ < 4; r_++) for (int t_ = 0; t_ < 4; t_++) acc[r_][t_] = _mm256_setzero_ps()
+
+INLINE void store_tile(float *y, int64_t ldy, __m256 acc[4][4], int nr, int nt) {
+    FOR_T(t) FOR_R(r) y[t * ldy + r] = hsum8(acc[r][t]) + 0.0f; /* + 0.0f: as store_sums */
+}
+
+/* ---------------------------------------------------------------- Q8_0 × Q8_0 */
+/* vec_dot: acc += (dx·dy) · float(Σ x·y per lane), the lanes holding 4 adjacent products.
+ * With VNNI the tile forms the same lane sums as (y+128)·x − 128·Σx with one dpbusd per
+ * pair (y+128 is unsigned; Σx per lane once per row); without it, ggml's sign trick. */
+INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                      int nr, int nt) {
+    ACC_ZERO(acc);
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i qx[4], ox[4];
+        __m256 dx[4];
+        FOR_R(r) {
+            const moe_block_q8_0 *x = (const moe_block_q8_0 *)(wx + (size_t)r * bx) + i;
+            qx[r] = load256(x->qs);
+            dx[r] = _mm256_set1_ps(moe_f16_to_f32(x->d));
+#if defined(__AVXVNNI__)
+            ox[r] = _mm256_sub_epi32(_mm256_setzero_si256(), dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), qx[r]));
+#else
+            ox[r] = _mm256_sign_epi8(qx[r], qx[r]); /* |x| */
+#endif
+        }
+        FOR_T(t) {
+            const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
+            const __m256i qy = load256(y->qs);
+            const __m256 dy = _mm256_set1_ps(moe_f16_to_f32(y->d));
+#if defined(__AVXVNNI__)
+            const __m256i yu = _mm256_xor_si256(qy, _mm256_set1_epi8((char)0x80));
+#endif
+            FOR_R(r) {
+#if defined(__AVXVNNI__)
+                const __m256i p = dot_u8s8(ox[r], yu, qx[r]);
+#else
+                const __m256i p = dot_u8s8(_mm256_setzero_si256(), ox[r], _mm256_sign_epi8(qy, qx[r]));
+#endif
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(p), acc[r][t]);
+            }
+        }
+    }
+    store_tile(out, ldy, acc, nr, nt);
+}
+
+/* ---------------------------------------------------------------- Q4_0 × Q8_0 */
+/* vec_dot: the nibbles stay unsigned (0..15) and the −8 comes in as −8·Σy per lane. */
+INLINE __m256i nibbles32(const uint8_t *qs) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
+}
+
+INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                      int nr, int nt) {
+    ACC_ZERO(acc);
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i qx[4];
+        __m256 dx[4];
+        FOR_R(r) {
+            const moe_block_q4_0 *x = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
+            qx[r] = nibbles32(x->qs);
+            dx[r] = _mm256_set1_ps(moe_f16_to_f32(x->d));
+        }
+        FOR_T(t) {
+            const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
+            const __m256i qy = load256(y->qs);
+            const __m256 dy = _mm256_set1_ps(moe_f16_to_f32(y->d));
+            const __m256i off = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), qy), _mm256_set1_epi16(1)));
+            FOR_R(r) {
+                const __m256i p = dot_u8s8(off, qx[r], qy);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(p), acc[r][t]);
+            }
+        }
+    }
+    store_tile(out, ldy, acc, nr, nt);
+}
+
+/* ---------------------------------------------------------------- Q4_K × Q8_K */
+/* vec_dot (quant_k_avx2.c, dot_q45_K): per super-block, sumi[0] over the low-nibble
+ * sub-blocks and sumi[1] over the high ones (int16 products with maddubs, weighted by the
+ * 6-bit scales with madd), then acc = fma(d·dy, Σ, acc) and acc = fnma(dmin·dy, mins·bsums,
+ * acc). Here the nibbles and scales of a row are unpacked once for the tile's tokens. */
+INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+static const uint8_t SHUF_PAIR[8][32] = {
+#define P(i) {2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1, \
+              2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1}
+    P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)
+#undef P
+};
+
+/* the 8 scales and 8 mins of a Q4_K block as 16 int16 [scales | mins] (quant_k_avx2.c) */
+INLINE __m256i scales_mins_k4(const uint8_t *packed) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)packed);
+    const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_or_si128(
+        _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+        _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30));
+    return _mm256_cvtepu8_epi16(_mm_or_si128(lo, hi));
+}
+
+INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                      int nr, int nt) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    ACC_ZERO(acc);
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i q8s[4];
+        FOR_T(t) {
+            const moe_block_q8_K *y = (const moe_block_q8_K *)(yq + (size_t)t * by) + i;
+            const __m256i bsums = load256(y->bsums);
+            q8s[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+        }
+        FOR_R(r) {
+            const moe_block_q4_K *x = (const moe_block_q4_K *)(wx + (size_t)r * bx) + i;
+            const __m128 dxm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)x->d | ((uint32_t)x->dmin << 16))));
+            const __m256i sm = scales_mins_k4(x->scales);
+            const __m128i mins = _mm256_extracti128_si256(sm, 1);
+            const __m256i sc = _mm256_permute2x128_si256(sm, sm, 0x00);
+            __m256i lo[4], hi[4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                const __m256i bits = load256(x->qs + 32 * j);
+                lo[j] = _mm256_and_si256(bits, m4);
+                hi[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            }
+            FOR_T(t) {
+                const moe_block_q8_K *y = (const moe_block_q8_K *)(yq + (size_t)t * by) + i;
+                const int8_t *q8 = y->qs;
+                const __m128 dd = _mm_mul_ps(dxm, _mm_set1_ps(y->d));
+                const __m128i prod = _mm_madd_epi16(mins, q8s[t]);
+                __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                    s0 = madd_acc(s0, _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[2 * j])),
+                                  _mm256_maddubs_epi16(lo[j], load256(q8 + 64 * j)));
+                    s1 = madd_acc(s1, _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[2 * j + 1])),
+                                  _mm256_maddubs_epi16(hi[j], load256(q8 + 64 * j + 32)));
+                }
+                __m256 a = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc[r][t]);
+                acc[r][t] = _mm256_fnmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+                                             _mm256_zextps128_ps256(_mm_cvtepi32_ps(prod)), a);
+            }
+        }
+    }
+    store_tile(out, ldy, acc, nr, nt);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+/* Rows in fours and tokens in fours; the edges get the kernel specialised for their
+ * size (the kernels are always-inline functions of nr and nt). */
+#define TILE_DRIVER(T, QK_)                                                                                            \
+    static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
+                         float *y, int64_t ldy) {                                                                       \
+        const int64_t nb = W->cols / (QK_);                                                                           \
+        const size_t bx = W->row_bytes;                                                                               \
+        for (int64_t r = r0; r < r1; r += 4) {                                                                        \
+            const int nr = (int)MOE_MIN(4, r1 - r);                                                                   \
+            const uint8_t *wx = (const uint8_t *)W->data + (size_t)r * bx;                                            \
+            for (int64_t t = t0; t < t1; t += 4) {                                                                    \
+                const int nt = (int)MOE_MIN(4, t1 - t);                                                               \
+                const uint8_t *yt = xq + (size_t)t * xb;                                                              \
+                float *o = y + t * ldy + r;                                                                           \
+                if (nr == 4) {                                                                                        \
+                    switch (nt) {                                                                                     \
+                    case 4: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 4); break;                                        \
+                    case 3: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 3); break;                                        \
+                    case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 2); break;                                        \
+                    default: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 1); break;                                       \
+                    }                                                                                                 \
+                } else {                                                                                              \
+                    for (int rr = 0; rr < nr; rr++) {                                                                 \
+                        switch (nt) {                                                                                 \
+                        case 4: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 4); break;                     \
+                        case 3: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 3); break;                     \
+                        case 2: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 2); break;                     \
+                        default: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 1); break;                    \
+                        }                                                                                             \
+                    }                                                                                                 \
+                }                                                                                                     \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+TILE_DRIVER(q8_0, 32)
+TILE_DRIVER(q4_0, 32)
+TILE_DRIVER(q4_K, MOE_QK_K)
+
+moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
+    switch (wtype) {
+    case MOE_TYPE_Q8_0: return gemm_q8_0;
+    case MOE_TYPE_Q4_0: return gemm_q4_0;
+    case MOE_TYPE_Q4_K: return gemm_q4_K;
+    default: return NULL;
+    }
+}
+
+#else
+
+moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
+    (void)wtype;
+    return NULL;
+}
+
+#endif
