@@ -89,14 +89,16 @@ install: all
 	install -m 644 $(BUILD)/libmoe.a $(DESTDIR)$(PREFIX)/lib/libmoe.a
 	install -m 755 $(BUILD)/libmoe.so $(DESTDIR)$(PREFIX)/lib/libmoe.so
 	sed -e 's|@PREFIX@|$(PREFIX)|g' moe.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moe.pc
+	if [ -f models/default.gguf ]; then install -d $(DESTDIR)$(PREFIX)/share/moe && \
+	  install -m 644 models/default.gguf $(DESTDIR)$(PREFIX)/share/moe/default.gguf; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/moe $(DESTDIR)$(PREFIX)/include/moe.h \
 	      $(DESTDIR)$(PREFIX)/lib/libmoe.a $(DESTDIR)$(PREFIX)/lib/libmoe.so \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/moe.pc
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/moe.pc $(DESTDIR)$(PREFIX)/share/moe/default.gguf
 
 # Debian 12 packages the build, the tests and the benchmarks need.
-DEPS = build-essential pkg-config libopenblas-dev python3 python3-numpy python3-torch unicode-data
+DEPS = build-essential pkg-config libopenblas-dev python3 python3-numpy python3-torch python3-jinja2 unicode-data
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(DEPS)

@@ -545,6 +545,22 @@ void moe_train_default_params(moe_train_params *p);
 /* Trains; writes out_path (and checkpoints). Errors name the file and the problem. */
 moe_status moe_train(const moe_train_params *p);
 
+/* ------------------------------------------------------------------ upcycling */
+
+/* `moe upcycle`: sparse upcycling (Komatsuzaki et al. 2022) of a dense llama model into a
+ * Mixtral-layout MoE model (docs/TRAINING.md). Start from moe_upcycle_default_params. */
+typedef struct moe_upcycle_params {
+    int64_t n_expert, n_expert_used; /* E experts per layer, top-k (8, 2) */
+    int64_t every;             /* upcycle every N-th layer; only 1 is supported (see docs) */
+    uint64_t seed;             /* router initialisation (1) */
+    float router_std;          /* router weights N(0, std²) (0.02) */
+    bool f16;                  /* matrices F16 (also when the dense file's are F16) */
+} moe_upcycle_params;
+void moe_upcycle_default_params(moe_upcycle_params *p);
+/* Reads the dense model, writes the upcycled one (atomically). Its logits at step 0 equal
+ * the dense model's up to float rounding. */
+moe_status moe_upcycle(const moe_upcycle_params *p, const char *dense_path, const char *out_path);
+
 /* ------------------------------------------------------------------ Tokenizer */
 
 /* A tokenizer read from a GGUF file's `tokenizer.ggml.*` metadata, matching llama.cpp:

@@ -14,8 +14,9 @@ static float frand(void) { /* uniform in [-1, 1) */
     return (float)((double)(g_rng >> 11) * (1.0 / 4503599627370496.0) - 1.0);
 }
 static float *rand_buf(int64_t n, float scale) {
-    float *p = malloc((size_t)(n ? n : 1) * sizeof *p);
-    for (int64_t i = 0; i < n; i++) p[i] = scale * frand();
+    size_t m = n > 0 ? (size_t)n : 1;
+    float *p = malloc(m * sizeof *p);
+    for (size_t i = 0; i < m; i++) p[i] = scale * frand();
     return p;
 }
 

@@ -166,6 +166,8 @@ TEST(quantize_plan_follows_llama_quantize_pure) {
     CHECK(moe_quantize_plan("blk.0.attn_k_norm.weight", MOE_TYPE_F32, mat, MOE_TYPE_Q4_0, &why) == MOE_QUANT_KEEP);
     CHECK(moe_quantize_plan("blk.0.attn_q.weight", MOE_TYPE_Q4_0, mat, MOE_TYPE_Q4_0, &why) == MOE_QUANT_KEEP);
     CHECK(moe_quantize_plan("rope_freqs", MOE_TYPE_F32, mat, MOE_TYPE_Q4_0, &why) == MOE_QUANT_KEEP);
+    const int64_t empty[4] = {256, 0, 1, 1};
+    CHECK(moe_quantize_plan("blk.0.attn_q.weight", MOE_TYPE_F16, empty, MOE_TYPE_Q4_0, &why) == MOE_QUANT_KEEP);
     /* llama.cpp's file types */
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_Q4_0), 2);
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_Q8_0), 7);

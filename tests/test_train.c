@@ -226,6 +226,10 @@ TEST(train_resume_bit_identical) {
         p.log_path = tmp("half.jsonl");
         p.checkpoint_path = tmp("ck.gguf");
         REQUIRE_MSG(moe_train(&p) == MOE_OK, "%s", moe_last_error());
+        /* the interrupted run's log went further than its checkpoint: resume trims it */
+        FILE *lf = fopen(p.log_path, "a");
+        fputs("{\"step\":4,\"loss\":1}\n{\"timing\":{}}\n", lf);
+        fclose(lf);
         p.stop_at = 0;
         p.resume_path = p.checkpoint_path;
         p.checkpoint_path = NULL;
@@ -382,6 +386,14 @@ TEST(train_cli_errors) {
     CHECK(test_run(cmd, &out) != 0);
     CHECK_STR_CONTAINS(out, "nope");
     free(out);
+    snprintf(cmd, sizeof cmd, "%s init --vocab %s --vocab-size 300 --layers 1 --embd 16 --heads 2 --kv-heads 1 --ff 8 "
+             "--experts 4 -o %s/cli.gguf 2>&1 && echo 'the cat sat on the mat the cat sat on the mat' > %s/cli.txt && "
+             "%s train -m %s/cli.gguf --data %s/cli.txt --ctx 4 --batch 1 --steps 1 --router topk --assign greedy "
+             "-o %s/cli_out.gguf 2>&1", test_moe_bin(), vocab(), test_tmpdir(), test_tmpdir(), test_moe_bin(),
+             test_tmpdir(), test_tmpdir(), test_tmpdir());
+    CHECK(test_run(cmd, &out) != 0);
+    CHECK_STR_CONTAINS(out, "--assign does not apply to router topk");
+    free(out);
     snprintf(cmd, sizeof cmd, "%s train --help", test_moe_bin());
     CHECK(test_run(cmd, &out) == 0);
     CHECK_STR_CONTAINS(out, "--checkpoint-every");
@@ -442,5 +454,85 @@ TEST(train_forward_vs_llamacpp) {
         tm_model_free(&tm);
         tm_config_free(&cfg);
         moe_gguf_close(g);
+    }
+}
+
+/* Routers llama.cpp cannot express travel in moe.router.* keys and extra tensors, and a
+ * trained file continues training with its own router. */
+TEST(train_router_roundtrip) {
+    moe_init_params ip;
+    tiny_init(&ip, "mixtral");
+    const char *model = tmp("rt.gguf"), *data = tmp("rt.txt"), *out = tmp("rt_out.gguf"), *out2 = tmp("rt_out2.gguf");
+    REQUIRE(moe_init_model(&ip, vocab(), model) == MOE_OK);
+    write_text(data, 400, 13);
+    const char *routers[] = {"loss-free", "adamoe", "expert-choice", "soft-moe", "hash"};
+    for (size_t r = 0; r < MOE_ARRAY_LEN(routers); r++) {
+        moe_train_params p;
+        train_defaults(&p, model, data);
+        p.steps = 2;
+        p.router.router = routers[r];
+        if (!strcmp(routers[r], "adamoe")) p.n_null = 3;
+        if (!strcmp(routers[r], "soft-moe")) p.slots_per_expert = 2;
+        if (!strcmp(routers[r], "expert-choice")) p.router.capacity_factor = 1.5;
+        p.out_path = out;
+        REQUIRE_MSG(moe_train(&p) == MOE_OK, "%s: %s", routers[r], moe_last_error());
+        moe_gguf *g = moe_gguf_open(out);
+        REQUIRE(g);
+        const char *kind = NULL;
+        CHECK(moe_gguf_get_str(g, "moe.router.kind", &kind) == MOE_OK && kind && !strcmp(kind, routers[r]));
+        tm_config c;
+        REQUIRE_MSG(tm_config_from_gguf(g, &c) == MOE_OK, "%s: %s", routers[r], moe_last_error());
+        CHECK_MSG(!strcmp(moe_router_name(c.router.kind), routers[r]), "%s read back as %s", routers[r], moe_router_name(c.router.kind));
+        if (!strcmp(routers[r], "adamoe")) CHECK_EQ_INT(c.router.n_null, 3);
+        if (!strcmp(routers[r], "soft-moe")) CHECK_EQ_INT(c.router.slots_per_expert, 2);
+        if (!strcmp(routers[r], "expert-choice")) CHECK_NEAR(c.router.capacity_factor, 1.5, 1e-6);
+        if (!strcmp(routers[r], "loss-free")) {
+            /* the selection bias moved away from 0 by the update rule */
+            const moe_gguf_tensor *b = moe_gguf_find_tensor(g, "blk.0.exp_probs_b.bias");
+            REQUIRE(b && b->ne[0] == 4);
+            double s = 0;
+            for (int e = 0; e < 4; e++) s += fabs(((const float *)b->data)[e]);
+            CHECK_MSG(s > 1e-4, "loss-free bias was not updated (sum |b| = %g)", s);
+        }
+        tm_config_free(&c);
+        moe_gguf_close(g);
+        /* continue training the trained file with its own router */
+        p.model_path = out;
+        p.router.router = NULL;
+        p.n_null = p.slots_per_expert = 0;
+        p.router.capacity_factor = NAN;
+        p.out_path = out2;
+        CHECK_MSG(moe_train(&p) == MOE_OK, "%s (continued): %s", routers[r], moe_last_error());
+    }
+}
+
+/* Gradient accumulation: 2 micro-batches of B windows make the same steps as one batch of
+ * 2B (the same windows in the same order; top-k without capacity and without the balance
+ * loss does not depend on how tokens are grouped), up to float rounding. */
+TEST(train_grad_accum_equals_big_batch) {
+    moe_init_params ip;
+    tiny_init(&ip, "mixtral");
+    const char *model = tmp("ga.gguf"), *data = tmp("ga.txt");
+    REQUIRE(moe_init_model(&ip, vocab(), model) == MOE_OK);
+    write_text(data, 600, 17);
+    moe_train_params p;
+    train_defaults(&p, model, data);
+    p.steps = 4;
+    p.aux_coef = 0;
+    p.batch = 4;
+    p.out_path = tmp("ga1.gguf");
+    p.log_path = tmp("ga1.jsonl");
+    REQUIRE_MSG(moe_train(&p) == MOE_OK, "%s", moe_last_error());
+    p.batch = 2;
+    p.grad_accum = 2;
+    p.out_path = tmp("ga2.gguf");
+    p.log_path = tmp("ga2.jsonl");
+    REQUIRE_MSG(moe_train(&p) == MOE_OK, "%s", moe_last_error());
+    char a[8][40], b[8][40];
+    int na = log_losses(tmp("ga1.jsonl"), a, 8), nb = log_losses(tmp("ga2.jsonl"), b, 8);
+    REQUIRE(na == 4 && nb == 4);
+    for (int i = 0; i < 4; i++) {
+        double x = atof(a[i]), y = atof(b[i]);
+        CHECK_MSG(fabs(x - y) <= 1e-4 * fabs(x), "step %d: loss %.9g (batch 4) vs %.9g (2 × 2)", i + 1, x, y);
     }
 }

@@ -243,3 +243,58 @@ TEST(train_grad_vs_pytorch) {
         tm_config_free(&cases[a].c);
     }
 }
+
+/* AdamW and the schedule against their closed forms: after one step m̂ = g, v̂ = g², so
+ * p ← p − lr·(g/(|g| + ε) + wd·p) on decayed tensors and without the wd term on norms;
+ * after two steps with gradients g1, g2 the bias-corrected moments are checked too. */
+#include "train/optim.h"
+
+TEST(train_adamw_closed_form) {
+    tm_config c;
+    tm_shape s = tiny_shape("mixtral");
+    REQUIRE(tm_config_make(&c, &s) == MOE_OK);
+    tm_model m;
+    REQUIRE(tm_model_init(&m, &c, NULL) == MOE_OK);
+    tm_model_init_random(&m, 3);
+    const size_t n = m.n_params;
+    float *p0 = malloc(n * sizeof *p0), *g1 = malloc(n * sizeof *g1), *g2 = malloc(n * sizeof *g2);
+    float *mom = calloc(n, sizeof *mom), *var = calloc(n, sizeof *var);
+    for (size_t i = 0; i < n; i++) { g1[i] = (float)(urand() - 0.5); g2[i] = (float)(urand() - 0.5); }
+    memcpy(p0, m.params, n * sizeof *p0);
+    const tm_adamw o = {0.9, 0.95, 1e-8, 0.1};
+    const double lr = 1e-2, gs = 0.5; /* gs: a clipping factor */
+    memcpy(m.grads, g1, n * sizeof *g1);
+    tm_adamw_step(&m, mom, var, &o, 1, lr, gs, NULL);
+    memcpy(m.grads, g2, n * sizeof *g2);
+    tm_adamw_step(&m, mom, var, &o, 2, lr, gs, NULL);
+    double worst = 0;
+    for (int ti = 0; ti < m.n_tensors; ti++) {
+        const tm_tensor *t = &m.t[ti];
+        for (size_t j = 0; j < t->n; j++) {
+            size_t i = t->off + j;
+            double p = p0[i];
+            if (!t->trainable) { CHECK(m.params[i] == p0[i]); continue; }
+            const double wd = t->decay ? o.weight_decay : 0.0;
+            double a = gs * g1[i], b = gs * g2[i];
+            double m1 = 0.1 * a, v1 = 0.05 * a * a;
+            p -= lr * ((m1 / 0.1) / (sqrt(v1 / 0.05) + o.eps) + wd * p);
+            double m2 = 0.9 * m1 + 0.1 * b, v2 = 0.95 * v1 + 0.05 * b * b;
+            p -= lr * ((m2 / (1 - 0.81)) / (sqrt(v2 / (1 - 0.9025)) + o.eps) + wd * p);
+            worst = fmax(worst, fabs(p - m.params[i]));
+        }
+    }
+    CHECK_MSG(worst < 2e-6, "AdamW differs from its closed form by %g", worst);
+    /* schedule: warm-up 10 to 1e-3, cosine to 1e-4 at step 99 */
+    CHECK_NEAR(tm_lr_at(0, 100, 10, 1e-3, 1e-4), 1e-4, 1e-12);
+    CHECK_NEAR(tm_lr_at(9, 100, 10, 1e-3, 1e-4), 1e-3, 1e-12);
+    CHECK_NEAR(tm_lr_at(10, 100, 10, 1e-3, 1e-4), 1e-3, 1e-12);
+    CHECK_NEAR(tm_lr_at(99, 100, 10, 1e-3, 1e-4), 1e-4, 1e-12);
+    CHECK_NEAR(tm_lr_at(55, 101, 10, 1e-3, 1e-4), 5.5e-4, 1e-12); /* half-way through the cosine */
+    /* gradient norm */
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)g1[i] * g1[i];
+    CHECK_NEAR(tm_grad_norm(g1, n, NULL), sqrt(ss), 1e-9 * sqrt(ss));
+    free(p0); free(g1); free(g2); free(mom); free(var);
+    tm_model_free(&m);
+    tm_config_free(&c);
+}

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
 #define MIN2(a, b) ((a) < (b) ? (a) : (b))
@@ -20,10 +21,20 @@ static void help(void) {
            "  -p, --n-prompt N    prompt tokens (0 skips the prompt test)\n"
            "  -n, --n-gen N       generated tokens (0 skips the decode test)\n"
            "  -r, --repetitions N repetitions (default 5)\n"
-           "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 1G)\n"
+           "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 512M)\n"
            "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
            "                      tg_pct_of_bound, peak_rss_bytes, pool_wait_us_per_token, ...\n");
     cli_offload_print_help(stdout);
+}
+
+/* Restarts the kernel's peak-RSS count (VmHWM) from the current RSS, so that a buffer
+ * freed before (the bandwidth probe's) does not count; silently nothing where
+ * /proc/self/clear_refs is not writable. */
+static void reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return;
+    fputs("5", f);
+    fclose(f);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -55,7 +66,7 @@ static void fill_tokens(int32_t *t, int64_t n, int64_t n_vocab, uint32_t seed) {
 int cmd_bench(int argc, char **argv) {
     const char *sub = "bench", *model = NULL;
     int64_t threads = 0, n_prompt = 128, n_gen = 64, reps = 5;
-    uint64_t bw_bytes = 1ull << 30;
+    uint64_t bw_bytes = 512ull << 20;
     bool json = false;
     cli_offload_opts off_opts;
     cli_offload_opts_default(&off_opts);
@@ -94,19 +105,22 @@ int cmd_bench(int argc, char **argv) {
     int64_t nv = moe_model_n_vocab(m);
     int32_t *toks = malloc((size_t)MAX2(n_prompt, n_gen + 1) * sizeof *toks);
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
+    double *bws = calloc((size_t)reps, sizeof *bws), *pcts = calloc((size_t)reps, sizeof *pcts);
     int rc = 1;
-    if (!toks || !pp || !tg) { cli_fail(sub, "out of memory"); goto done; }
+    if (!toks || !pp || !tg || !bws || !pcts) { cli_fail(sub, "out of memory"); goto done; }
 
-    /* Measure the bandwidth first, while nothing else of ours runs. */
-    if (!json) fprintf(stderr, "moe bench: measuring DRAM read bandwidth (%d threads)...\n", nt);
-    double bw = moe_measure_read_bandwidth(nt, (size_t)bw_bytes, 5);
+    /* The bandwidth is measured right before and after every decode run (the mean of the
+     * two is that run's yardstick): on a machine shared with other work it changes from
+     * second to second, and a bound measured once at the start would credit or blame the
+     * decode for the neighbours. */
+    if (!json) fprintf(stderr, "moe bench: measuring DRAM read bandwidth (%d threads) before and after each decode run\n", nt);
     uint64_t bpt = moe_model_bytes_per_token(m);
 
     /* Warm-up: page the weights in and let the caches settle. */
     fill_tokens(toks, 8, nv, 1);
     if (moe_eval(c, toks, MIN2(8, n_ctx - 1), NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
     double wait_s = 0;
-    uint64_t steps = 0;
+    uint64_t steps = 0, peak_seen = 0;
     for (int64_t r = 0; r < reps; r++) {
         if (n_prompt > 0) {
             moe_context_reset(c);
@@ -115,6 +129,12 @@ int cmd_bench(int argc, char **argv) {
             if (moe_eval(c, toks, n_prompt, NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
             pp[r] = (double)n_prompt / (moe_time_s() - a);
         }
+        /* right before (and after) the decode it bounds; the peak RSS is read before each
+         * probe and restarted after it: the probe's buffer is not the engine's memory */
+        peak_seen = MAX2(peak_seen, moe_peak_rss_bytes());
+        double bw_before = moe_measure_read_bandwidth(nt, (size_t)bw_bytes, 3);
+        reset_peak_rss();
+        bws[r] = bw_before;
         if (n_gen > 0) {
             /* llama-bench's tg: n tokens decoded one at a time from an empty context */
             moe_context_reset(c);
@@ -124,18 +144,33 @@ int cmd_bench(int argc, char **argv) {
             for (int64_t i = 0; i < n_gen; i++)
                 if (moe_eval(c, toks + i, 1, NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
             tg[r] = (double)n_gen / (moe_time_s() - a);
+            peak_seen = MAX2(peak_seen, moe_peak_rss_bytes());
+            bws[r] = 0.5 * (bw_before + moe_measure_read_bandwidth(nt, (size_t)bw_bytes, 3));
+            reset_peak_rss();
+            pcts[r] = bpt && bws[r] > 0 ? 100.0 * tg[r] * (double)bpt / bws[r] : NAN;
             double w;
             uint64_t s;
             moe_context_pool_stats(c, &w, &s, false);
             wait_s += w;
             steps += s;
         }
-        if (!json) fprintf(stderr, "moe bench: rep %lld/%lld: pp %.2f t/s, tg %.2f t/s\n", (long long)r + 1, (long long)reps,
-                           pp[r], tg[r]);
+        if (!json)
+            fprintf(stderr, "moe bench: rep %lld/%lld: DRAM %.2f GB/s, pp %.2f t/s, tg %.2f t/s (%.1f %% of this rep's bound)\n",
+                    (long long)r + 1, (long long)reps, bws[r] / 1e9, pp[r], tg[r], pcts[r]);
     }
     spread sp = summarize(pp, n_prompt > 0 ? (int)reps : 0), sg = summarize(tg, n_gen > 0 ? (int)reps : 0);
+    spread sb = summarize(bws, (int)reps), spc = summarize(pcts, n_gen > 0 ? (int)reps : 0);
+    double bw = sb.median;
     double bound = bpt ? bw / (double)bpt : NAN;
-    double pct = 100.0 * sg.median / bound;
+    /* the median of the per-repetition ratios: each decode against the bandwidth measured
+     * just before it */
+    double pct = spc.median;
+    /* Memory: the model is mapped, so the peak should be the file, the context (KV cache
+     * and scratch) and a little for the binary and the heap. */
+    uint64_t peak = MAX2(peak_seen, moe_peak_rss_bytes()), ctx_bytes = moe_context_memory_bytes(c), fbytes = 0;
+    struct stat st;
+    if (stat(model, &st) == 0) fbytes = (uint64_t)st.st_size;
+    uint64_t rss_limit = (uint64_t)(1.05 * (double)fbytes) + (50ull << 20) + ctx_bytes;
     double wait_us_tok = n_gen > 0 ? 1e6 * wait_s / (double)(n_gen * reps) : NAN;
     double wait_us_layer = wait_us_tok / (double)moe_model_n_layer(m);
     if (json) {
@@ -145,13 +180,19 @@ int cmd_bench(int argc, char **argv) {
                (long long)n_prompt, (long long)n_gen, (long long)reps);
         cli_json_num(stdout, load_s);
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
-                              "tg_bound_tps", "tg_pct_of_bound", "pool_wait_us_per_token", "pool_wait_us_per_layer"};
-        double vals[] = {sp.median, sp.min, sp.max, sg.median, sg.min, sg.max, bw / 1e9, bound, pct, wait_us_tok, wait_us_layer};
+                              "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
+                              "tg_pct_of_bound_max", "pool_wait_us_per_token", "pool_wait_us_per_layer"};
+        double vals[] = {sp.median, sp.min, sp.max, sg.median, sg.min, sg.max, bw / 1e9, sb.min / 1e9, sb.max / 1e9,
+                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer};
         for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++) {
             printf(",\"%s\":", keys[k]);
             cli_json_num(stdout, vals[k]);
         }
-        printf(",\"bytes_per_token\":%llu,\"pool_steps_per_token\":", (unsigned long long)bpt);
+        printf(",\"bytes_per_token\":%llu,\"file_bytes\":%llu,\"context_bytes\":%llu,\"rss_limit_bytes\":%llu",
+               (unsigned long long)bpt, (unsigned long long)fbytes, (unsigned long long)ctx_bytes,
+               (unsigned long long)rss_limit);
+        if (!off) printf(",\"peak_rss_bytes\":%llu", (unsigned long long)peak); /* else in the offload stats */
+        printf(",\"pool_steps_per_token\":");
         cli_json_num(stdout, n_gen > 0 ? (double)steps / (double)(n_gen * reps) : NAN);
         cli_offload_json_stats(off, stdout);
         printf("}\n");
@@ -163,10 +204,14 @@ int cmd_bench(int argc, char **argv) {
         if (n_gen > 0) {
             printf("  tg%-5lld %9.2f tokens/s  (min %.2f, max %.2f, %lld reps)\n", (long long)n_gen, sg.median, sg.min,
                    sg.max, (long long)reps);
-            printf("  DRAM read bandwidth %.2f GB/s; %.1f MB of weights per token -> bound %.2f tokens/s; decode at %.1f %% of it\n",
-                   bw / 1e9, bpt / 1e6, bound, pct);
+            printf("  DRAM read bandwidth %.2f GB/s (min %.2f, max %.2f); %.1f MB of weights per token -> bound %.2f tokens/s\n",
+                   bw / 1e9, sb.min / 1e9, sb.max / 1e9, bpt / 1e6, bound);
+            printf("  decode at %.1f %% of the bound (median over the reps, each against the bandwidth measured around it;"
+                   " min %.1f, max %.1f)\n", pct, spc.min, spc.max);
             printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
         }
+        printf("  peak RSS %.1f MiB (file %.1f MiB, context %.1f MiB; limit file + 5 %% + 50 MiB + context = %.1f MiB)\n",
+               peak / 1048576.0, fbytes / 1048576.0, ctx_bytes / 1048576.0, rss_limit / 1048576.0);
         cli_offload_print_stats(sub, off, stdout);
     }
     rc = 0;
@@ -174,6 +219,8 @@ done:
     free(toks);
     free(pp);
     free(tg);
+    free(bws);
+    free(pcts);
     moe_context_free(c);
     cli_offload_close(off, &off_opts);
     moe_model_free(m);

@@ -17,6 +17,7 @@
     X(layer, "run one MoE layer (any router) forward/backward on safetensors files") \
     X(init, "write a randomly initialised MoE model (any architecture, a vocabulary file's tokenizer)") \
     X(train, "train a model on a text file (any router; checkpoints, resume, JSONL log)") \
+    X(upcycle, "turn a dense llama model into an MoE model (experts copy the dense FFN)") \
     X(plot, "draw a training log's loss and expert-load curves as SVG")
 
 #define DECLARE(name, summary) int cmd_##name(int argc, char **argv);

@@ -46,12 +46,20 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
         j.segs = segs + s0;
         j.n = MOE_MIN(n_segs - s0, MV_MAX_SEGS);
         j.total = 0;
+        uint64_t values = 0;
         for (int s = 0; s < j.n; s++) {
             j.off[s] = j.total;
             j.total += (uint64_t)j.segs[s].W->rows * j.segs[s].W->row_bytes;
+            values += (uint64_t)j.segs[s].W->rows * (uint64_t)j.segs[s].W->cols;
         }
-        if (j.total < 16384) mv_task(&j, 0, 1); /* tiny: not worth waking the pool */
-        else moe_pool_run(pool, mv_task, &j);
+        /* Byte ranges of ~128 KB (long enough to stream; at least one per thread, at
+         * most 16 per thread), claimed by whichever thread is free: the threads finish
+         * within one range of each other, and a thread slowed by another process on
+         * its core costs a range, not half the product. */
+        const int nth = moe_pool_size(pool);
+        const int tasks = (int)MOE_MIN((uint64_t)(16 * nth), MOE_MAX((uint64_t)nth, j.total >> 17));
+        if (values < 16384) mv_task(&j, 0, 1); /* tiny (a router): not worth waking the pool */
+        else moe_pool_run_n(pool, mv_task, &j, tasks);
     }
 }
 
@@ -83,15 +91,22 @@ static void gemm_task(void *arg, int ith, int nth) {
 }
 
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
+    if (n == 1) { /* decode: the claimed byte ranges of the fused matvec, same results */
+        const moe_mv_seg sg = {W, xq, y};
+        moe_matvec_multi(pool, &sg, 1);
+        return;
+    }
     const moe_gemm_tile_fn tile = moe_gemm_tile_for(W->type);
-    if (!tile || n < 2) {
+    if (!tile) {
         moe_matmul_prepared(pool, y, ldy, W, xq, n);
         return;
     }
     const int nth = moe_pool_size(pool);
     const int64_t row_chunks = (W->rows + GEMM_ROWS - 1) / GEMM_ROWS;
     gemm_job j = {W, tile, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
-    j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)nth, row_chunks));
-    j.tok_parts = MOE_MAX(1, MOE_MIN(nth / j.row_parts, (n + 3) / 4));
-    moe_pool_run(pool, gemm_task, &j);
+    /* up to four row ranges per thread (load balance, as for the matvec); tokens are
+     * split too only when there are fewer row blocks than threads */
+    j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)(4 * nth), row_chunks));
+    j.tok_parts = j.row_parts >= nth ? 1 : MOE_MAX(1, MOE_MIN(nth / j.row_parts, (n + 3) / 4));
+    moe_pool_run_n(pool, gemm_task, &j, (int)(j.row_parts * j.tok_parts));
 }

@@ -29,9 +29,9 @@ typedef void (*moe_gemm_tile_fn)(const moe_mat *W, int64_t r0, int64_t r1, const
                                  int64_t t0, int64_t t1, float *y, int64_t ldy);
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype);
 
-/* y[t·ldy + r] = W·xq_t for t < n: moe_matmul_prepared with the type's tile kernel
- * where it has one (bit-identical to it), blocked so a block of weight rows stays in
- * L1/L2 while the tokens pass. */
+/* y[t·ldy + r] = W·xq_t for t < n, bit-identical to moe_matmul_prepared: one token goes
+ * to moe_matvec_multi; batches to the type's tile kernel where it has one, blocked so a
+ * block of weight rows stays in L1/L2 while the tokens pass. */
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n);
 
 #endif

@@ -29,6 +29,14 @@ INLINE float hsum8(__m256 v) { /* the horizontal sum of the vec_dot kernels */
 }
 INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
+/* F16 → F32 through a table, as the vec_dot kernels do: one broadcast load instead of a
+ * conversion on the critical path (the value is the same: the conversion is exact). */
+static float g_f16[1 << 16];
+__attribute__((constructor)) static void init_f16(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) g_f16[h] = moe_f16_to_f32((moe_f16)h);
+}
+INLINE __m256 bcast_f16(moe_f16 h) { return _mm256_broadcast_ss(&g_f16[h]); }
+
 /* acc + Σ of each 4 adjacent u8·s8 products in 8 int32 lanes (no int16 saturates for the
  * operands used below) */
 INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
@@ -60,7 +68,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         FOR_R(r) {
             const moe_block_q8_0 *x = (const moe_block_q8_0 *)(wx + (size_t)r * bx) + i;
             qx[r] = load256(x->qs);
-            dx[r] = _mm256_set1_ps(moe_f16_to_f32(x->d));
+            dx[r] = bcast_f16(x->d);
 #if defined(__AVXVNNI__)
             ox[r] = _mm256_sub_epi32(_mm256_setzero_si256(), dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), qx[r]));
 #else
@@ -70,7 +78,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
-            const __m256 dy = _mm256_set1_ps(moe_f16_to_f32(y->d));
+            const __m256 dy = bcast_f16(y->d);
 #if defined(__AVXVNNI__)
             const __m256i yu = _mm256_xor_si256(qy, _mm256_set1_epi8((char)0x80));
 #endif
@@ -103,12 +111,12 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         FOR_R(r) {
             const moe_block_q4_0 *x = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
             qx[r] = nibbles32(x->qs);
-            dx[r] = _mm256_set1_ps(moe_f16_to_f32(x->d));
+            dx[r] = bcast_f16(x->d);
         }
         FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
-            const __m256 dy = _mm256_set1_ps(moe_f16_to_f32(y->d));
+            const __m256 dy = bcast_f16(y->d);
             const __m256i off = _mm256_sub_epi32(
                 _mm256_setzero_si256(),
                 _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), qy), _mm256_set1_epi16(1)));
@@ -201,7 +209,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 
 /* Rows in fours and tokens in fours; the edges get the kernel specialised for their
  * size (the kernels are always-inline functions of nr and nt). */
-#define TILE_DRIVER(T, QK_)                                                                                            \
+#define TILE_DRIVER(T, QK_, TT)                                                                                        \
     static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
                          float *y, int64_t ldy) {                                                                       \
         const int64_t nb = W->cols / (QK_);                                                                           \
@@ -209,8 +217,8 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         for (int64_t r = r0; r < r1; r += 4) {                                                                        \
             const int nr = (int)MOE_MIN(4, r1 - r);                                                                   \
             const uint8_t *wx = (const uint8_t *)W->data + (size_t)r * bx;                                            \
-            for (int64_t t = t0; t < t1; t += 4) {                                                                    \
-                const int nt = (int)MOE_MIN(4, t1 - t);                                                               \
+            for (int64_t t = t0; t < t1; t += (TT)) {                                                                 \
+                const int nt = (int)MOE_MIN((TT), t1 - t);                                                            \
                 const uint8_t *yt = xq + (size_t)t * xb;                                                              \
                 float *o = y + t * ldy + r;                                                                           \
                 if (nr == 4) {                                                                                        \
@@ -233,9 +241,18 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             }                                                                                                         \
         }                                                                                                             \
     }
-TILE_DRIVER(q8_0, 32)
-TILE_DRIVER(q4_0, 32)
-TILE_DRIVER(q4_K, MOE_QK_K)
+#ifndef TT_Q8
+#define TT_Q8 4
+#endif
+#ifndef TT_Q4
+#define TT_Q4 4
+#endif
+#ifndef TT_K
+#define TT_K 4
+#endif
+TILE_DRIVER(q8_0, 32, TT_Q8)
+TILE_DRIVER(q4_0, 32, TT_Q4)
+TILE_DRIVER(q4_K, MOE_QK_K, TT_K)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {

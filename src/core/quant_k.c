@@ -254,8 +254,8 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
         if (!n_changed) break;
     }
     for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
-    /* Older ggml divides unguarded (NaN when every weight underflows); newer ggml returns
-     * 0 there. Both agree on every other input. */
+    /* guarded as in newer ggml; unreachable, as the largest |x| (≥ GROUP_MAX_EPS) always
+     * has a nonzero quant and weight, and suml2 only ever takes positive values */
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 

@@ -7,10 +7,11 @@
  * second maddubs per 32 values, high bits are moved with one shift and one mask, the
  * Q4_K/Q5_K scales are unpacked with two byte shuffles, and madd+add is one vpdpwssd
  * where the CPU has AVX-VNNI. The integer sums are exactly those of the references.
- * Without AVX2 every function falls back to its scalar reference. */
+ * Without AVX2 (or FMA, F16C) every function falls back to its scalar reference. */
 #include "core/quant_k.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+/* F16C too: block scales are converted with vcvtph2ps (every AVX2 CPU has it). */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #include <math.h>
 

@@ -431,6 +431,26 @@ INLINE __m256i nibbles32(const uint8_t *qs) {
     return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
+#if defined(__AVXVNNI__)
+/* With VNNI (32-bit sums, no 16-bit saturation) Q4 nibbles need no shift: the low lane
+ * keeps the low nibbles (values 0..15), the high lane the high nibbles in place, i.e. 16×
+ * their value. The dot then carries a 16× factor in lanes 4..7, which Q4_LANES takes out
+ * of the scale — exactly, a power of two — and which Q4_0's offset carries too (8·16). */
+INLINE __m256i q4_nibbles(const uint8_t *qs) {
+    const __m256i mask = _mm256_setr_epi64x(0x0f0f0f0f0f0f0f0f, 0x0f0f0f0f0f0f0f0f, (long long)0xf0f0f0f0f0f0f0f0ull,
+                                            (long long)0xf0f0f0f0f0f0f0f0ull);
+    return _mm256_and_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs)), mask);
+}
+#define Q4_LANES _mm256_setr_ps(1, 1, 1, 1, 1.0f / 16, 1.0f / 16, 1.0f / 16, 1.0f / 16)
+#define Q4_OFFSET _mm256_setr_epi64x(0x0808080808080808, 0x0808080808080808, (long long)0x8080808080808080ull, \
+                                     (long long)0x8080808080808080ull)
+#else
+/* maddubs would saturate on 16× values (2·240·127 > 32767): shift the high nibbles down */
+#define q4_nibbles nibbles32
+#define Q4_LANES _mm256_set1_ps(1.0f)
+#define Q4_OFFSET _mm256_set1_epi8(8)
+#endif
+
 /* bit j of 32 → byte j = 0x10 if set (the fifth bit of Q5 values) */
 INLINE __m256i fifth_bits32(const uint8_t *qh) {
     const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
@@ -451,15 +471,18 @@ INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 }
 
 /* -k·Σy of a block in the lanes dot_u8s8 sums into: the start value of the integer dot
- * when the weights carry an offset k */
-INLINE __m256i neg_offset(__m256i qy, int k) {
-    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8((char)k), qy), _mm256_set1_epi16(1));
+ * when the weights carry an offset k (a vector of u8, per lane) */
+INLINE __m256i neg_offset(__m256i qy, __m256i k) {
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(k, qy), _mm256_set1_epi16(1));
     return _mm256_sub_epi32(_mm256_setzero_si256(), p);
 }
 
-/* how far ahead the _x4 kernels prefetch: the next four rows (see above) */
-#define PREFETCH(p, bx, nr) \
-    do { if ((nr) > 1) _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T0); } while (0)
+/* The _x4 kernels prefetch the same position of the next four rows (see above), once per
+ * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes. */
+#define PREFETCH(p, bx, nr, i) \
+    do { \
+        if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T0); \
+    } while (0)
 
 INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) {
     FOR_ROWS(r) s[r] = hsum8(acc[r]) + (extra ? extra[r] : 0.0f);
@@ -473,12 +496,12 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256i off = neg_offset(qy, 8);
-        const __m256 dy = bcast_f16(y[i].d);
+        const __m256i off = neg_offset(qy, Q4_OFFSET);
+        const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
         FOR_ROWS(r) {
             const moe_block_q4_0 *x = (const moe_block_q4_0 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr);
-            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(off, nibbles32(x->qs), qy));
+            PREFETCH(x, bx, nr, i);
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(off, q4_nibbles(x->qs), qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
         }
     }
@@ -490,11 +513,11 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256i off = neg_offset(qy, 16);
+        const __m256i off = neg_offset(qy, _mm256_set1_epi8(16));
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
             const moe_block_q5_0 *x = (const moe_block_q5_0 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr);
+            PREFETCH(x, bx, nr, i);
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(off, qx, qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
@@ -510,13 +533,13 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     float summs[4] = {0};
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 dy = bcast_f16(y[i].d);
+        const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
         const float sy = g_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q4_1 *x = (const moe_block_q4_1 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr);
+            PREFETCH(x, bx, nr, i);
             summs[r] += g_f16_table[x->m] * sy;
-            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), nibbles32(x->qs), qy));
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), q4_nibbles(x->qs), qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
         }
     }
@@ -533,7 +556,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const float sy = g_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q5_1 *x = (const moe_block_q5_1 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr);
+            PREFETCH(x, bx, nr, i);
             summs[r] += g_f16_table[x->m] * sy;
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
@@ -552,7 +575,7 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
             const moe_block_q8_0 *x = (const moe_block_q8_0 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr);
+            PREFETCH(x, bx, nr, i);
             const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
             const __m256i p = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), _mm256_cvtepi32_ps(p), acc[r]);

@@ -1,7 +1,7 @@
-/* threads.c — a spin-then-sleep thread pool. Decoding one token runs a few hundred small
- * parallel steps, so waking workers through a condition variable each time would cost
- * more than the work: workers spin on a generation counter for a short while and only
- * then sleep. */
+/* threads.c — a spin-then-sleep thread pool whose runs hand out task indices by claim
+ * rather than by thread. Decoding one token runs ~80 small parallel steps, so waking
+ * workers through a condition variable each time would cost more than the work: workers
+ * spin on a generation counter for a short while and only then sleep. */
 #include "core/threads.h"
 
 #include <pthread.h>
@@ -23,15 +23,33 @@
 #define SPIN_POLLS 2000
 #define YIELD_POLLS 200
 
+/* Why claims: the task indices of a run (ith = 0..n-1) are taken by whichever thread
+ * comes first, the caller included, and the run is over when every index is DONE — not
+ * when every worker has checked in. On a machine shared with other processes a worker
+ * is often descheduled for a whole time slice; with a fixed index per thread the caller
+ * would wait for it, with claims it runs that index itself (at one thread's speed, which
+ * for a memory-bound decode is most of two threads' speed). A worker that wakes late
+ * finds nothing left and goes back to waiting. Each index still runs exactly once, on
+ * one thread, so tasks may keep per-index scratch (index ith of nth).
+ *
+ * The claim word packs (run number, task count, next index) so that a late worker can
+ * never claim an index of a run it did not see: its compare-and-swap fails once the run
+ * number has moved on. */
+#define TASK_BITS 20
+#define TASK_MASK ((UINT64_C(1) << TASK_BITS) - 1)
+#define MAX_TASKS ((int)TASK_MASK)
+
 struct moe_pool {
     int n;
     pthread_t *tids;
-    _Alignas(64) atomic_uint_fast64_t generation; /* bumped for every run */
-    _Alignas(64) atomic_int pending;              /* workers still running this run */
+    _Alignas(64) atomic_uint_fast64_t generation; /* bumped for every run: wakes the workers */
+    _Alignas(64) atomic_uint_fast64_t claim;      /* run << 40 | n_tasks << 20 | next index */
+    _Alignas(64) atomic_int done;                 /* indices finished in this run */
     _Alignas(64) atomic_int sleepers;
     atomic_bool quit;
     moe_task_fn fn;
     void *arg;
+    uint64_t run_no;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     double wait_s;
@@ -39,6 +57,24 @@ struct moe_pool {
 };
 
 typedef struct { moe_pool *p; int ith; } worker_arg;
+
+/* Claims and runs indices of the current run until none is left; returns how many ran. */
+static int work(moe_pool *p, uint64_t run) {
+    int ran = 0;
+    for (;;) {
+        uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+        for (;;) {
+            const uint64_t idx = c & TASK_MASK, nt = (c >> TASK_BITS) & TASK_MASK;
+            if ((c >> (2 * TASK_BITS)) != run || idx >= nt) return ran;
+            if (atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+                break;
+        }
+        const int idx = (int)(c & TASK_MASK), nt = (int)((c >> TASK_BITS) & TASK_MASK);
+        p->fn(p->arg, idx, nt);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        ran++;
+    }
+}
 
 static void *worker_main(void *v) {
     worker_arg wa = *(worker_arg *)v;
@@ -49,7 +85,7 @@ static void *worker_main(void *v) {
         uint64_t g;
         int polls = 0;
         while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
-               !atomic_load(&p->quit)) {
+               !atomic_load_explicit(&p->quit, memory_order_relaxed)) {
             if (++polls < SPIN_POLLS) { CPU_RELAX(); continue; }
             if (polls < SPIN_POLLS + YIELD_POLLS) { sched_yield(); continue; }
             pthread_mutex_lock(&p->mu);
@@ -62,8 +98,7 @@ static void *worker_main(void *v) {
         }
         if (atomic_load(&p->quit)) return NULL;
         seen = g;
-        p->fn(p->arg, wa.ith, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        work(p, g & ((UINT64_C(1) << (64 - 2 * TASK_BITS)) - 1)); /* the run number is the generation */
     }
 }
 
@@ -110,29 +145,39 @@ void moe_pool_free(moe_pool *p) {
 
 int moe_pool_size(const moe_pool *p) { return p ? p->n : 1; }
 
-void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg) {
-    if (!p || p->n == 1) {
-        fn(arg, 0, 1);
+void moe_pool_run_n(moe_pool *p, moe_task_fn fn, void *arg, int n_tasks) {
+    if (n_tasks <= 0) return;
+    if (!p || p->n == 1 || n_tasks == 1 || n_tasks > MAX_TASKS) {
+        for (int i = 0; i < n_tasks; i++) fn(arg, i, n_tasks);
         return;
     }
     p->fn = fn;
     p->arg = arg;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    const uint64_t run = (p->run_no + 1) & ((UINT64_C(1) << (64 - 2 * TASK_BITS)) - 1);
+    p->run_no = run;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->claim, run << (2 * TASK_BITS) | (uint64_t)n_tasks << TASK_BITS, memory_order_release);
+    /* generation ≡ run number (mod 2^24): a worker seeing generation g works on run g */
+    uint64_t g = atomic_load_explicit(&p->generation, memory_order_relaxed);
+    g = (g & ~((UINT64_C(1) << (64 - 2 * TASK_BITS)) - 1)) | run;
+    if (run == 0) g += UINT64_C(1) << (64 - 2 * TASK_BITS); /* the run number wrapped: still a new generation */
+    atomic_store_explicit(&p->generation, g, memory_order_release);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    fn(arg, 0, p->n);
+    work(p, run);
     double t0 = moe_time_s();
-    for (int polls = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; polls++) {
+    for (int polls = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n_tasks; polls++) {
         if (polls < SPIN_POLLS) CPU_RELAX();
         else sched_yield();
     }
     p->wait_s += moe_time_s() - t0;
     p->runs++;
 }
+
+void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg) { moe_pool_run_n(p, fn, arg, moe_pool_size(p)); }
 
 double moe_pool_wait_seconds(const moe_pool *p) { return p ? p->wait_s : 0.0; }
 uint64_t moe_pool_runs(const moe_pool *p) { return p ? p->runs : 0; }

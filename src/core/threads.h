@@ -16,9 +16,16 @@ moe_pool *moe_pool_create(int n_threads);
 void moe_pool_free(moe_pool *p);
 int moe_pool_size(const moe_pool *p);
 
-/* Runs fn(arg, ith, nth) on every thread and returns when all have finished. A NULL
- * pool runs fn(arg, 0, 1) on the caller. Not reentrant: call from one thread at a time. */
+/* Runs fn(arg, ith, nth) for every ith = 0..nth-1 (nth = the pool's size) and returns
+ * when all have finished. Each index runs exactly once, but not necessarily on its "own"
+ * thread: indices are claimed by whichever thread is free first (the caller included),
+ * so a descheduled worker never holds a run up; tasks may keep per-index scratch, never
+ * wait for each other. A NULL pool runs fn(arg, 0, 1) on the caller. Not reentrant:
+ * call from one thread at a time. */
 void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg);
+/* The same with n_tasks indices (fn(arg, i, n_tasks), i < n_tasks): more indices than
+ * threads balance the load when threads run at different speeds. */
+void moe_pool_run_n(moe_pool *p, moe_task_fn fn, void *arg, int n_tasks);
 
 /* Seconds the caller spent waiting at the end of moe_pool_run for the other threads
  * (load imbalance + wake-up latency), summed since creation or the last reset. */

@@ -2,6 +2,7 @@
  * the flags of arch.h), and the context that runs it: KV cache, scratch preallocated for
  * a batch, the thread pool, the expert provider and the routing hook. Numerics follow
  * llama.cpp's CPU backend (docs/ARCHITECTURE.md, "Numerics"). */
+#include "core/gemm.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "moe/route.h"
@@ -18,11 +19,13 @@ struct moe_context {
     moe_expert_provider *experts;   /* the model's mapped provider unless replaced */
     moe_kv_cache kv;
     int64_t n_ctx, n_batch, pos;
+    moe_routing rt;                 /* a training router's result (model router_custom) */
     moe_routing_fn route_fn;
     void *route_user;
     float corr_dims[2];             /* YaRN correction range, as ggml_rope_yarn_corr_dims */
     moe_arena arena;                /* every buffer below; nothing is allocated per token */
-    /* Scratch for one batch of nb ≤ n_batch tokens. d = n_embd, k = n_expert_used. */
+    /* Scratch for one batch of nb ≤ n_batch tokens. d = n_embd, k = the router's choices per
+     * token (n_expert_used; n_expert for expert choice). */
     float *x;            /* [nb × d] residual stream */
     float *xn;           /* [nb × d] normalised input of the current block */
     float *y;            /* [nb × d] output of the current block */
@@ -125,7 +128,7 @@ static void rope_apply(const moe_hparams *hp, float *v, int64_t n_heads, int64_t
  * weights, Q8_0 for Q4_0/Q8_0, Q8_K for K-quants, ...) exactly as llama.cpp does. */
 static void mm(moe_context *c, const moe_mat *W, const float *x, int64_t n, float *y, int64_t ldy) {
     moe_act_prepare(c->pool, W->type, x, c->xq, n, W->cols);
-    moe_matmul_prepared(c->pool, y, ldy, W, c->xq, n);
+    moe_gemm_prepared(c->pool, y, ldy, W, c->xq, n); /* tile kernels for batches, bit-identical */
 }
 
 /* The same x as the previous mm (whose weight type was prev_type): converted again only
@@ -134,8 +137,10 @@ static void mm_same_x(moe_context *c, const moe_mat *W, int prev_type, const flo
                       int64_t ldy) {
     if (moe_type_get(W->type)->vec_dot_type != moe_type_get(prev_type)->vec_dot_type)
         moe_act_prepare(c->pool, W->type, x, c->xq, n, W->cols);
-    moe_matmul_prepared(c->pool, y, ldy, W, c->xq, n);
+    moe_gemm_prepared(c->pool, y, ldy, W, c->xq, n);
 }
+
+static bool same_act(int a, int b) { return moe_type_get(a)->vec_dot_type == moe_type_get(b)->vec_dot_type; }
 
 /* SwiGLU FFN of n rows of x into out [n × d]. */
 static void ffn(moe_context *c, const moe_ffn_weights *f, const float *x, int64_t n, float *out) {
@@ -209,9 +214,16 @@ static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
     for (int64_t t = 0; t < n; t++) rms_norm(c->xn + t * d, c->x + t * d, a->norm, d, hp->rms_eps);
     /* K and V rows of consecutive positions are consecutive in the cache: the projections
      * write there directly. */
-    mm(c, &a->wq, c->xn, n, c->q, nq);
-    mm_same_x(c, &a->wk, a->wq.type, c->xn, n, k, nk);
-    mm_same_x(c, &a->wv, a->wk.type, c->xn, n, v, nv);
+    if (n == 1 && same_act(a->wq.type, a->wk.type) && same_act(a->wq.type, a->wv.type)) {
+        /* decode: q, k and v in one pool run over one prepared activation row */
+        moe_act_prepare(c->pool, a->wq.type, c->xn, c->xq, 1, d);
+        const moe_mv_seg sg[3] = {{&a->wq, c->xq, c->q}, {&a->wk, c->xq, k}, {&a->wv, c->xq, v}};
+        moe_matvec_multi(c->pool, sg, 3);
+    } else {
+        mm(c, &a->wq, c->xn, n, c->q, nq);
+        mm_same_x(c, &a->wk, a->wq.type, c->xn, n, k, nk);
+        mm_same_x(c, &a->wv, a->wk.type, c->xn, n, v, nv);
+    }
     if (a->bq) add_rows(c->q, a->bq, n, nq, nq);
     if (a->bk) add_rows(k, a->bk, n, nk, nk);
     if (a->bv) add_rows(v, a->bv, n, nv, nv);
@@ -255,12 +267,77 @@ static void lookahead(moe_context *c, int il, const moe_route_cfg *cfg) {
     c->experts->ops->hint(c->experts, nl, c->look_ids, g.k, true);
 }
 
+/* Decode (one token) with the model's own mapped experts: the gate and up projections
+ * of every chosen expert in one pool run, then all their down projections in another,
+ * instead of three runs per expert. Same kernels, same results as the loop below. The
+ * offloading providers keep the loop: they pin one expert at a time. */
+#define MAX_FUSED_EXPERTS 16
+static moe_status experts_decode(moe_context *c, int il, int n_active) {
+    moe_expert_provider *p = c->experts;
+    const int64_t d = c->m->hp.n_embd, ff = c->m->hp.n_ff_exp;
+    const moe_expert_weights *W[MAX_FUSED_EXPERTS] = {0};
+    moe_mv_seg sg[2 * MAX_FUSED_EXPERTS];
+    for (int ai = 0; ai < n_active; ai++) {
+        W[ai] = p->ops->get(p, il, c->active[ai]);
+        if (!W[ai]) return moe_last_status() ? moe_last_status() : MOE_ERR_IO;
+    }
+    bool fuse = n_active > 0; /* experts stored at different bitwidths may want other activation types */
+    for (int ai = 0; ai < n_active; ai++)
+        fuse = fuse && same_act(W[ai]->gate.type, W[0]->gate.type) && same_act(W[ai]->up.type, W[0]->gate.type);
+    if (fuse) {
+        /* every grouped row is the same token: one activation row for all gate/up rows */
+        moe_act_prepare(c->pool, W[0]->gate.type, c->xn, c->xq, 1, d);
+        for (int ai = 0; ai < n_active; ai++) {
+            const int64_t r0 = c->start[c->active[ai]];
+            sg[2 * ai] = (moe_mv_seg){&W[ai]->gate, c->xq, c->hg + r0 * ff};
+            sg[2 * ai + 1] = (moe_mv_seg){&W[ai]->up, c->xq, c->ug + r0 * ff};
+        }
+        moe_matvec_multi(c->pool, sg, 2 * n_active);
+    } else {
+        for (int ai = 0; ai < n_active; ai++) {
+            const int64_t r0 = c->start[c->active[ai]];
+            mm(c, &W[ai]->gate, c->xn, 1, c->hg + r0 * ff, ff);
+            mm_same_x(c, &W[ai]->up, W[ai]->gate.type, c->xn, 1, c->ug + r0 * ff, ff);
+        }
+    }
+    /* the down projections' inputs side by side in xq, one row per expert */
+    uint8_t *xq = c->xq;
+    for (int ai = 0; ai < n_active; ai++) {
+        const int64_t r0 = c->start[c->active[ai]];
+        float *he = c->hg + r0 * ff;
+        swiglu(he, c->ug + r0 * ff, ff);
+        moe_act_prepare(c->pool, W[ai]->down.type, he, xq, 1, ff);
+        sg[ai] = (moe_mv_seg){&W[ai]->down, xq, c->og + r0 * d};
+        xq += moe_act_row_size(W[ai]->down.type, ff);
+    }
+    moe_matvec_multi(c->pool, sg, n_active);
+    return MOE_OK;
+}
+
+/* Routing by a training router (model.h: router_custom): the same forward the training
+ * code runs, over the tokens of this batch, so a decoded token routes as it would have in
+ * a batch of one. c->ids/c->w get [n × router_cols] choices, −1 = empty. */
+static moe_status route_trained(moe_context *c, const moe_layer_weights *ly, int64_t n, const int32_t *tokens) {
+    const moe_model *m = c->m;
+    moe_router_cfg cfg = m->router;
+    cfg.sel_bias = ly->sel_bias;
+    moe_status st = moe_router_forward(&cfg, c->router, tokens, n, &c->rt);
+    if (st) return st;
+    const int64_t K = m->router_cols;
+    if (c->rt.n_cols != K)
+        return moe_error(MOE_ERR_INVALID, "router %s gave %d choices per token, expected %lld", moe_router_name(cfg.kind),
+                         c->rt.n_cols, (long long)K);
+    memcpy(c->ids, c->rt.expert, (size_t)(n * K) * sizeof *c->ids);
+    memcpy(c->w, c->rt.weight, (size_t)(n * K) * sizeof *c->w);
+    return MOE_OK;
+}
+
 static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *tokens, int64_t pos0) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer_weights *ly = &c->m->layers[il];
-    const int64_t d = hp->n_embd, E = hp->n_expert, K = hp->n_expert_used, ff = hp->n_ff_exp;
+    const int64_t d = hp->n_embd, E = hp->n_expert, K = c->m->router_cols, ff = hp->n_ff_exp;
 
-    mm(c, &ly->router, c->xn, n, c->router, E);
+    mm(c, &ly->router, c->xn, n, c->router, c->m->router_logits);
     moe_route_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.n_expert = (int)E;
@@ -268,8 +345,12 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
     cfg.score = MOE_SCORE_SOFTMAX;
     cfg.renorm = hp->expert_weights_norm;
     cfg.scale = hp->expert_weights_scale;
+    if (c->m->router_custom) {
+        moe_status st = route_trained(c, ly, n, tokens);
+        if (st) return st;
+    }
     for (int64_t t = 0; t < n; t++) {
-        moe_route_topk(&cfg, c->router + t * E, c->scores, c->ids + t * K, c->w + t * K);
+        if (!c->m->router_custom) moe_route_topk(&cfg, c->router + t * E, c->scores, c->ids + t * K, c->w + t * K);
         if (c->route_fn) {
             moe_routing_event ev = {pos0 + t, tokens[t], il, (int)K, c->ids + t * K, c->w + t * K};
             c->route_fn(c->route_user, &ev);
@@ -278,7 +359,8 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
 
     /* Group: rows of expert e are start[e] .. start[e+1]-1, tokens in order. */
     memset(c->start, 0, (size_t)(E + 1) * sizeof *c->start);
-    for (int64_t i = 0; i < n * K; i++) c->start[c->ids[i] + 1]++;
+    for (int64_t i = 0; i < n * K; i++)
+        if (c->ids[i] >= 0) c->start[c->ids[i] + 1]++;
     int n_active = 0;
     for (int64_t e = 0; e < E; e++) {
         if (c->start[e + 1]) c->active[n_active++] = (int32_t)e;
@@ -286,18 +368,27 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
         c->cursor[e] = c->start[e];
     }
     for (int64_t i = 0; i < n * K; i++) {
+        if (c->ids[i] < 0) { /* an empty choice (null expert, expert choice not taken) */
+            c->row_of[i] = -1;
+            continue;
+        }
         const int32_t r = c->cursor[c->ids[i]]++;
         c->row_of[i] = r;
         c->row_tok[r] = (int32_t)(i / K);
     }
-    for (int64_t r = 0; r < n * K; r++) memcpy(c->xg + r * d, c->xn + (int64_t)c->row_tok[r] * d, (size_t)d * sizeof(float));
+    for (int64_t r = 0; r < c->start[E]; r++) memcpy(c->xg + r * d, c->xn + (int64_t)c->row_tok[r] * d, (size_t)d * sizeof(float));
 
     moe_expert_provider *p = c->experts;
     if (p->ops->hint) {
         p->ops->hint(p, il, c->active, n_active, false);
         if (c->lookahead_n > 0 && n == 1) lookahead(c, il, &cfg);
     }
-    for (int ai = 0; ai < n_active; ai++) {
+    const bool fused = n == 1 && p == c->m->experts && n_active <= MAX_FUSED_EXPERTS;
+    if (fused) {
+        moe_status st = experts_decode(c, il, n_active);
+        if (st) return st;
+    }
+    for (int ai = 0; !fused && ai < n_active; ai++) {
         const int e = c->active[ai];
         const int64_t r0 = c->start[e], ne = c->start[e + 1] - r0;
         const moe_expert_weights *W = p->ops->get(p, il, e);
@@ -314,14 +405,20 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
     /* Combine as ggml does: each expert's output times its weight, summed in slot order. */
     for (int64_t t = 0; t < n; t++) {
         float *yt = c->y + t * d;
+        bool first = true;
         for (int64_t s = 0; s < K; s++) {
+            if (c->row_of[t * K + s] < 0) continue;
             const float *o = c->og + (int64_t)c->row_of[t * K + s] * d;
             const float ws = c->w[t * K + s];
-            if (s == 0)
+            if (first)
                 for (int64_t i = 0; i < d; i++) yt[i] = o[i] * ws;
             else
                 for (int64_t i = 0; i < d; i++) yt[i] += o[i] * ws;
+            first = false;
         }
+        if (first) memset(yt, 0, (size_t)d * sizeof *yt); /* every choice empty (AdaMoE: only null experts) */
+        if (c->m->router.kind == MOE_ROUTER_BASE) /* BASE layers: y = x + σ(x·c_e)·f_e(x) */
+            for (int64_t i = 0; i < d; i++) yt[i] += c->xn[t * d + i];
     }
 
     if (ly->shared.gate.data) {
@@ -436,7 +533,8 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
         return NULL;
     }
     const uint64_t nb = (uint64_t)c->n_batch, E = (uint64_t)MOE_MAX(hp->n_expert, 1);
-    const uint64_t K = (uint64_t)MOE_MAX(hp->n_expert_used, 1), rows = nb * K;
+    const uint64_t K = (uint64_t)MOE_MAX(m->router_cols, 1), rows = nb * K;
+    const uint64_t L = (uint64_t)MOE_MAX(m->router_logits, 1);
     /* Widest FFN activation of a batch: k expert rows per token, or the shared/dense FFN. */
     uint64_t ffw = MOE_MAX((uint64_t)hp->n_ff_exp * K, (uint64_t)MOE_MAX(hp->n_ff_shexp, hp->n_ff));
     /* Largest matmul input (values); F32 (4 bytes) is the widest activation type. */
@@ -450,7 +548,7 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     c->rope = scratch(c, nb * MOE_MAX(hp->n_rot, 1), 4, &ok);
     c->probs = scratch(c, (uint64_t)moe_pool_size(c->pool) * (uint64_t)n_ctx, 4, &ok);
     c->xq = scratch(c, act, 4, &ok);
-    c->router = scratch(c, nb * E, 4, &ok);
+    c->router = scratch(c, nb * L, 4, &ok);
     c->scores = scratch(c, E, 4, &ok);
     c->ids = scratch(c, rows, 4, &ok);
     c->w = scratch(c, rows, 4, &ok);
@@ -481,6 +579,7 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
 
 void moe_context_free(moe_context *c) {
     if (!c) return;
+    moe_routing_free(&c->rt);
     moe_pool_free(c->pool);
     moe_kv_cache_free(&c->kv);
     moe_arena_free(&c->arena);

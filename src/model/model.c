@@ -164,7 +164,8 @@ static moe_status load_layer(const loader *L, int il) {
         if (hp->n_ff == 0) return missing(L, NAME("ffn_gate.weight"));
         return load_ffn(L, il, "", hp->n_ff, &ly->dense);
     }
-    TRY(load_mat(L, NAME("ffn_gate_inp.weight"), hp->n_expert, d, true, &ly->router));
+    TRY(load_mat(L, NAME("ffn_gate_inp.weight"), L->m->router_logits, d, true, &ly->router));
+    TRY(load_vec(L, NAME("exp_probs_b.bias"), hp->n_expert, false, &ly->sel_bias));
     TRY(load_experts(L, il));
     if (hp->n_ff_shexp > 0) TRY(load_ffn(L, il, "_shexp", hp->n_ff_shexp, &ly->shared));
     if (hp->shared_expert_gate) TRY(load_mat(L, NAME("ffn_gate_inp_shexp.weight"), 1, d, true, &ly->shared_gate));
@@ -214,6 +215,37 @@ static moe_status derive_sizes(const loader *L) {
     return MOE_OK;
 }
 
+/* The routing rule: the architecture's, or the training router the file names under
+ * moe.router.* (docs/FORMAT.md). Capacity dropping is a training-time rule: inference keeps
+ * every choice. */
+static moe_status load_router_cfg(const loader *L) {
+    moe_model *m = L->m;
+    const moe_hparams *hp = &m->hp;
+    m->router_logits = hp->n_expert;
+    m->router_cols = hp->n_expert_used;
+    if (hp->n_expert <= 0 || hp->n_layer_dense_lead >= hp->n_layer) return MOE_OK;
+    char n[96];
+    snprintf(n, sizeof n, "blk.%d.ffn_gate_inp.weight", (int)hp->n_layer_dense_lead);
+    const moe_gguf_tensor *t = find(L, n);
+    if (!t) return missing(L, n);
+    moe_status st = moe_router_cfg_from_gguf(L->g, (int)hp->n_expert, (int)hp->n_expert_used, hp->expert_weights_norm,
+                                             t->ne[1], &m->router, &m->router_hash_map);
+    if (st) return st;
+    m->router_custom = m->router.kind != MOE_ROUTER_TOPK;
+    if (m->router.kind == MOE_ROUTER_SOFT_MOE)
+        return moe_error(MOE_ERR_UNSUPPORTED,
+                         "%s: moe.router.kind 'soft-moe' mixes the tokens of a batch into expert slots; the inference "
+                         "forward pass does not run it (train with a token-choice router to generate with the model)",
+                         L->path);
+    moe_router_kind k = m->router.kind;
+    if (k == MOE_ROUTER_SWITCH || k == MOE_ROUTER_GSHARD) m->router.capacity_factor = 0; /* no dropping */
+    if (k == MOE_ROUTER_BASE) m->router.assign = MOE_ASSIGN_GREEDY; /* BASE layers route greedily at inference */
+    if (k == MOE_ROUTER_GSHARD) m->router.gshard_sample = false;     /* the deterministic second expert */
+    m->router_logits = moe_router_n_logits(&m->router);
+    m->router_cols = moe_router_n_cols(&m->router);
+    return MOE_OK;
+}
+
 moe_model_params moe_model_default_params(void) {
     moe_model_params p = {0};
     return p;
@@ -221,6 +253,7 @@ moe_model_params moe_model_default_params(void) {
 
 void moe_model_free(moe_model *m) {
     if (!m) return;
+    free(m->router_hash_map);
     moe_expert_provider_free(m->experts);
     moe_arena_free(&m->arena);
     moe_gguf_close(m->gguf);
@@ -243,6 +276,7 @@ moe_model *moe_model_load(const char *path, const moe_model_params *params) {
     moe_status st = moe_hparams_load(g, &m->arch, hp);
     if (st) goto fail;
     if ((st = derive_sizes(&L))) goto fail;
+    if ((st = load_router_cfg(&L))) goto fail;
 
     /* Vocabulary: the tokenizer's list, which must match the embedding's rows. */
     const moe_gguf_tensor *te = find(&L, "token_embd.weight");

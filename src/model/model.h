@@ -8,6 +8,7 @@
 #include "core/matmul.h"
 #include "model/arch.h"
 #include "model/experts.h"
+#include "moe/router.h"
 
 /* Shapes are [rows × cols]: a row is one output, as ggml's ne = {cols, rows}.
  * nq = n_head·n_embd_head_k, nk = n_head_kv·n_embd_head_k, nv = n_head_kv·n_embd_head_v,
@@ -34,7 +35,8 @@ typedef struct moe_layer_weights {
     const float *ffn_norm;     /* ffn_norm [d] */
     bool is_moe;               /* routed experts (else: the dense FFN) */
     moe_ffn_weights dense;     /* ffn_gate/up/down [n_ff]: dense models and leading layers */
-    moe_mat router;            /* ffn_gate_inp [n_expert × d] */
+    moe_mat router;            /* ffn_gate_inp [n_logits × d]: n_expert rows (adamoe: + null experts) */
+    const float *sel_bias;     /* exp_probs_b [n_expert]: selection-only bias (deepseek-v3, loss-free), or NULL */
     moe_ffn_weights shared;    /* ffn_*_shexp [n_ff_shexp]: shared expert(s), or empty */
     moe_mat shared_gate;       /* ffn_gate_inp_shexp [1 × d] (qwen2moe), or empty */
 } moe_layer_weights;
@@ -51,6 +53,15 @@ struct moe_model {
     moe_layer_weights *layers;     /* [n_layer] */
     moe_expert_provider *experts;  /* default provider: routed experts in the mapping */
     bool per_expert_layout;        /* blk.N.ffn_*.E.weight tensors */
+    /* How tokens are routed. Files written by llama.cpp route by their architecture's
+     * softmax top-k (router_custom false: the fast path of moe_route_topk); files trained
+     * with another router say so under moe.router.* and go through the training routers'
+     * own forward (router.h), so inference and training route identically. */
+    moe_router_cfg router;
+    bool router_custom;
+    int32_t *router_hash_map;      /* hash router's map (owned), or NULL */
+    int64_t router_logits;         /* rows of ffn_gate_inp: n_expert (+ null experts) */
+    int64_t router_cols;           /* choices per token: k, or n_expert for expert choice */
 };
 
 /* The context's thread pool (for its wait statistics, moe_pool_wait_seconds). */

@@ -62,6 +62,7 @@ static const char *const k_never[] = {
 moe_quant_action moe_quantize_plan(const char *name, int type, const int64_t ne[4], int target, const char **why) {
     const moe_type_traits *tt = moe_type_get(target);
     *why = "";
+    if (ne[0] <= 0 || ne[1] <= 0 || ne[2] <= 0 || ne[3] <= 0) { *why = "empty"; return MOE_QUANT_KEEP; }
     if (n_dims_of(ne) < 2) {
         *why = "1-D";
         return type == MOE_TYPE_F32 ? MOE_QUANT_KEEP : MOE_QUANT_TO_F32;

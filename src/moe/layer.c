@@ -288,7 +288,7 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, const int32
             return MOE_ERR_NOMEM;
         int64_t off1[2] = {0, T};
         moe_ffn_acts sh = {l->shA.p, l->shU.p, l->shS.p, l->shH.p};
-        moe_experts_forward(y, &sh, x, off1, 1, &w->shared, d, cfg->shared_ff, cfg->act, false, pool);
+        moe_experts_forward(y, &sh, x, off1, 1, &w->shared, d, cfg->shared_ff, cfg->act, true, pool);
     }
     return MOE_OK;
 }

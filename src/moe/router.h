@@ -135,6 +135,13 @@ moe_status moe_router_backward(const moe_router_cfg *cfg, const float *logits, i
 
 void moe_routing_free(moe_routing *rt);
 
+/* Reads moe.router.* of a file (absent keys: the architecture's softmax top-k with k_default
+ * and renorm_default). rows = rows of the router weight (checked against the kind: E, E + m
+ * for adamoe, E·p for soft-moe). *hash_map receives a malloc'ed copy of the hash router's
+ * map (or NULL); cfg->hash_map points at it. Errors name the file and the key. */
+moe_status moe_router_cfg_from_gguf(const moe_gguf *g, int n_expert, int k_default, bool renorm_default, int64_t rows,
+                                    moe_router_cfg *cfg, int32_t **hash_map);
+
 /* Hash-layer maps (Roller et al. 2021, §3 "Hash functions"; ParlAI): map[id] for every
  * token id < vocab. random: uniform experts from `seed`. balanced: tokens by descending
  * frequency (ties → lower id), each to the expert with the least total frequency so far

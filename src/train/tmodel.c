@@ -18,82 +18,11 @@ static bool is_moe_layer(const tm_config *c, int il) {
     return c->hp.n_expert > 0 && il >= c->hp.n_layer_dense_lead;
 }
 
-/* An optional small integer key: *dst is left alone when the key is absent. */
-static moe_status opt_int(const moe_gguf *g, const char *key, int *dst) {
-    int64_t v;
-    moe_status st = moe_gguf_get_i64(g, key, &v);
-    if (st == MOE_ERR_NOT_FOUND) return MOE_OK;
-    if (st) return st;
-    if (v < 0 || v > 1 << 20) return moe_error(MOE_ERR_FORMAT, "%s: '%s' = %lld is out of range", moe_gguf_path(g), key, (long long)v);
-    *dst = (int)v;
-    return MOE_OK;
-}
-
-/* Router parameters stored under moe.router.* (docs/FORMAT.md "Training routers"). */
+/* Router parameters stored under moe.router.* (docs/FORMAT.md "Training routers"); the
+ * reader is shared with the inference loader. */
 static moe_status router_from_gguf(const moe_gguf *g, tm_config *c, int64_t R) {
-    const char *path = moe_gguf_path(g);
-    const int E = (int)c->hp.n_expert;
-    const char *name = NULL;
-    moe_status st = moe_gguf_get_str(g, "moe.router.kind", &name);
-    if (st && st != MOE_ERR_NOT_FOUND) return st;
-    moe_router_kind kind = MOE_ROUTER_TOPK;
-    if (name && moe_router_from_name(name, &kind))
-        return moe_error(MOE_ERR_FORMAT, "%s: moe.router.kind '%s' is not a router moe.c knows", path, name);
-    moe_router_cfg *r = &c->router;
-    moe_router_cfg_default(r, kind, E);
-    if (!name) { /* the architecture's own rule */
-        r->k = (int)c->hp.n_expert_used;
-        r->renorm = c->hp.expert_weights_norm;
-    }
-    bool b;
-    float f;
-    if ((st = opt_int(g, "moe.router.k", &r->k))) return st;
-    if ((st = moe_gguf_get_bool(g, "moe.router.renorm", &b)) == MOE_OK) r->renorm = b;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    if ((st = moe_gguf_get_f32(g, "moe.router.capacity_factor", &f)) == MOE_OK) r->capacity_factor = f;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    if ((st = opt_int(g, "moe.router.min_capacity", &r->min_capacity))) return st;
-    if ((st = opt_int(g, "moe.router.n_group", &r->n_group))) return st;
-    if ((st = opt_int(g, "moe.router.topk_group", &r->topk_group))) return st;
-    if ((st = moe_gguf_get_f32(g, "moe.router.route_scale", &f)) == MOE_OK) r->route_scale = f;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    if ((st = moe_gguf_get_f32(g, "moe.router.usmoe_alpha", &f)) == MOE_OK) r->usmoe_alpha = f;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    if ((st = moe_gguf_get_f32(g, "moe.router.usmoe_beta", &f)) == MOE_OK) r->usmoe_beta = f;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    const char *s;
-    if ((st = moe_gguf_get_str(g, "moe.router.assign", &s)) == MOE_OK)
-        r->assign = !strcmp(s, "greedy") ? MOE_ASSIGN_GREEDY : !strcmp(s, "auction") ? MOE_ASSIGN_AUCTION : MOE_ASSIGN_BALANCED;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    if ((st = moe_gguf_get_str(g, "moe.router.priority", &s)) == MOE_OK)
-        r->priority = !strcmp(s, "bpr") ? MOE_PRIORITY_BPR : MOE_PRIORITY_TOKEN;
-    else if (st != MOE_ERR_NOT_FOUND) return st;
-    if (kind == MOE_ROUTER_ADAMOE) r->n_null = (int)(R - E);
-    if (kind == MOE_ROUTER_SOFT_MOE) r->slots_per_expert = E ? (int)(R / E) : 1;
-    const void *map;
-    uint64_t n;
-    if ((st = moe_gguf_get_arr(g, "moe.router.hash_map", MOE_GGUF_I32, &map, &n)) == MOE_OK) {
-        if (n == 0 || n > (uint64_t)INT32_MAX)
-            return moe_error(MOE_ERR_FORMAT, "%s: moe.router.hash_map has %llu entries", path, (unsigned long long)n);
-        c->hash_map = moe_malloc(n * sizeof(int32_t));
-        if (!c->hash_map) return MOE_ERR_NOMEM;
-        memcpy(c->hash_map, map, n * sizeof(int32_t));
-        for (uint64_t i = 0; i < n; i++)
-            if (c->hash_map[i] < 0 || c->hash_map[i] >= E)
-                return moe_error(MOE_ERR_FORMAT, "%s: moe.router.hash_map[%llu] = %d is not an expert id", path,
-                                 (unsigned long long)i, c->hash_map[i]);
-        r->hash_map = c->hash_map;
-        r->hash_map_len = (int64_t)n;
-    } else if (st != MOE_ERR_NOT_FOUND) {
-        return st;
-    }
-    moe_clear_error();
-    if (router_rows(c) != R)
-        return moe_error(MOE_ERR_FORMAT, "%s: router %s needs %lld rows in ffn_gate_inp.weight, the file has %lld", path,
-                         moe_router_name(kind), (long long)router_rows(c), (long long)R);
-    if ((st = moe_router_cfg_check(r)))
-        return moe_error(st, "%s: moe.router.*: %s", path, moe_last_error());
-    return MOE_OK;
+    return moe_router_cfg_from_gguf(g, (int)c->hp.n_expert, (int)c->hp.n_expert_used, c->hp.expert_weights_norm, R,
+                                    &c->router, &c->hash_map);
 }
 
 void tm_config_free(tm_config *c) {

@@ -162,6 +162,29 @@ static moe_status apply_router(trainer *t) {
             r->hash_map_len = 0;
         }
     }
+    /* a flag the router does not read is a mistake worth saying (as `moe layer` does) */
+    const moe_router_kind k = r->kind;
+    const bool tc = k == MOE_ROUTER_TOPK || k == MOE_ROUTER_SWITCH || k == MOE_ROUTER_GSHARD;
+    const bool ds = k == MOE_ROUTER_DEEPSEEK_V3 || k == MOE_ROUTER_LOSS_FREE;
+    const struct { bool given, ok; const char *flag; } rules[] = {
+        {o->k != 0, k == MOE_ROUTER_TOPK || ds || k == MOE_ROUTER_ADAMOE || k == MOE_ROUTER_USMOE, "--k"},
+        {o->renorm >= 0, k == MOE_ROUTER_TOPK || ds, "--renorm/--no-renorm"},
+        {!isnan(o->capacity_factor), tc || k == MOE_ROUTER_EXPERT_CHOICE, "--capacity-factor"},
+        {o->min_capacity >= 0, k == MOE_ROUTER_EXPERT_CHOICE, "--min-capacity"},
+        {o->priority != NULL, tc, "--priority"},
+        {o->n_group || o->topk_group, ds, "--n-group/--topk-group"},
+        {!isnan(o->route_scale), ds, "--route-scale"},
+        {o->assign != NULL, k == MOE_ROUTER_BASE, "--assign"},
+        {o->hash_map != NULL, k == MOE_ROUTER_HASH, "--hash-map"},
+        {o->gshard_sample >= 0, k == MOE_ROUTER_GSHARD, "--gshard-sample"},
+        {!isnan(o->usmoe_alpha) || !isnan(o->usmoe_beta), k == MOE_ROUTER_USMOE, "--usmoe-alpha/--usmoe-beta"},
+        {t->p->n_null > 0, k == MOE_ROUTER_ADAMOE, "--null-experts"},
+        {t->p->slots_per_expert > 0, k == MOE_ROUTER_SOFT_MOE, "--slots"},
+    };
+    for (size_t i = 0; i < MOE_ARRAY_LEN(rules); i++)
+        if (rules[i].given && !rules[i].ok)
+            return moe_error(MOE_ERR_INVALID, "%s does not apply to router %s (docs/TRAINING.md lists each router's options)",
+                             rules[i].flag, moe_router_name(k));
     if (r->kind == MOE_ROUTER_ADAMOE) r->n_null = t->p->n_null > 0 ? t->p->n_null : r->n_null > 0 ? r->n_null : MOE_MAX(1, E / 2);
     if (r->kind == MOE_ROUTER_SOFT_MOE && t->p->slots_per_expert > 0) r->slots_per_expert = t->p->slots_per_expert;
     if (o->k) r->k = o->k;
@@ -365,6 +388,29 @@ static moe_status evaluate(trainer *t, double *loss_out) {
     return MOE_OK;
 }
 
+/* On resume: drop the log lines of steps after the checkpoint (a run killed between
+ * checkpoints logged steps that will run again), so the log reads as one run. */
+static moe_status trim_log(const char *path, int64_t step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return MOE_OK; /* no log yet */
+    char tmp_path[4096];
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", path);
+    FILE *o = fopen(tmp_path, "w");
+    if (!o) { fclose(f); return moe_error(MOE_ERR_IO, "%s: cannot write: %s", tmp_path, strerror(errno)); }
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        const char *q = strstr(line, "\"step\":");
+        if (!q || strtoll(q + 7, NULL, 10) > step) continue; /* later steps, timing lines */
+        fputs(line, o);
+    }
+    free(line);
+    fclose(f);
+    if (fclose(o) || rename(tmp_path, path))
+        return moe_error(MOE_ERR_IO, "%s: cannot rewrite the log: %s", path, strerror(errno));
+    return MOE_OK;
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 static moe_status train_step(trainer *t, double *loss, double *gnorm, double *aux, double *z) {
@@ -508,10 +554,17 @@ moe_status moe_train(const moe_train_params *p) {
     memset(t.var, 0, np * sizeof(float));
     t.rng = p->seed * 0x9e3779b97f4a7c15ull ^ 0xd1b54a32d192ed03ull;
     if (p->resume_path && (st = load_checkpoint(&t, p->resume_path))) goto done;
+    if (p->log_path && p->resume_path && (st = trim_log(p->log_path, t.step))) goto done;
     if (p->log_path && !(t.log = fopen(p->log_path, p->resume_path ? "a" : "w"))) {
         st = moe_error(MOE_ERR_IO, "%s: cannot open the log: %s", p->log_path, strerror(errno));
         goto done;
     }
+    if (p->progress)
+        fprintf(stderr, "moe train: %s (%s, %.2f M parameters, router %s), data %zu tokens%s, %lld tokens per step%s\n",
+                p->model_path, t.c.arch->name, (double)t.m.n_params / 1e6,
+                t.c.hp.n_expert ? moe_router_name(t.c.router.kind) : "none (dense)", t.n_data,
+                t.n_eval ? ", with eval data" : "", (long long)(p->batch * p->ctx * p->grad_accum),
+                p->resume_path ? ", resumed" : "");
     const int64_t stop = p->stop_at > 0 ? MOE_MIN(p->stop_at, p->steps) : p->steps;
     const double t0 = moe_time_s();
     const int64_t step0 = t.step;

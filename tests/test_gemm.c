@@ -1,0 +1,166 @@
+/* test_gemm.c — the batch tile kernels (moe_gemm_prepared) and the fused matrix-vector
+ * run (moe_matvec_multi): bit-identical to the type's vec_dot for every output (the
+ * property that keeps batch and token-by-token logits equal), and close to the scalar
+ * reference vec_dot_ref, over shapes that hit the 4×4 tiles' row and token remainders
+ * and the thread splits. */
+#include "test.h"
+
+#include "core/gemm.h"
+#include "core/threads.h"
+#include "core/types.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float rnd(void) {
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* rows × cols weights of `type` (row r scaled by 1 + r % 3), quantized by the reference */
+static uint8_t *make_weights(int type, int64_t rows, int64_t cols) {
+    const moe_type_traits *t = moe_type_get(type);
+    const size_t rb = moe_row_size(type, cols);
+    uint8_t *wq = malloc(rb * (size_t)rows);
+    float *src = malloc((size_t)cols * sizeof(float));
+    if (!wq || !src) { free(wq); free(src); return NULL; }
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t k = 0; k < cols; k++) src[k] = rnd() * (1.0f + (float)(r % 3));
+        t->from_float_ref(src, wq + (size_t)r * rb, cols);
+    }
+    free(src);
+    return wq;
+}
+
+static const int g_types[] = {MOE_TYPE_Q8_0, MOE_TYPE_Q4_0, MOE_TYPE_Q4_K};
+
+TEST(gemm_tiles_bit_identical_to_vec_dot_and_near_reference) {
+    const struct { int64_t rows, cols, n; } shapes[] = {
+        {4, 256, 4}, {1, 256, 2}, {7, 512, 5}, {45, 512, 1}, {17, 256, 9}, {33, 768, 13}, {64, 256, 3}, {21, 1024, 32},
+    };
+    const int threads[] = {1, 2, 3};
+    for (size_t ty = 0; ty < MOE_ARRAY_LEN(g_types); ty++) {
+        const int type = g_types[ty];
+        const moe_type_traits *t = moe_type_get(type);
+        if (!moe_gemm_tile_for(type)) {
+            fprintf(stderr, "    %-5s no tile kernel on this build (no AVX2): skipped\n", t->name);
+            continue;
+        }
+        double worst = 0;
+        int cases = 0;
+        for (size_t ti = 0; ti < MOE_ARRAY_LEN(threads); ti++) {
+            moe_pool *pool = moe_pool_create(threads[ti]);
+            REQUIRE(pool);
+            for (size_t si = 0; si < MOE_ARRAY_LEN(shapes); si++) {
+                const int64_t rows = shapes[si].rows, cols = shapes[si].cols, n = shapes[si].n;
+                const int64_t ldy = rows + 2;
+                const size_t xb = moe_act_row_size(type, cols);
+                uint8_t *wq = make_weights(type, rows, cols);
+                float *x = malloc((size_t)(cols * n) * sizeof(float)), *y = malloc((size_t)(ldy * n) * sizeof(float));
+                void *xq = malloc(xb * (size_t)n);
+                REQUIRE(wq && x && y && xq);
+                for (int64_t k = 0; k < cols * n; k++) x[k] = rnd();
+                moe_act_prepare(pool, type, x, xq, n, cols);
+                for (int64_t k = 0; k < ldy * n; k++) y[k] = NAN;
+                moe_mat W = moe_mat_make(wq, type, rows, cols);
+                moe_gemm_prepared(pool, y, ldy, &W, xq, n);
+                float *wf = malloc((size_t)cols * sizeof(float)), *xf = malloc((size_t)cols * sizeof(float));
+                REQUIRE(wf && xf);
+                for (int64_t tok = 0; tok < n; tok++) {
+                    const uint8_t *xt = (const uint8_t *)xq + (size_t)tok * xb;
+                    moe_type_get(t->vec_dot_type)->to_float(xt, xf, cols);
+                    for (int64_t r = 0; r < rows; r++) {
+                        float fast, ref;
+                        t->vec_dot(cols, &fast, wq + (size_t)r * W.row_bytes, xt);
+                        t->vec_dot_ref(cols, &ref, wq + (size_t)r * W.row_bytes, xt);
+                        t->to_float(wq + (size_t)r * W.row_bytes, wf, cols);
+                        double mag = 1e-30; /* Σ|w·x|: the scale of a float accumulation's error */
+                        for (int64_t k = 0; k < cols; k++) mag += fabs((double)wf[k] * xf[k]);
+                        const float got = y[tok * ldy + r];
+                        CHECK_MSG(memcmp(&got, &fast, sizeof got) == 0, "%s %lldx%lld n=%lld t=%d: y[%lld,%lld] = %.9g, vec_dot %.9g",
+                                  t->name, (long long)rows, (long long)cols, (long long)n, threads[ti], (long long)tok,
+                                  (long long)r, got, fast);
+                        const double err = fabs((double)got - ref) / mag;
+                        worst = fmax(worst, err);
+                        CHECK_MSG(err < 2e-6, "%s: y[%lld,%lld] = %.9g, reference %.9g", t->name, (long long)tok,
+                                  (long long)r, got, ref);
+                    }
+                    for (int64_t k = rows; k < ldy; k++) CHECK(isnan(y[tok * ldy + k])); /* gaps untouched */
+                }
+                cases++;
+                free(wf); free(xf);
+                free(wq); free(x); free(y); free(xq);
+            }
+            moe_pool_free(pool);
+        }
+        fprintf(stderr, "    %-5s %d cases bit-identical to vec_dot, worst relative error vs reference %.2e\n", t->name,
+                cases, worst);
+    }
+}
+
+TEST(matvec_multi_equals_matmul_per_segment) {
+    /* segments of different types and sizes (a tiny one, remainders of 4, a large one) */
+    const struct { int type; int64_t rows, cols; } segs[] = {
+        {MOE_TYPE_Q8_0, 37, 256}, {MOE_TYPE_Q4_0, 3, 512}, {MOE_TYPE_Q4_K, 130, 512}, {MOE_TYPE_F32, 9, 64},
+        {MOE_TYPE_Q8_0, 200, 1024},
+    };
+    enum { NS = MOE_ARRAY_LEN(segs) };
+    uint8_t *wq[NS];
+    void *xq[NS];
+    float *y[NS];
+    moe_mat W[NS];
+    moe_mv_seg sg[NS];
+    for (int s = 0; s < NS; s++) {
+        const int64_t cols = segs[s].cols;
+        float *x = malloc((size_t)cols * sizeof(float));
+        REQUIRE(x);
+        for (int64_t k = 0; k < cols; k++) x[k] = rnd();
+        if (segs[s].type == MOE_TYPE_F32) {
+            wq[s] = malloc((size_t)(segs[s].rows * cols) * sizeof(float));
+            REQUIRE(wq[s]);
+            for (int64_t k = 0; k < segs[s].rows * cols; k++) ((float *)wq[s])[k] = rnd();
+        } else {
+            wq[s] = make_weights(segs[s].type, segs[s].rows, cols);
+        }
+        xq[s] = malloc(moe_act_row_size(segs[s].type, cols));
+        y[s] = malloc((size_t)segs[s].rows * sizeof(float));
+        REQUIRE(wq[s] && xq[s] && y[s]);
+        moe_act_prepare(NULL, segs[s].type, x, xq[s], 1, cols);
+        free(x);
+        W[s] = moe_mat_make(wq[s], segs[s].type, segs[s].rows, cols);
+        sg[s] = (moe_mv_seg){&W[s], xq[s], y[s]};
+    }
+    float *want[NS];
+    for (int s = 0; s < NS; s++) { /* the one-matrix decode product it replaces */
+        want[s] = malloc((size_t)segs[s].rows * sizeof(float));
+        REQUIRE(want[s]);
+        moe_matmul_prepared(NULL, want[s], segs[s].rows, &W[s], xq[s], 1);
+        for (int64_t r = 0; r < segs[s].rows; r++) { /* and near the scalar reference */
+            float ref;
+            moe_type_get(segs[s].type)->vec_dot_ref(segs[s].cols, &ref, wq[s] + (size_t)r * W[s].row_bytes, xq[s]);
+            CHECK_NEAR(want[s][r], ref, 1e-4 * (1.0 + fabs(ref)));
+        }
+    }
+    const int threads[] = {1, 2, 3, 5};
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(threads); ti++) {
+        moe_pool *pool = moe_pool_create(threads[ti]);
+        REQUIRE(pool);
+        for (int first = 0; first < 2; first++) { /* all segments, then only the tiny ones */
+            const int ns = first ? 2 : NS;
+            for (int s = 0; s < NS; s++)
+                for (int64_t r = 0; r < segs[s].rows; r++) y[s][r] = NAN;
+            moe_matvec_multi(pool, sg, ns);
+            for (int s = 0; s < NS; s++) {
+                const moe_type_traits *t = moe_type_get(segs[s].type);
+                for (int64_t r = 0; r < segs[s].rows; r++) {
+                    if (s >= ns) { CHECK(isnan(y[s][r])); continue; }
+                    CHECK_MSG(memcmp(&want[s][r], &y[s][r], sizeof(float)) == 0, "threads %d seg %d (%s) row %lld: %.9g != %.9g",
+                              threads[ti], s, t->name, (long long)r, y[s][r], want[s][r]);
+                }
+            }
+        }
+        moe_pool_free(pool);
+    }
+    for (int s = 0; s < NS; s++) { free(wq[s]); free(xq[s]); free(y[s]); free(want[s]); }
+}
