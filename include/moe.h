@@ -372,6 +372,10 @@ void moe_offload_free(moe_offload *o);
 void moe_offload_attach(moe_offload *o, moe_context *c);
 void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out);
 uint64_t moe_offload_pool_bytes(const moe_offload *o);
+int moe_offload_n_layers(const moe_offload *o);
+/* Precision and recall of the predictor's guesses for one layer; false when the layer had
+ * no scored guesses (a dense layer, the first MoE layer, or no predictor). */
+bool moe_offload_layer_prediction(moe_offload *o, int layer, double *precision, double *recall);
 
 /* A routing trace (the JSON lines `--dump-routing` writes; docs/FORMAT.md). */
 typedef struct moe_trace moe_trace;

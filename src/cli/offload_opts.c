@@ -125,6 +125,18 @@ void cli_offload_json_stats(moe_offload *off, FILE *f) {
         cli_json_num(f, s.predicted ? s.prefetch_precision : NAN);
         fprintf(f, ",\"prefetch_recall\":");
         cli_json_num(f, s.predicted ? s.prefetch_recall : NAN);
+        /* per layer: null where a layer had no scored guesses */
+        const char *names[2] = {"prefetch_precision_per_layer", "prefetch_recall_per_layer"};
+        for (int which = 0; which < 2; which++) {
+            fprintf(f, ",\"%s\":[", names[which]);
+            for (int l = 0; l < moe_offload_n_layers(off); l++) {
+                double pr, rc;
+                bool have = moe_offload_layer_prediction(off, l, &pr, &rc);
+                if (l) fputc(',', f);
+                cli_json_num(f, have ? (which ? rc : pr) : NAN);
+            }
+            fputc(']', f);
+        }
         fprintf(f, "}");
     }
     fprintf(f, ",\"peak_rss_bytes\":%llu", (unsigned long long)moe_peak_rss_bytes());

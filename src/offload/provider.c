@@ -78,6 +78,7 @@ struct moe_offload {
     uint8_t *guess;               /* [n_layer × n_expert] */
     bool *have_guess;             /* [n_layer] */
     bool *hinted;                 /* [n_layer]: the forward pass announces its experts */
+    int64_t *layer_pred;          /* [n_layer × 3]: guessed, guessed and used, used (scored) */
     const moe_profile *profile;   /* statistical predictor, or NULL */
     bool gate_lookahead;
     int prefetch_n;
@@ -322,6 +323,9 @@ static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, i
         o->stats.predicted += guessed;
         o->stats.predicted_right += right;
         o->stats.routed_with_guess += n;
+        o->layer_pred[3 * layer] += guessed;
+        o->layer_pred[3 * layer + 1] += right;
+        o->layer_pred[3 * layer + 2] += n;
         o->have_guess[layer] = false;
     }
     if (o->io_running) {
@@ -459,9 +463,10 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
     o->guess = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, 1);
     o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
     o->hinted = moe_calloc((size_t)o->n_layer, sizeof *o->hinted);
+    o->layer_pred = moe_calloc((size_t)o->n_layer * 3, sizeof *o->layer_pred);
     o->cache = moe_xcache_init(prm.policy == MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
                                prm.per_layer, o->n_layer, o->n_expert);
-    if (!o->slots || !o->guess || !o->have_guess || !o->hinted || !o->cache) goto fail;
+    if (!o->slots || !o->guess || !o->have_guess || !o->hinted || !o->layer_pred || !o->cache) goto fail;
 
     /* O_DIRECT keeps the experts out of the page cache (our slots are the only copy);
      * some file systems (tmpfs) refuse it, and then we drop pages after each read. */
@@ -514,6 +519,7 @@ void moe_offload_free(moe_offload *o) {
     free(o->guess);
     free(o->have_guess);
     free(o->hinted);
+    free(o->layer_pred);
     free(o->loc);
     pthread_mutex_destroy(&o->mu);
     pthread_cond_destroy(&o->cv_work);
@@ -536,3 +542,16 @@ void moe_offload_get_stats(moe_offload *o, moe_offload_stats *out) {
 }
 
 uint64_t moe_offload_pool_bytes(const moe_offload *o) { return (uint64_t)o->n_slots * o->slot_bytes; }
+
+bool moe_offload_layer_prediction(moe_offload *o, int layer, double *precision, double *recall) {
+    if (layer < 0 || layer >= o->n_layer) return false;
+    pthread_mutex_lock(&o->mu);
+    int64_t guessed = o->layer_pred[3 * layer], right = o->layer_pred[3 * layer + 1], used = o->layer_pred[3 * layer + 2];
+    pthread_mutex_unlock(&o->mu);
+    if (!guessed || !used) return false;
+    *precision = (double)right / (double)guessed;
+    *recall = (double)right / (double)used;
+    return true;
+}
+
+int moe_offload_n_layers(const moe_offload *o) { return o->n_layer; }
