@@ -198,13 +198,20 @@ TEST(run_errors) {
     CHECK(rc == 2);
     CHECK_STR_CONTAINS(out, "not a token id");
     free(out);
-    /* no -m: says where it looked for the default model */
+    /* no -m and a $MOE_MODEL that does not exist: an error, no fallback to another model */
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "MOE_MODEL=/nonexistent/default.gguf %s run -p hi 2>&1", test_moe_bin());
     rc = test_run(cmd, &out);
     CHECK(rc == 1);
-    CHECK_STR_CONTAINS(out, "looked at");
     CHECK_STR_CONTAINS(out, "$MOE_MODEL=/nonexistent/default.gguf");
+    free(out);
+    /* no -m and no default model next to the binary: says where it looked (a copy of
+     * the binary in an empty directory) */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/bin && cp %s %s/bin/moe && env -u MOE_MODEL %s/bin/moe run -p hi 2>&1",
+             test_tmpdir(), test_moe_bin(), test_tmpdir(), test_tmpdir());
+    rc = test_run(cmd, &out);
+    CHECK(rc == 1);
+    CHECK_STR_CONTAINS(out, "looked at");
     CHECK_STR_CONTAINS(out, "share/moe/default.gguf");
     free(out);
     /* $MOE_MODEL is used when it exists */

@@ -122,9 +122,11 @@ bool cli_default_model(const char *sub, char *path, size_t cap) {
     char tried[4][PATH_MAX + 64];
     int nt = 0;
     if (env && *env) {
+        /* an explicit choice: never fall back to another model behind the user's back */
         snprintf(path, cap, "%s", env);
         if (file_exists(path)) return true;
-        snprintf(tried[nt++], sizeof tried[0], "$MOE_MODEL=%s", env);
+        fprintf(stderr, "moe %s: no model given (-m FILE) and $MOE_MODEL=%s does not exist (looked at it only)\n", sub, env);
+        return false;
     }
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);

@@ -3,16 +3,12 @@
  * in the mapping; metadata are copied into one arena so they are aligned and
  * NUL-terminated. */
 #include "io/gguf.h"
+#include "io/mapfile.h"
 #include "core/arena.h"
 #include "core/types.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct {
     const char *key;
@@ -391,41 +387,21 @@ moe_gguf *moe_gguf_open_memory(const void *data, size_t size, const char *name) 
 }
 
 moe_gguf *moe_gguf_open(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return moe_error_null(MOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return moe_error_null(MOE_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moe_error_null(MOE_ERR_IO, "%s: not a regular file", path);
-    }
+    const void *base;
+    uint64_t size;
+    if (moe_map_file(path, &base, &size) != MOE_OK) return NULL;
     moe_gguf *g = gguf_new(path);
-    if (!g) { close(fd); return NULL; }
-    g->size = (uint64_t)sb.st_size;
-    if (g->size > 0) {
-        void *m = mmap(NULL, (size_t)g->size, PROT_READ, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            moe_gguf_close(g);
-            return moe_error_null(MOE_ERR_IO, "%s: cannot map %llu bytes: %s", path,
-                                  (unsigned long long)sb.st_size, strerror(e));
-        }
-        g->base = m;
-        g->mapped = true;
-    }
-    close(fd); /* the mapping keeps the file alive */
+    if (!g) { moe_unmap_file(base, size); return NULL; }
+    g->base = base;
+    g->size = size;
+    g->mapped = base != NULL;
     if (parse_header(g) != MOE_OK) { moe_gguf_close(g); return NULL; }
     return g;
 }
 
 void moe_gguf_close(moe_gguf *g) {
     if (!g) return;
-    if (g->mapped) munmap((void *)g->base, (size_t)g->size);
+    if (g->mapped) moe_unmap_file(g->base, g->size);
     moe_arena_free(&g->arena);
     free(g);
 }

@@ -4,6 +4,7 @@
  * 100 MB and starting with '{', data_offsets consistent with dtype × shape, tensors
  * packed back to back without holes or overlaps, and the last one ending the file. */
 #include "io/safetensors.h"
+#include "io/mapfile.h"
 #include "core/arena.h"
 #include "core/f16.h"
 
@@ -13,7 +14,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -553,41 +553,21 @@ moe_safetensors *moe_st_open_memory(const void *data, size_t size, const char *n
 }
 
 moe_safetensors *moe_st_open(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return moe_error_null(MOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return moe_error_null(MOE_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moe_error_null(MOE_ERR_IO, "%s: not a regular file", path);
-    }
+    const void *base;
+    uint64_t size;
+    if (moe_map_file(path, &base, &size) != MOE_OK) return NULL;
     moe_safetensors *st = st_new(path);
-    if (!st) { close(fd); return NULL; }
-    st->size = (uint64_t)sb.st_size;
-    if (st->size > 0) {
-        void *m = mmap(NULL, (size_t)st->size, PROT_READ, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            moe_st_close(st);
-            return moe_error_null(MOE_ERR_IO, "%s: cannot map %llu bytes: %s", path,
-                                  (unsigned long long)sb.st_size, strerror(e));
-        }
-        st->base = m;
-        st->mapped = true;
-    }
-    close(fd);
+    if (!st) { moe_unmap_file(base, size); return NULL; }
+    st->base = base;
+    st->size = size;
+    st->mapped = base != NULL;
     if (parse_file(st) != MOE_OK) { moe_st_close(st); return NULL; }
     return st;
 }
 
 void moe_st_close(moe_safetensors *st) {
     if (!st) return;
-    if (st->mapped) munmap((void *)st->base, (size_t)st->size);
+    if (st->mapped) moe_unmap_file(st->base, st->size);
     free(st->tensors);
     free(st->by_name);
     free(st->meta);
