@@ -1,6 +1,8 @@
 /* bench/gemm.c — batch (prefill) product speed: the tile kernels of moe_gemm_prepared
  * against the per-row vec_dot path of moe_matmul_prepared (llama.cpp's mul_mat scheme),
  * on one expert-sized matrix, in GFLOP/s (2·rows·cols·n per product), median of R reps.
+ * With --n 1 both columns time the same four-row vec_dot kernels (the decode product):
+ * moe_matmul_prepared's static split against moe_matvec_multi's claimed byte ranges.
  *
  *   build/bench/gemm [--rows 2816] [--cols 1024] [--n 32] [--reps 9] [--threads 1] [--types q8_0,q4_0,q4_K] */
 #include "core/gemm.h"
@@ -24,13 +26,17 @@ static float rnd(void) {
 
 typedef void (*product_fn)(moe_pool *, float *, int64_t, const moe_mat *, const void *, int64_t);
 
+/* Seconds per product: each sample repeats it until ~50 MFLOP have run (small products,
+ * e.g. --n 1, take microseconds). */
 static double time_product(product_fn f, moe_pool *pool, float *y, const moe_mat *W, const void *xq, int64_t n, int reps) {
     double t[64];
+    const double flop = 2.0 * (double)W->rows * (double)W->cols * (double)n;
+    const int iters = (int)(5e7 / flop) + 1;
     f(pool, y, W->rows, W, xq, n); /* warm-up: weights into the caches they fit */
     for (int r = 0; r < reps; r++) {
         const double t0 = moe_time_s();
-        f(pool, y, W->rows, W, xq, n);
-        t[r] = moe_time_s() - t0;
+        for (int it = 0; it < iters; it++) f(pool, y, W->rows, W, xq, n);
+        t[r] = (moe_time_s() - t0) / iters;
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     return t[reps / 2];

@@ -36,8 +36,8 @@ if [ $have_llama = 1 ]; then
     echo "| model | moe pp$pp t/s | llama pp$pp t/s | pp ratio | moe tg$tg t/s | llama tg$tg t/s | tg ratio | moe tg % of bound |"
     echo "|---|---|---|---|---|---|---|---|"
 else
-    echo "| model | pp$pp t/s (min-max) | tg$tg t/s (min-max) | DRAM GB/s | MB/token | bound t/s | tg % of bound | pool wait us/layer | peak RSS MiB |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| model | pp$pp t/s (min-max) | tg$tg t/s (min-max) | DRAM GB/s | MB/token | bound t/s | tg % of bound (min-max) | pool wait us/layer | CPU share % | peak RSS MiB (limit) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
 fi
 for m in "${models[@]}"; do
     name=$(basename "$m" .gguf)
@@ -66,7 +66,7 @@ print(f"| {name} | {m['pp_tps']:.1f} ({m['pp_tps_min']:.1f}-{m['pp_tps_max']:.1f
       f"{m['tg_tps']:.1f} ({m['tg_tps_min']:.1f}-{m['tg_tps_max']:.1f}) | {m['dram_gbps']:.1f} | "
       f"{m['bytes_per_token'] / 1e6:.1f} | {m['tg_bound_tps']:.1f} | {m['tg_pct_of_bound']:.1f} "
       f"({m['tg_pct_of_bound_min']:.0f}-{m['tg_pct_of_bound_max']:.0f}) | {m['pool_wait_us_per_layer']:.1f} | "
-      f"{m['peak_rss_bytes'] / 2**20:.0f} |")
+      f"{m.get('tg_cpu_share_pct', float('nan')):.0f} | {m['peak_rss_bytes'] / 2**20:.0f} ({m['rss_limit_bytes'] / 2**20:.0f}) |")
 EOF
     fi
 done

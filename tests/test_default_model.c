@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-/* <dir of the moe binary>/../models/default.gguf: where `moe run` looks from build*/moe. */
+/* <dir of the moe binary>/../models/default.gguf: where `moe run` looks from build/moe (any build folder at the root). */
 static bool default_model_path(char *out, size_t cap) {
     const char *bin = test_moe_bin();
     const char *slash = strrchr(bin, '/');
@@ -32,9 +32,9 @@ TEST(default_model_runs_without_m) {
     int rc = test_run(cmd, &out);
     REQUIRE_MSG(rc == 0, "moe run without -m exited %d: %s", rc, out ? out : "");
     REQUIRE(out);
-    CHECK_STR_CONTAINS(out, "Once upon a time");
-    /* the continuation is English-like text: mostly letters and spaces, several words */
-    const char *gen = strstr(out, "Once upon a time") + 16;
+    /* stdout is the continuation (the prompt is not echoed): English-like text, mostly
+     * letters and spaces, several words */
+    const char *gen = out;
     int letters = 0, spaces = 0, total = 0;
     for (const char *q = gen; *q; q++, total++) {
         if ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')) letters++;

@@ -8,7 +8,9 @@
 #include "core/gemm.h"
 #include "core/threads.h"
 #include "core/types.h"
+#include "moe.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,3 +166,71 @@ TEST(matvec_multi_equals_matmul_per_segment) {
     }
     for (int s = 0; s < NS; s++) { free(wq[s]); free(xq[s]); free(y[s]); free(want[s]); }
 }
+
+/* The pool's claims (moe_pool_run_n): every index of every run runs exactly once, also
+ * with more indices than threads, more threads than cores, and tasks of uneven length
+ * (which make late workers arrive after a run has moved on). */
+typedef struct {
+    _Atomic int hits[64];
+    int n;
+} claim_job;
+
+static void claim_task(void *arg, int i, int n) {
+    claim_job *j = arg;
+    if (n != j->n || i < 0 || i >= n) { atomic_fetch_add(&j->hits[63], 1000); return; }
+    if (i % 7 == 3) { volatile double s = 0; for (int k = 0; k < 2000; k++) s += k; (void)s; }
+    atomic_fetch_add(&j->hits[i], 1);
+}
+
+TEST(pool_run_n_claims_each_index_once) {
+    const int threads[] = {2, 3, 5};
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(threads); ti++) {
+        moe_pool *pool = moe_pool_create(threads[ti]);
+        REQUIRE(pool);
+        int bad = 0;
+        for (int run = 0; run < 3000 && !bad; run++) {
+            claim_job j;
+            j.n = 1 + run % 40;
+            for (int k = 0; k < 64; k++) atomic_store(&j.hits[k], 0);
+            if (run % 2) moe_pool_run_n(pool, claim_task, &j, j.n);
+            else { j.n = threads[ti]; moe_pool_run(pool, claim_task, &j); }
+            for (int k = 0; k < 64; k++)
+                if (atomic_load(&j.hits[k]) != (k < j.n ? 1 : 0)) bad = 1;
+        }
+        CHECK_MSG(!bad, "pool of %d threads: an index ran twice, never, or with the wrong count", threads[ti]);
+        moe_pool_free(pool);
+    }
+}
+
+/* The forward pass on quantized llama.cpp files: a batch (tile kernels) and one token at
+ * a time (the fused decode runs) give bit-identical logits, with 2 threads. */
+static void batch_equals_tokens(const char *name) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "gguf/%s.gguf", name);
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = 2;
+    moe_model *m = moe_model_load(test_fixture(rel), &mp);
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    enum { N = 40 };
+    const int64_t V = moe_model_n_vocab(m);
+    int32_t tokens[N];
+    for (int i = 0; i < N; i++) tokens[i] = (int32_t)((i * 7919 + 13) % V);
+    moe_context *c = moe_context_init(m, N);
+    float *a = malloc((size_t)N * V * sizeof *a), *b = malloc((size_t)N * V * sizeof *b);
+    REQUIRE(c && a && b);
+    CHECK(moe_eval(c, tokens, N, a, 0) == MOE_OK);
+    moe_context_reset(c);
+    for (int i = 0; i < N; i++) CHECK(moe_eval(c, tokens + i, 1, b + (int64_t)i * V, 0) == MOE_OK);
+    int64_t diff = 0;
+    for (int64_t k = 0; k < (int64_t)N * V; k++) diff += memcmp(&a[k], &b[k], sizeof(float)) != 0;
+    CHECK_MSG(diff == 0, "%s: %lld of %lld logits differ between batch and token-by-token", name, (long long)diff,
+              (long long)N * V);
+    free(a);
+    free(b);
+    moe_context_free(c);
+    moe_model_free(m);
+}
+
+TEST(gemm_forward_batch_bit_identical_q8_0) { batch_equals_tokens("mixtral-q8_0"); }
+TEST(gemm_forward_batch_bit_identical_q4_0) { batch_equals_tokens("mixtral-q4_0"); }
+TEST(gemm_forward_batch_bit_identical_q4_k_s) { batch_equals_tokens("mixtral-q4_k_s"); }

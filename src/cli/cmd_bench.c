@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
@@ -36,6 +37,19 @@ static void reset_peak_rss(void) {
     fputs("5", f);
     fclose(f);
 }
+
+/* CPU seconds (user + system) of the whole process so far: with the wall time it says
+ * how much of the cores the run actually had on a shared machine. */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+/* Warm-up batch: 32 tokens route to (almost) every expert of every layer, so the mapped
+ * weights are paged in before anything is timed, also with -p 0. */
+#define WARMUP 32
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -93,7 +107,7 @@ int cmd_bench(int argc, char **argv) {
     moe_model *m = moe_model_load(model, &mp);
     if (!m) return cli_fail_lib(sub);
     double load_s = moe_time_s() - t0;
-    int64_t n_ctx = MAX2(n_prompt, 1) + n_gen + 8;
+    int64_t n_ctx = MAX2(n_prompt, WARMUP) + n_gen + 8;
     moe_context *c = moe_context_init(m, n_ctx);
     if (!c) { moe_model_free(m); return cli_fail_lib(sub); }
     moe_offload *off = NULL;
@@ -103,11 +117,12 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     int64_t nv = moe_model_n_vocab(m);
-    int32_t *toks = malloc((size_t)MAX2(n_prompt, n_gen + 1) * sizeof *toks);
+    int32_t *toks = malloc((size_t)MAX2(MAX2(n_prompt, n_gen + 1), WARMUP) * sizeof *toks);
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     double *bws = calloc((size_t)reps, sizeof *bws), *pcts = calloc((size_t)reps, sizeof *pcts);
+    double *shares = calloc((size_t)reps, sizeof *shares);
     int rc = 1;
-    if (!toks || !pp || !tg || !bws || !pcts) { cli_fail(sub, "out of memory"); goto done; }
+    if (!toks || !pp || !tg || !bws || !pcts || !shares) { cli_fail(sub, "out of memory"); goto done; }
 
     /* The bandwidth is measured right before and after every decode run (the mean of the
      * two is that run's yardstick): on a machine shared with other work it changes from
@@ -117,8 +132,8 @@ int cmd_bench(int argc, char **argv) {
     uint64_t bpt = moe_model_bytes_per_token(m);
 
     /* Warm-up: page the weights in and let the caches settle. */
-    fill_tokens(toks, 8, nv, 1);
-    if (moe_eval(c, toks, MIN2(8, n_ctx - 1), NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
+    fill_tokens(toks, WARMUP, nv, 1);
+    if (moe_eval(c, toks, WARMUP, NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
     double wait_s = 0;
     uint64_t steps = 0, peak_seen = 0;
     for (int64_t r = 0; r < reps; r++) {
@@ -140,10 +155,12 @@ int cmd_bench(int argc, char **argv) {
             moe_context_reset(c);
             fill_tokens(toks, n_gen, nv, (uint32_t)(200 + r));
             moe_context_pool_stats(c, NULL, NULL, true);
-            double a = moe_time_s();
+            const double cpu0 = cpu_seconds(), a = moe_time_s();
             for (int64_t i = 0; i < n_gen; i++)
                 if (moe_eval(c, toks + i, 1, NULL, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
-            tg[r] = (double)n_gen / (moe_time_s() - a);
+            const double wall = moe_time_s() - a;
+            tg[r] = (double)n_gen / wall;
+            shares[r] = 100.0 * (cpu_seconds() - cpu0) / (wall * nt);
             peak_seen = MAX2(peak_seen, moe_peak_rss_bytes());
             bws[r] = 0.5 * (bw_before + moe_measure_read_bandwidth(nt, (size_t)bw_bytes, 3));
             reset_peak_rss();
@@ -160,6 +177,7 @@ int cmd_bench(int argc, char **argv) {
     }
     spread sp = summarize(pp, n_prompt > 0 ? (int)reps : 0), sg = summarize(tg, n_gen > 0 ? (int)reps : 0);
     spread sb = summarize(bws, (int)reps), spc = summarize(pcts, n_gen > 0 ? (int)reps : 0);
+    spread ssh = summarize(shares, n_gen > 0 ? (int)reps : 0);
     double bw = sb.median;
     double bound = bpt ? bw / (double)bpt : NAN;
     /* the median of the per-repetition ratios: each decode against the bandwidth measured
@@ -181,9 +199,9 @@ int cmd_bench(int argc, char **argv) {
         cli_json_num(stdout, load_s);
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
                               "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
-                              "tg_pct_of_bound_max", "pool_wait_us_per_token", "pool_wait_us_per_layer"};
+                              "tg_pct_of_bound_max", "pool_wait_us_per_token", "pool_wait_us_per_layer", "tg_cpu_share_pct"};
         double vals[] = {sp.median, sp.min, sp.max, sg.median, sg.min, sg.max, bw / 1e9, sb.min / 1e9, sb.max / 1e9,
-                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer};
+                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer, ssh.median};
         for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++) {
             printf(",\"%s\":", keys[k]);
             cli_json_num(stdout, vals[k]);
@@ -191,7 +209,6 @@ int cmd_bench(int argc, char **argv) {
         printf(",\"bytes_per_token\":%llu,\"file_bytes\":%llu,\"context_bytes\":%llu,\"rss_limit_bytes\":%llu",
                (unsigned long long)bpt, (unsigned long long)fbytes, (unsigned long long)ctx_bytes,
                (unsigned long long)rss_limit);
-        if (!off) printf(",\"peak_rss_bytes\":%llu", (unsigned long long)peak); /* else in the offload stats */
         printf(",\"pool_steps_per_token\":");
         cli_json_num(stdout, n_gen > 0 ? (double)steps / (double)(n_gen * reps) : NAN);
         cli_offload_json_stats(off, stdout);
@@ -209,6 +226,8 @@ int cmd_bench(int argc, char **argv) {
             printf("  decode at %.1f %% of the bound (median over the reps, each against the bandwidth measured around it;"
                    " min %.1f, max %.1f)\n", pct, spc.min, spc.max);
             printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
+            printf("  CPU share during decode: %.0f %% of %d cores (below ~95 %%: other processes held the cores)\n",
+                   ssh.median, nt);
         }
         printf("  peak RSS %.1f MiB (file %.1f MiB, context %.1f MiB; limit file + 5 %% + 50 MiB + context = %.1f MiB)\n",
                peak / 1048576.0, fbytes / 1048576.0, ctx_bytes / 1048576.0, rss_limit / 1048576.0);
@@ -221,6 +240,7 @@ done:
     free(tg);
     free(bws);
     free(pcts);
+    free(shares);
     moe_context_free(c);
     cli_offload_close(off, &off_opts);
     moe_model_free(m);

@@ -161,7 +161,9 @@ void moe_pool_run_n(moe_pool *p, moe_task_fn fn, void *arg, int n_tasks) {
     uint64_t g = atomic_load_explicit(&p->generation, memory_order_relaxed);
     g = (g & ~((UINT64_C(1) << (64 - 2 * TASK_BITS)) - 1)) | run;
     if (run == 0) g += UINT64_C(1) << (64 - 2 * TASK_BITS); /* the run number wrapped: still a new generation */
-    atomic_store_explicit(&p->generation, g, memory_order_release);
+    /* seq_cst store, then the sleepers load: a worker going to sleep increments sleepers
+     * and then re-reads the generation, so one of the two sees the other */
+    atomic_store(&p->generation, g);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);

@@ -267,11 +267,42 @@ static void lookahead(moe_context *c, int il, const moe_route_cfg *cfg) {
     c->experts->ops->hint(c->experts, nl, c->look_ids, g.k, true);
 }
 
-/* Decode (one token) with the model's own mapped experts: the gate and up projections
- * of every chosen expert in one pool run, then all their down projections in another,
- * instead of three runs per expert. Same kernels, same results as the loop below. The
- * offloading providers keep the loop: they pin one expert at a time. */
 #define MAX_FUSED_EXPERTS 16
+
+/* SwiGLU + quantization of the hidden rows of the experts of one decoded token */
+typedef struct {
+    moe_context *c;
+    int n;                                      /* experts */
+    int64_t ff;
+    const moe_type_traits *vt[MAX_FUSED_EXPERTS]; /* activation type of each down projection */
+    int64_t r0[MAX_FUSED_EXPERTS];              /* grouped row of each expert */
+    uint8_t *xq[MAX_FUSED_EXPERTS];             /* its prepared row */
+} sw_job;
+
+/* The quantization blocks of all experts' hidden rows, split between tasks: swiglu then
+ * from_float of each block (the same values and bytes as over the whole row). */
+static void swiglu_quant_task(void *arg, int ith, int nth) {
+    const sw_job *j = arg;
+    int64_t total = 0;
+    for (int e = 0; e < j->n; e++) total += j->ff / j->vt[e]->block_size;
+    int64_t b, end, base = 0;
+    moe_split(total, ith, nth, 1, &b, &end);
+    for (int e = 0; e < j->n && b < end; e++) {
+        const int64_t bs = j->vt[e]->block_size, nb = j->ff / bs;
+        const int64_t lo = MOE_MAX(b, base) - base, hi = MOE_MIN(end, base + nb) - base;
+        if (lo < hi) {
+            float *h = j->c->hg + j->r0[e] * j->ff + lo * bs;
+            swiglu(h, j->c->ug + j->r0[e] * j->ff + lo * bs, (hi - lo) * bs);
+            j->vt[e]->from_float(h, j->xq[e] + (size_t)lo * j->vt[e]->type_size, (hi - lo) * bs);
+        }
+        base += nb;
+    }
+}
+
+/* Decode (one token) with the model's own mapped experts: the gate and up projections
+ * of every chosen expert in one pool run, SwiGLU and quantization in a second, all their
+ * down projections in a third, instead of four runs per expert. Same kernels, same results as the loop below. The
+ * offloading providers keep the loop: they pin one expert at a time. */
 static moe_status experts_decode(moe_context *c, int il, int n_active) {
     moe_expert_provider *p = c->experts;
     const int64_t d = c->m->hp.n_embd, ff = c->m->hp.n_ff_exp;
@@ -300,16 +331,21 @@ static moe_status experts_decode(moe_context *c, int il, int n_active) {
             mm_same_x(c, &W[ai]->up, W[ai]->gate.type, c->xn, 1, c->ug + r0 * ff, ff);
         }
     }
-    /* the down projections' inputs side by side in xq, one row per expert */
+    /* the down projections' inputs side by side in xq, one row per expert: SwiGLU and
+     * quantization of all of them in one pool run (block by block: both are elementwise
+     * or per quantization block), then all down projections in one more */
+    sw_job sj = {c, n_active, ff, {0}, {0}, {0}};
     uint8_t *xq = c->xq;
     for (int ai = 0; ai < n_active; ai++) {
         const int64_t r0 = c->start[c->active[ai]];
-        float *he = c->hg + r0 * ff;
-        swiglu(he, c->ug + r0 * ff, ff);
-        moe_act_prepare(c->pool, W[ai]->down.type, he, xq, 1, ff);
+        sj.vt[ai] = moe_type_get(moe_type_get(W[ai]->down.type)->vec_dot_type);
+        sj.r0[ai] = r0;
+        sj.xq[ai] = xq;
         sg[ai] = (moe_mv_seg){&W[ai]->down, xq, c->og + r0 * d};
         xq += moe_act_row_size(W[ai]->down.type, ff);
     }
+    if (n_active * ff >= 2048) moe_pool_run(c->pool, swiglu_quant_task, &sj);
+    else swiglu_quant_task(&sj, 0, 1);
     moe_matvec_multi(c->pool, sg, n_active);
     return MOE_OK;
 }
