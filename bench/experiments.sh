@@ -7,20 +7,21 @@
 # tokens), 400 steps of 16 × 64 tokens, AdamW lr 2e-3 with 20 warm-up steps and cosine
 # decay, eval on Persuasion every 50 steps. Logs (JSONL) and SVG plots go to OUT_DIR
 # (bench/out/experiments). Environment: MOE (./moe), THREADS (1), STEPS (400), RUNS
-# ("a b c"). About 2 minutes per run on one core.
+# ("a a2 b c c2"), SEED (1). About 2 minutes per run on one core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 moe=${MOE:-./moe}
 out=${1:-bench/out/experiments}
 threads=${THREADS:-1}
 steps=${STEPS:-400}
-runs=${RUNS:-"a b c c2"}
+runs=${RUNS:-"a a2 b c c2"}
+seed=${SEED:-1}    # model initialisation seed; the data seed is 41 + SEED
 mkdir -p "$out"
 corpus=$(models/corpus.sh)
 vocab=${VOCAB:-../shared/fixtures/tokenizer/ggml-vocab-llama-spm.gguf}
-shape="--layers 4 --embd 128 --heads 4 --kv-heads 2 --ff 128 --ctx 256 --vocab $vocab --vocab-size 4096 --seed 1"
+shape="--layers 4 --embd 128 --heads 4 --kv-heads 2 --ff 128 --ctx 256 --vocab $vocab --vocab-size 4096 --seed $seed"
 common="--data $corpus/train.txt --eval-data $corpus/valid.txt --batch 16 --ctx 64 --lr 2e-3 --warmup 20
-        --eval-every 50 --eval-batches 8 --seed 42 -t $threads"
+        --eval-every 50 --eval-batches 8 --seed $((41 + seed)) -t $threads"
 [ -s "$out/moe.gguf" ] || $moe init --arch mixtral $shape --experts 8 --topk 2 -o "$out/moe.gguf"
 train() { # name model steps [router flags...]
     local name=$1 model=$2 n=$3; shift 3
@@ -35,6 +36,12 @@ for r in $runs; do
         train loss-free "$out/moe.gguf" "$steps" --router loss-free --aux-coef 0 --bias-update-rate 1e-3
         $moe plot "$out/topk-aux.jsonl" "$out/loss-free.jsonl" "$out/topk-noaux.jsonl" --smooth 10 \
             --title "aux loss (0.01) vs loss-free (u=1e-3) vs neither" -o "$out/exp-a-balancing.svg" ;;
+    a2) # (a) with sigmoid gating (DeepSeek-V3's router): its sequence-wise aux loss and no
+        # bias, vs the loss-free bias and no aux loss
+        train ds3-aux "$out/moe.gguf" "$steps" --router deepseek-v3 --aux-coef 0.01 --bias-update-rate 0
+        train ds3-loss-free "$out/moe.gguf" "$steps" --router deepseek-v3 --aux-coef 0 --bias-update-rate 1e-3
+        $moe plot "$out/ds3-aux.jsonl" "$out/ds3-loss-free.jsonl" --smooth 10 \
+            --title "sigmoid gating: aux loss (0.01) vs loss-free (u=1e-3)" -o "$out/exp-a2-sigmoid.svg" ;;
     b)  [ -s "$out/topk-aux.jsonl" ] || train topk-aux "$out/moe.gguf" "$steps" --router topk --aux-coef 0.01
         # capacity factor 2: each expert takes 2·T/E tokens = the compute of top-2
         train expert-choice "$out/moe.gguf" "$steps" --router expert-choice --capacity-factor 2

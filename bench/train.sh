@@ -20,11 +20,11 @@ vocab=${VOCAB:-../shared/fixtures/tokenizer/ggml-vocab-llama-spm.gguf}
 model=$out/train-bench-init.gguf
 $moe init --arch mixtral --layers 4 --embd 384 --heads 6 --kv-heads 2 --ff 384 --experts 8 --topk 2 \
     --ctx 256 --vocab "$vocab" --vocab-size 4096 --seed 1 -o "$model" >&2
-args=(--data "$corpus/train.txt" --router topk --batch 8 --ctx 256 --lr 1e-3 -t "$threads" --quiet)
+args=(--data "$corpus/train.txt" --router topk --batch 8 --ctx 256 --lr 1e-3 -t "$threads")
 # warm-up run: page in the data and the allocator; its numbers are not reported
 $moe train -m "$model" "${args[@]}" --steps "$warmup" -o "$out/train-bench-warm.gguf" >/dev/null 2>&1
 log=$out/train-bench.log
 $moe train -m "$model" "${args[@]}" --steps "$steps" -o "$out/train-bench-out.gguf" 2>"$log"
-params=$(grep -o '[0-9.]* M parameters' "$log" | head -n 1)
+params=$(grep -o "[0-9.]* M parameters" "$log" | head -n 1 || true)
 echo "model: $params, 8 experts top-2, batch 8 x 256 tokens, $steps steps, $threads threads"
-grep '^time:' "$log"
+tr '\r' '\n' < "$log" | grep '^time:' || { echo "train.sh: no timing line in $log" >&2; exit 1; }

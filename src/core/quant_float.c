@@ -99,7 +99,7 @@ enum { sizeof_f32 = 4, sizeof_f16 = 2, sizeof_bf16 = 2 };
                 const __m256 vy = load_##T(y, i + 8 * a);                                     \
                 UNROLL for (int r = 0; r < nr; r++) {                                         \
                     if (nr > 1 && a == 0) /* the next four rows: see quant_legacy.c */        \
-                        _mm_prefetch((const char *)(x + r * bx + 4 * bx) + i * sizeof_##T, _MM_HINT_T0); \
+                        _mm_prefetch((const char *)(x + r * bx + 4 * bx) + i * sizeof_##T, _MM_HINT_T1); \
                     acc[r][a] = _mm256_fmadd_ps(load_##T(x + r * bx, i + 8 * a), vy, acc[r][a]); \
                 }                                                                             \
             }                                                                                 \
