@@ -5,6 +5,7 @@
 #include "core/gemm.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "moe/layer.h"
 #include "moe/route.h"
 
 #include <math.h>
@@ -20,6 +21,7 @@ struct moe_context {
     moe_kv_cache kv;
     int64_t n_ctx, n_batch, pos;
     moe_routing rt;                 /* a training router's result (model router_custom) */
+    moe_layer soft;                 /* Soft MoE layers run through the training layer */
     moe_routing_fn route_fn;
     void *route_user;
     float corr_dims[2];             /* YaRN correction range, as ggml_rope_yarn_corr_dims */
@@ -368,9 +370,45 @@ static moe_status route_trained(moe_context *c, const moe_layer_weights *ly, int
     return MOE_OK;
 }
 
+/* The shared expert(s), added to the routed experts' output in c->y. */
+static moe_status shared_expert(moe_context *c, const moe_layer_weights *ly, int64_t n) {
+    const int64_t d = c->m->hp.n_embd;
+    if (ly->shared.gate.data) {
+        ffn(c, &ly->shared, c->xn, n, c->og);
+        if (ly->shared_gate.data) { /* qwen2moe: scaled by sigmoid(x · ffn_gate_inp_shexp) */
+            mm(c, &ly->shared_gate, c->xn, n, c->sg, 1);
+            for (int64_t t = 0; t < n; t++) {
+                const float g = 1.0f / (1.0f + expf(-c->sg[t]));
+                for (int64_t i = 0; i < d; i++) c->y[t * d + i] += c->og[t * d + i] * g;
+            }
+        } else {                     /* deepseek: shared experts added as they are */
+            for (int64_t i = 0; i < n * d; i++) c->y[i] += c->og[i];
+        }
+    }
+    return MOE_OK;
+}
+
+/* Soft MoE (Puigcerver et al.) mixes the batch's tokens into expert slots, so it runs as
+ * the whole layer of moe/layer.h (the code training uses) on the F32 weights. */
+static moe_status soft_moe_block(moe_context *c, const moe_layer_weights *ly, int64_t n, const int32_t *tokens) {
+    moe_layer_params w;
+    memset(&w, 0, sizeof w);
+    w.router_w = (float *)ly->soft_phi;
+    w.router_scale = (float *)ly->soft_scale;
+    w.experts.gate = (float *)ly->soft_gate;
+    w.experts.up = (float *)ly->soft_up;
+    w.experts.down = (float *)ly->soft_down;
+    return moe_layer_forward(&c->soft, c->y, c->xn, tokens, &w, n, c->pool);
+}
+
 static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *tokens, int64_t pos0) {
     const moe_hparams *hp = &c->m->hp;
     const moe_layer_weights *ly = &c->m->layers[il];
+    if (c->m->router.kind == MOE_ROUTER_SOFT_MOE) {
+        moe_status st = soft_moe_block(c, ly, n, tokens);
+        if (st) return st;
+        return shared_expert(c, ly, n);
+    }
     const int64_t d = hp->n_embd, E = hp->n_expert, K = c->m->router_cols, ff = hp->n_ff_exp;
 
     mm(c, &ly->router, c->xn, n, c->router, c->m->router_logits);
@@ -457,19 +495,7 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
             for (int64_t i = 0; i < d; i++) yt[i] += c->xn[t * d + i];
     }
 
-    if (ly->shared.gate.data) {
-        ffn(c, &ly->shared, c->xn, n, c->og);
-        if (ly->shared_gate.data) { /* qwen2moe: scaled by sigmoid(x · ffn_gate_inp_shexp) */
-            mm(c, &ly->shared_gate, c->xn, n, c->sg, 1);
-            for (int64_t t = 0; t < n; t++) {
-                const float g = 1.0f / (1.0f + expf(-c->sg[t]));
-                for (int64_t i = 0; i < d; i++) c->y[t * d + i] += c->og[t * d + i] * g;
-            }
-        } else {                     /* deepseek: shared experts added as they are */
-            for (int64_t i = 0; i < n * d; i++) c->y[i] += c->og[i];
-        }
-    }
-    return MOE_OK;
+    return shared_expert(c, ly, n);
 }
 
 /* ---------------------------------------------------------------- one batch */
@@ -610,12 +636,25 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     float hi = ceilf(yarn_corr_dim(hp->n_rot, n_ctx_orig, hp->yarn_beta_slow, hp->rope_freq_base));
     c->corr_dims[0] = MOE_MAX(0.0f, lo);
     c->corr_dims[1] = MOE_MIN((float)(hp->n_rot - 1), hi);
+    if (m->router.kind == MOE_ROUTER_SOFT_MOE) {
+        moe_layer_cfg lc;
+        memset(&lc, 0, sizeof lc);
+        lc.router = m->router;
+        lc.d = hp->n_embd;
+        lc.ff = hp->n_ff_exp;
+        lc.act = MOE_FFN_SWIGLU;
+        if (moe_layer_init(&c->soft, &lc) != MOE_OK) {
+            moe_context_free(c);
+            return NULL;
+        }
+    }
     return c;
 }
 
 void moe_context_free(moe_context *c) {
     if (!c) return;
     moe_routing_free(&c->rt);
+    moe_layer_free(&c->soft);
     moe_pool_free(c->pool);
     moe_kv_cache_free(&c->kv);
     moe_arena_free(&c->arena);

@@ -77,6 +77,41 @@ static moe_mat expert_slice(const moe_gguf_tensor *t, int e, int64_t rows, int64
     return m;
 }
 
+/* A whole tensor as floats: F32 data in place, other types dequantized once. */
+static moe_status tensor_f32(const loader *L, const char *name, const float **out) {
+    const moe_gguf_tensor *t = find(L, name);
+    if (!t) return missing(L, name);
+    if (t->type == MOE_TYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
+        *out = t->data;
+        return MOE_OK;
+    }
+    moe_status st = check_type(L, t);
+    if (st) return st;
+    int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    float *v = moe_arena_alloc(&L->m->arena, (size_t)n * sizeof(float), 64);
+    if (!v) return MOE_ERR_NOMEM;
+    moe_type_get(t->type)->to_float(t->data, v, n);
+    *out = v;
+    return MOE_OK;
+}
+
+/* Soft MoE: the layer's tensors in F32 for moe_layer_forward (shapes were checked by
+ * load_experts and load_mat). */
+static moe_status load_soft_moe(const loader *L, int il, moe_layer_weights *ly) {
+    char n[96];
+    moe_status st;
+#define F32(suffix, dst)                                                   \
+    snprintf(n, sizeof n, "blk.%d.%s", il, suffix);                        \
+    if ((st = tensor_f32(L, n, dst))) return st;
+    F32("ffn_gate_inp.weight", &ly->soft_phi);
+    F32("ffn_gate_exps.weight", &ly->soft_gate);
+    F32("ffn_up_exps.weight", &ly->soft_up);
+    F32("ffn_down_exps.weight", &ly->soft_down);
+#undef F32
+    snprintf(n, sizeof n, "blk.%d.ffn_gate_inp.scale", il);
+    return load_vec(L, n, 1, false, &ly->soft_scale);
+}
+
 static moe_status load_experts(const loader *L, int il) {
     const moe_hparams *hp = &L->m->hp;
     const int64_t d = hp->n_embd, ff = hp->n_ff_exp, E = hp->n_expert;
@@ -167,6 +202,7 @@ static moe_status load_layer(const loader *L, int il) {
     TRY(load_mat(L, NAME("ffn_gate_inp.weight"), L->m->router_logits, d, true, &ly->router));
     TRY(load_vec(L, NAME("exp_probs_b.bias"), hp->n_expert, false, &ly->sel_bias));
     TRY(load_experts(L, il));
+    if (L->m->router.kind == MOE_ROUTER_SOFT_MOE) TRY(load_soft_moe(L, il, ly));
     if (hp->n_ff_shexp > 0) TRY(load_ffn(L, il, "_shexp", hp->n_ff_shexp, &ly->shared));
     if (hp->shared_expert_gate) TRY(load_mat(L, NAME("ffn_gate_inp_shexp.weight"), 1, d, true, &ly->shared_gate));
 #undef NAME
@@ -232,11 +268,6 @@ static moe_status load_router_cfg(const loader *L) {
                                              t->ne[1], &m->router, &m->router_hash_map);
     if (st) return st;
     m->router_custom = m->router.kind != MOE_ROUTER_TOPK;
-    if (m->router.kind == MOE_ROUTER_SOFT_MOE)
-        return moe_error(MOE_ERR_UNSUPPORTED,
-                         "%s: moe.router.kind 'soft-moe' mixes the tokens of a batch into expert slots; the inference "
-                         "forward pass does not run it (train with a token-choice router to generate with the model)",
-                         L->path);
     moe_router_kind k = m->router.kind;
     if (k == MOE_ROUTER_SWITCH || k == MOE_ROUTER_GSHARD) m->router.capacity_factor = 0; /* no dropping */
     if (k == MOE_ROUTER_BASE) m->router.assign = MOE_ASSIGN_GREEDY; /* BASE layers route greedily at inference */

@@ -37,6 +37,10 @@ typedef struct moe_layer_weights {
     moe_ffn_weights dense;     /* ffn_gate/up/down [n_ff]: dense models and leading layers */
     moe_mat router;            /* ffn_gate_inp [n_logits × d]: n_expert rows (adamoe: + null experts) */
     const float *sel_bias;     /* exp_probs_b [n_expert]: selection-only bias (deepseek-v3, loss-free), or NULL */
+    /* Soft MoE (moe.router.kind soft-moe) runs through the training layer (moe/layer.h)
+     * in F32: slot parameters Φ = ffn_gate_inp [E·p × d], its scale [1], the experts
+     * [E × ff × d], [E × ff × d], [E × d × ff] (the file's, or dequantized at load). */
+    const float *soft_phi, *soft_scale, *soft_gate, *soft_up, *soft_down;
     moe_ffn_weights shared;    /* ffn_*_shexp [n_ff_shexp]: shared expert(s), or empty */
     moe_mat shared_gate;       /* ffn_gate_inp_shexp [1 × d] (qwen2moe), or empty */
 } moe_layer_weights;

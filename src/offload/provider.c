@@ -444,6 +444,12 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
         moe_error(MOE_ERR_UNSUPPORTED, "%s: the model has no routed experts: --mem needs an MoE model", o->path);
         goto fail;
     }
+    if (m->router.kind == MOE_ROUTER_SOFT_MOE) {
+        /* every slot of every expert runs for every batch: there is nothing to page */
+        moe_error(MOE_ERR_UNSUPPORTED, "%s: a Soft MoE model uses all its experts for every token: --mem does not apply",
+                  o->path);
+        goto fail;
+    }
 
     if (plan_slots(o, m, ctx, &prm) != MOE_OK) goto fail;
     if (o->n_slots < o->need_slots) {
