@@ -98,8 +98,12 @@ enum { sizeof_f32 = 4, sizeof_f16 = 2, sizeof_bf16 = 2 };
             UNROLL for (int a = 0; a < na; a++) {                                             \
                 const __m256 vy = load_##T(y, i + 8 * a);                                     \
                 UNROLL for (int r = 0; r < nr; r++) {                                         \
-                    if (nr > 1 && a == 0) /* the next four rows: see quant_legacy.c */        \
-                        _mm_prefetch((const char *)(x + r * bx + 4 * bx) + i * sizeof_##T, _MM_HINT_T1); \
+                    /* the same position of the next four rows (see quant_legacy.c); rows   \
+                     * of 16 KB and more are long enough streams for the hardware           \
+                     * prefetchers, and prefetching them measured slower (BENCHMARKS.md)    \
+                     */                                                                      \
+                    if (nr > 1 && a == 0 && bx < 16384)                                       \
+                        _mm_prefetch((const char *)(x + r * bx + 4 * bx) + i * sizeof_##T, _MM_HINT_T0); \
                     acc[r][a] = _mm256_fmadd_ps(load_##T(x + r * bx, i + 8 * a), vy, acc[r][a]); \
                 }                                                                             \
             }                                                                                 \

@@ -481,7 +481,7 @@ INLINE __m256i neg_offset(__m256i qy, __m256i k) {
  * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes. */
 #define PREFETCH(p, bx, nr, i) \
     do { \
-        if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T1); \
+        if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T0); \
     } while (0)
 
 INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) {
