@@ -2,11 +2,11 @@
  * then writes a version-3 file laid out exactly as llama.cpp's gguf_write_to_file does
  * (data section aligned, each tensor padded to the alignment), atomically. */
 #include "io/gguf.h"
+#include "io/atomic.h"
 #include "core/types.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -488,21 +488,6 @@ static void out_value(out *o, const moe_gguf_value *v) {
     }
 }
 
-/* fsync of the directory makes the rename itself durable; best effort (some file
- * systems refuse to open directories for this). */
-static void sync_dir_of(const char *path) {
-    size_t n = strlen(path);
-    char *copy = malloc(n + 1);
-    if (!copy) return;
-    memcpy(copy, path, n + 1);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 moe_status moe_gguf_writer_write(moe_gguf_writer *w, const char *path) {
     if (!w) return moe_error(MOE_ERR_INVALID, "gguf writer: NULL writer");
     if (!path || !*path) return moe_error(MOE_ERR_INVALID, "gguf writer: empty output path");
@@ -524,24 +509,13 @@ moe_status moe_gguf_writer_write(moe_gguf_writer *w, const char *path) {
         }
     }
 
-    /* a temporary name next to the destination, so rename() stays within one file
-     * system; O_EXCL with pid and counter keeps concurrent writers apart */
-    static _Atomic unsigned counter;
-    size_t plen = strlen(path);
-    char *tmp = moe_malloc(plen + 48);
-    if (!tmp) { free(offsets); return MOE_ERR_NOMEM; }
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, plen + 48, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) {
-        moe_status st = moe_error(MOE_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        free(tmp);
+    moe_atomic_file af;
+    moe_status ost = moe_atomic_open(&af, path);
+    if (ost) {
         free(offsets);
-        return st;
+        return ost;
     }
+    int fd = af.fd;
 
     out o = {.fd = fd, .path = path, .cap = (size_t)1 << 20};
     o.buf = moe_malloc(o.cap);
@@ -573,17 +547,6 @@ moe_status moe_gguf_writer_write(moe_gguf_writer *w, const char *path) {
     free(o.buf);
     free(offsets);
 
-    moe_status st = o.st;
-    if (st == MOE_OK && fsync(fd) != 0) st = moe_error(MOE_ERR_IO, "%s: cannot sync: %s", path, strerror(errno));
-    if (close(fd) != 0 && st == MOE_OK) st = moe_error(MOE_ERR_IO, "%s: cannot close: %s", path, strerror(errno));
-    if (st == MOE_OK && rename(tmp, path) != 0)
-        st = moe_error(MOE_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    if (st != MOE_OK) {
-        /* unlink may overwrite errno but not the message already recorded */
-        unlink(tmp);
-    } else {
-        sync_dir_of(path);
-    }
-    free(tmp);
-    return st;
+    return moe_atomic_close(&af, o.st);
 }
+

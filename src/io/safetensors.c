@@ -5,6 +5,7 @@
  * packed back to back without holes or overlaps, and the last one ending the file. */
 #include "io/safetensors.h"
 #include "io/mapfile.h"
+#include "io/atomic.h"
 #include "core/arena.h"
 #include "core/f16.h"
 
@@ -835,30 +836,14 @@ moe_status moe_st_writer_write(moe_st_writer *w, const char *path) {
     while (!h.oom && (8 + h.len) % 8) sb_str(&h, " "); /* the data start 8-byte aligned */
     if (h.oom) { free(h.s); return moe_error(MOE_ERR_NOMEM, "%s: out of memory building the header", path); }
 
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
-        free(h.s);
-        return moe_error(MOE_ERR_INVALID, "%s: path too long", path);
-    }
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(h.s);
-        return moe_error(MOE_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-    }
-    (void)fchmod(fd, 0644); /* mkstemp creates 0600; results are meant to be shared */
-    FILE *f = fdopen(fd, "wb");
-    if (!f) { close(fd); unlink(tmp); free(h.s); return moe_error(MOE_ERR_IO, "%s: fdopen failed", path); }
-    uint64_t hl = h.len;
-    bool ok = fwrite(&hl, 8, 1, f) == 1 && fwrite(h.s, 1, h.len, f) == h.len;
-    for (int64_t i = 0; ok && i < w->n; i++)
-        if (w->t[i].nbytes && fwrite(w->t[i].data, 1, w->t[i].nbytes, f) != w->t[i].nbytes) ok = false;
+    moe_atomic_file af;
+    moe_status st = moe_atomic_open(&af, path);
+    if (st) { free(h.s); return st; }
+    uint64_t hl = h.len; /* little-endian on every platform moe.c builds for */
+    st = moe_atomic_write(&af, &hl, 8);
+    if (!st) st = moe_atomic_write(&af, h.s, h.len);
+    for (int64_t i = 0; !st && i < w->n; i++)
+        if (w->t[i].nbytes) st = moe_atomic_write(&af, w->t[i].data, w->t[i].nbytes);
     free(h.s);
-    moe_status st = MOE_OK;
-    if (!ok || fflush(f) != 0) st = moe_error(MOE_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (st == MOE_OK && fsync(fileno(f)) != 0) st = moe_error(MOE_ERR_IO, "%s: cannot sync: %s", path, strerror(errno));
-    if (fclose(f) != 0 && st == MOE_OK) st = moe_error(MOE_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-    if (st == MOE_OK && rename(tmp, path) != 0)
-        st = moe_error(MOE_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    if (st != MOE_OK) unlink(tmp);
-    return st;
+    return moe_atomic_close(&af, st);
 }
