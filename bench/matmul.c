@@ -14,6 +14,7 @@
  * (cache-resident), best of R: the kernel's compute speed. --batch B also times B tokens at
  * once (the prompt case), reported as weight bytes × B per second. */
 #include "core/matmul.h"
+#include "core/membw.h"
 #include "core/threads.h"
 #include "core/types.h"
 #include "model/quantize.h"
@@ -21,9 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -32,45 +30,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* ------------------------------------------------------------------ DRAM read bandwidth */
-typedef struct {
-    const uint8_t *buf;
-    size_t size;
-    volatile uint64_t sink[64];
-} bw_job;
-
-static void bw_task(void *arg, int ith, int nth) {
-    bw_job *j = arg;
-    int64_t b, e;
-    moe_split((int64_t)(j->size / 128), ith, nth, 1, &b, &e);
-#if defined(__AVX2__)
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t i = b; i < e; i++) {
-        const __m256i *p = (const __m256i *)(j->buf + (size_t)i * 128);
-        s0 = _mm256_add_epi64(s0, _mm256_load_si256(p));
-        s1 = _mm256_add_epi64(s1, _mm256_load_si256(p + 1));
-        s2 = _mm256_add_epi64(s2, _mm256_load_si256(p + 2));
-        s3 = _mm256_add_epi64(s3, _mm256_load_si256(p + 3));
-    }
-    s0 = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
-    j->sink[ith % 64] = (uint64_t)_mm256_extract_epi64(s0, 0);
-#else
-    uint64_t s[4] = {0};
-    for (int64_t i = b; i < e; i++) {
-        const uint64_t *p = (const uint64_t *)(j->buf + (size_t)i * 128);
-        for (int k = 0; k < 16; k++) s[k & 3] += p[k];
-    }
-    j->sink[ith % 64] = s[0] + s[1] + s[2] + s[3];
-#endif
-}
-
-/* Seconds of one streaming read of the buffer over the pool's threads. */
-static double read_once(moe_pool *pool, bw_job *j) {
-    const double t0 = moe_time_s();
-    moe_pool_run(pool, bw_task, j);
-    return moe_time_s() - t0;
 }
 
 /* ------------------------------------------------------------------ main */
@@ -136,10 +95,9 @@ int main(int argc, char **argv) {
         const int nt = nthr[ti];
         moe_pool *pool = moe_pool_create(nt);
         if (!pool) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
-        bw_job bj = {bwbuf, bw_size, {0}};
         double tb[64];
-        read_once(pool, &bj); /* warm-up: page faults, clocks */
-        for (int r = 0; r < reps; r++) tb[r] = read_once(pool, &bj);
+        moe_read_seconds(pool, bwbuf, bw_size); /* warm-up: page faults, clocks */
+        for (int r = 0; r < reps; r++) tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
         printf("\nthreads %d: DRAM read bandwidth %.1f GB/s (AVX2 read of 1 GiB, median of %lld)\n", nt,
                (double)bw_size / median(tb, (int)reps) / 1e9, (long long)reps);
         printf("  %-6s %9s %9s %8s %9s %8s %9s", "type", "MiB", "ms", "GB/s", "DRAM GB/s", "% DRAM", "L2 GB/s");
@@ -166,7 +124,7 @@ int main(int argc, char **argv) {
             /* The machine may be shared: the bandwidth yardstick is re-measured between the
              * reps of each type, so that the ratio compares like with like. */
             for (int r = 0; r < reps; r++) {
-                tb[r] = read_once(pool, &bj);
+                tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
                 double t0 = moe_time_s();
                 moe_act_prepare(pool, t, x, xq, 1, cols);
                 moe_matmul_prepared(pool, y, rows, &W, xq, 1);

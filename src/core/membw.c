@@ -1,7 +1,7 @@
 /* membw.c — this machine's DRAM read bandwidth, measured by streaming a buffer much
  * larger than the caches over the thread pool: the yardstick the benchmarks divide by
  * (a decode that reads B bytes per token cannot beat bandwidth / B tokens/s). */
-#include "core/threads.h"
+#include "core/membw.h"
 
 #include <stdlib.h>
 #if defined(__AVX2__)
@@ -40,6 +40,13 @@ static void bw_task(void *arg, int ith, int nth) {
 #endif
 }
 
+double moe_read_seconds(moe_pool *pool, const void *buf, size_t bytes) {
+    bw_job j = {buf, bytes & ~(size_t)127, {0}};
+    double t0 = moe_time_s();
+    moe_pool_run(pool, bw_task, &j);
+    return moe_time_s() - t0;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -55,14 +62,9 @@ double moe_measure_read_bandwidth(int n_threads, size_t bytes, int reps) {
     if (!pool) { free(buf); return 0; }
     for (size_t i = 0; i < bytes; i += 4096) buf[i] = (uint8_t)i; /* fault every page in */
     memset(buf, 1, bytes);
-    bw_job j = {buf, bytes, {0}};
     double t[64];
-    moe_pool_run(pool, bw_task, &j); /* warm-up */
-    for (int r = 0; r < reps; r++) {
-        double t0 = moe_time_s();
-        moe_pool_run(pool, bw_task, &j);
-        t[r] = moe_time_s() - t0;
-    }
+    moe_read_seconds(pool, buf, bytes); /* warm-up */
+    for (int r = 0; r < reps; r++) t[r] = moe_read_seconds(pool, buf, bytes);
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     moe_pool_free(pool);
