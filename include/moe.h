@@ -275,13 +275,16 @@ void moe_context_set_routing_hook(moe_context *c, moe_routing_fn fn, void *user)
 /* ------------------------------------------------------------------ offloading */
 
 /* Eviction policies of the expert cache (docs/OFFLOAD.md gives each rule). BELADY is
- * the offline optimum (it needs the future): only `moe cachesim` can run it. */
+ * the offline optimum (it needs the future) and ORACLE_LFU is LFU told every expert's
+ * use count over the whole trace in advance (the ceiling of frequency-based policies):
+ * only `moe cachesim` can run these two. */
 typedef enum moe_cache_policy {
     MOE_CACHE_LRU = 0,
     MOE_CACHE_LFU,
     MOE_CACHE_FIFO,
     MOE_CACHE_EDGEMOE,
     MOE_CACHE_BELADY,
+    MOE_CACHE_ORACLE_LFU,
     MOE_CACHE_POLICY_COUNT
 } moe_cache_policy;
 const char *moe_cache_policy_name(moe_cache_policy p);

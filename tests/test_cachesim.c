@@ -4,6 +4,7 @@
 #include "moe.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Writes a trace with one line per (layer, experts) group: spec like "0:1,2;1:0" */
 static const char *write_trace(const char *name, const char *spec) {
@@ -105,6 +106,22 @@ TEST(cachesim_belady_is_optimal_and_unbeaten) {
     }
 }
 
+TEST(cachesim_oracle_lfu_knows_the_whole_trace) {
+    /* A is used 3 times, then never; B and C 4 times each, alternating. LFU (counts so
+     * far) keeps A until B's and C's counts catch up with it, missing B/C four more times:
+     * 2 + 2 hits. The oracle knows A's total is the smallest, evicts it at C's first miss
+     * and then hits every B and C: 2 + 6 = 8, Belady's too. */
+    const char *spec = "0:0;0:0;0:0;0:1;0:2;0:1;0:2;0:1;0:2;0:1;0:2";
+    moe_trace *t = moe_trace_load(write_trace("o.jsonl", spec));
+    REQUIRE(t);
+    CHECK_EQ_INT(sim(t, MOE_CACHE_LFU, 2, false).hits, 4);
+    CHECK_EQ_INT(sim(t, MOE_CACHE_ORACLE_LFU, 2, false).hits, 8);
+    CHECK_EQ_INT(sim(t, MOE_CACHE_BELADY, 2, false).hits, 8);
+    CHECK(strcmp(moe_cache_policy_name(MOE_CACHE_ORACLE_LFU), "oracle-lfu") == 0);
+    CHECK_EQ_INT(moe_cache_policy_from_name("oracle-lfu"), MOE_CACHE_ORACLE_LFU);
+    moe_trace_free(t);
+}
+
 TEST(cachesim_multi_layer_groups_and_per_layer_split) {
     /* 2 layers, top-2, 4 experts; a cyclic pattern. Per-layer with 4 slots = 2 per layer. */
     const char *spec = "0:0,1;1:2,3;0:0,2;1:2,1;0:0,1;1:2,3;0:3,1;1:0,3";
@@ -156,7 +173,7 @@ TEST(cachesim_cli_json_and_errors) {
              test_moe_bin(), path);
     int rc = test_run(cmd, &out);
     CHECK_MSG(rc == 0, "rc %d: %s", rc, out);
-    CHECK_STR_CONTAINS(out, "5");
+    CHECK_STR_CONTAINS(out, "6"); /* 4 online policies, Belady, oracle-lfu */
     free(out);
     snprintf(cmd, sizeof cmd, "%s cachesim --trace %s --slots 1", test_moe_bin(), path);
     rc = test_run(cmd, &out);

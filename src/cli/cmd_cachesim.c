@@ -7,9 +7,13 @@
 
 static void help(void) {
     printf("usage: moe cachesim --trace ROUTING.jsonl (--slots N | --mem SIZE -m MODEL.gguf [-c CTX])\n"
-           "                    [--policy lru|lfu|fifo|edgemoe|belady|all] [--per-layer] [--json]\n\n"
+           "                    [--policy lru|lfu|fifo|edgemoe|belady|oracle-lfu|all] [--per-layer] [--json]\n\n"
            "Replays a routing trace (written by `moe logits/run --dump-routing`) in file order through an\n"
-           "expert cache and prints each policy's hit rate next to Belady's offline optimum.\n\n"
+           "expert cache and prints each policy's hit rate next to Belady's offline optimum.\n"
+           "Two rows need the whole trace in advance and are yardsticks, not options of --cache-policy:\n"
+           "belady (evict the expert used again farthest in the future: the best any policy can do)\n"
+           "and oracle-lfu (keep the experts used most over the whole trace: the best a policy that\n"
+           "goes by frequencies alone can hope for).\n\n"
            "  --trace FILE    the routing trace (JSON lines: {\"layer\":L,\"experts\":[...],...})\n"
            "  --slots N       cache size in experts (one slot = one expert's gate+up+down)\n"
            "  --mem SIZE      or: a memory budget (700M, 2G); slots = what the budget leaves after the\n"
@@ -43,7 +47,7 @@ int cmd_cachesim(int argc, char **argv) {
     if (mem && !model) return cli_usage(sub, "--mem needs the model (-m) to size the slots");
     int only = -1;
     if (strcmp(policy, "all") != 0 && (only = moe_cache_policy_from_name(policy)) < 0)
-        return cli_usage(sub, "unknown policy '%s' (lru, lfu, fifo, edgemoe, belady, all)", policy);
+        return cli_usage(sub, "unknown policy '%s' (lru, lfu, fifo, edgemoe, belady, oracle-lfu, all)", policy);
 
     moe_offload_plan plan;
     if (mem) {
@@ -94,10 +98,10 @@ int cmd_cachesim(int argc, char **argv) {
                    moe_trace_n_experts(t));
             printf("cache: %lld slots%s", (long long)slots, per_layer ? " split per layer" : " shared by all layers");
             if (mem) printf(" (budget %.1f MiB, %.2f MiB per expert)", mem / 1048576.0, plan.slot_bytes / 1048576.0);
-            printf("\n\n  %-8s %9s %9s %9s %10s\n", "policy", "hit rate", "hits", "misses", "vs Belady");
+            printf("\n\n  %-10s %9s %9s %9s %10s\n", "policy", "hit rate", "hits", "misses", "vs Belady");
             for (int p = 0; p < MOE_CACHE_POLICY_COUNT; p++) {
                 if (!ran[p]) continue;
-                printf("  %-8s %8.2f%% %9lld %9lld %9.3fx\n", moe_cache_policy_name((moe_cache_policy)p),
+                printf("  %-10s %8.2f%% %9lld %9lld %9.3fx\n", moe_cache_policy_name((moe_cache_policy)p),
                        100 * res[p].hit_rate, (long long)res[p].hits, (long long)res[p].misses,
                        opt > 0 ? res[p].hit_rate / opt : 1.0);
             }

@@ -17,7 +17,7 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
     if (!strcmp(a, "--cache-policy")) {
         if (!cli_arg_str(sub, argc, argv, i, &s)) return -1;
         int p = moe_cache_policy_from_name(s);
-        if (p < 0 || p == MOE_CACHE_BELADY) {
+        if (p < 0 || p >= MOE_CACHE_BELADY) { /* the offline references need the future */
             cli_usage(sub, "--cache-policy: '%s' is not one of lru, lfu, fifo, edgemoe", s);
             return -1;
         }

@@ -470,7 +470,7 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
     o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
     o->hinted = moe_calloc((size_t)o->n_layer, sizeof *o->hinted);
     o->layer_pred = moe_calloc((size_t)o->n_layer * 3, sizeof *o->layer_pred);
-    o->cache = moe_xcache_init(prm.policy == MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
+    o->cache = moe_xcache_init(prm.policy >= MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
                                prm.per_layer, o->n_layer, o->n_expert);
     if (!o->slots || !o->guess || !o->have_guess || !o->hinted || !o->layer_pred || !o->cache) goto fail;
 

@@ -216,6 +216,12 @@ moe_status moe_cachesim(const moe_trace *t, moe_cache_policy policy, int64_t n_s
     moe_status st = MOE_OK;
     if (!next_at || !cur_next || !last_seen || !slots) { st = MOE_ERR_NOMEM; goto done; }
     for (int64_t k = 0; k < n_keys; k++) last_seen[k] = cur_next[k] = INT64_MAX;
+    if (policy == MOE_CACHE_ORACLE_LFU) { /* the whole trace's use counts, known in advance */
+        memset(cur_next, 0, (size_t)n_keys * sizeof *cur_next);
+        for (int64_t g = 0; g < t->n_groups; g++)
+            for (int j = 0; j < t->groups[g].n; j++)
+                cur_next[(int64_t)t->groups[g].layer * E + t->experts[t->groups[g].first + j]]++;
+    }
     for (int64_t g = t->n_groups - 1; g >= 0; g--) {
         const trace_group *gr = &t->groups[g];
         for (int j = 0; j < gr->n; j++) {
@@ -246,7 +252,8 @@ moe_status moe_cachesim(const moe_trace *t, moe_cache_policy policy, int64_t n_s
             moe_xcache_pin(c, slots[j], true);
         }
         for (int j = 0; j < gr->n; j++) {
-            cur_next[(int64_t)gr->layer * E + t->experts[gr->first + j]] = next_at[gr->first + j];
+            if (policy == MOE_CACHE_BELADY)
+                cur_next[(int64_t)gr->layer * E + t->experts[gr->first + j]] = next_at[gr->first + j];
             if (slots[j] >= 0) moe_xcache_pin(c, slots[j], false);
         }
     }

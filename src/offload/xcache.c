@@ -28,7 +28,7 @@ struct moe_xcache {
     int64_t evictions;
 };
 
-static const char *g_policy_names[MOE_CACHE_POLICY_COUNT] = {"lru", "lfu", "fifo", "edgemoe", "belady"};
+static const char *g_policy_names[MOE_CACHE_POLICY_COUNT] = {"lru", "lfu", "fifo", "edgemoe", "belady", "oracle-lfu"};
 
 const char *moe_cache_policy_name(moe_cache_policy p) {
     return (unsigned)p < MOE_CACHE_POLICY_COUNT ? g_policy_names[p] : "?";
@@ -146,6 +146,11 @@ static bool better_victim(const moe_xcache *c, int64_t a, int64_t b, const int64
     case MOE_CACHE_BELADY: {
         int64_t na = next_use ? next_use[a] : 0, nb = next_use ? next_use[b] : 0;
         if (na != nb) return na > nb;
+        break;
+    }
+    case MOE_CACHE_ORACLE_LFU: { /* next_use holds each key's uses over the whole trace */
+        int64_t na = next_use ? next_use[a] : 0, nb = next_use ? next_use[b] : 0;
+        if (na != nb) return na < nb;
         break;
     }
     default:

@@ -27,7 +27,8 @@ int64_t moe_xcache_lookup(moe_xcache *c, int layer, int expert);
  * policy's victim, and returns the slot (or -1 with an error when every candidate slot
  * is pinned). Entries pinned with moe_xcache_pin are never evicted. For Belady,
  * `next_use` gives for every key (layer * n_experts + expert) the time of its next use
- * (INT64_MAX if never); other policies ignore it (may be NULL). */
+ * (INT64_MAX if never); for ORACLE_LFU, the key's number of uses over the whole trace;
+ * other policies ignore it (may be NULL). */
 int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *next_use);
 
 /* Empties a slot (its expert failed to load). */
