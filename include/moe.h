@@ -558,7 +558,8 @@ moe_status moe_train(const moe_train_params *p);
  * Mixtral-layout MoE model (docs/TRAINING.md). Start from moe_upcycle_default_params. */
 typedef struct moe_upcycle_params {
     int64_t n_expert, n_expert_used; /* E experts per layer, top-k (8, 2) */
-    int64_t every;             /* upcycle every N-th layer; only 1 is supported (see docs) */
+    int64_t every;             /* upcycle the layers il with (il+1) % every == 0, the others stay
+                                  dense (1: all); every > 1 files run in moe.c only (docs) */
     uint64_t seed;             /* router initialisation (1) */
     float router_std;          /* router weights N(0, std²) (0.02) */
     bool f16;                  /* matrices F16 (also when the dense file's are F16) */

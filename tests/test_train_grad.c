@@ -17,6 +17,18 @@ static tm_shape tiny_shape(const char *arch) {
     return s;
 }
 
+/* tiny_shape's configuration. "dense": no experts; "mixtral-every2": 3 layers of which
+ * only layer 1 is MoE (moe upcycle --every 2's pattern), dense layers 20 wide. */
+static moe_status tiny_config(const char *arch, tm_config *c) {
+    const bool dense = !strcmp(arch, "dense"), every2 = !strcmp(arch, "mixtral-every2");
+    tm_shape s = tiny_shape(dense || every2 ? "mixtral" : arch);
+    if (dense) s.n_expert = 0;
+    if (every2) s.n_layer = 3;
+    moe_status st = tm_config_make(c, &s);
+    if (!st && every2) st = tm_config_set_moe_every(c, 2, 20);
+    return st;
+}
+
 static uint64_t g_seed = 12345;
 static double g_worst;
 static float urand(void) { return (float)((double)(tm_rng_next(&g_seed) >> 11) / 9007199254740992.0); }
@@ -54,9 +66,7 @@ static void routing_sig(const tm_model *m, int32_t *out, int *n) {
 /* Returns the number of compared elements; records failures. */
 static int grad_check(const char *arch, moe_router_kind kind, int *n_skipped) {
     tm_config c;
-    tm_shape s = tiny_shape(!strcmp(arch, "dense") ? "mixtral" : arch);
-    if (!strcmp(arch, "dense")) s.n_expert = 0;
-    if (tm_config_make(&c, &s)) { test_fail(__FILE__, __LINE__, "%s: %s", arch, moe_last_error()); return 0; }
+    if (tiny_config(arch, &c)) { test_fail(__FILE__, __LINE__, "%s: %s", arch, moe_last_error()); return 0; }
     if (kind != MOE_ROUTER_TOPK) {
         bool renorm = c.router.renorm;
         moe_router_cfg_default(&c.router, kind, (int)c.hp.n_expert);
@@ -126,7 +136,7 @@ static int grad_check(const char *arch, moe_router_kind kind, int *n_skipped) {
 }
 
 TEST(train_grad_archs) {
-    const char *archs[] = {"mixtral", "qwen2moe", "qwen3moe", "olmoe", "deepseek", "dense"};
+    const char *archs[] = {"mixtral", "qwen2moe", "qwen3moe", "olmoe", "deepseek", "dense", "mixtral-every2"};
     for (size_t a = 0; a < MOE_ARRAY_LEN(archs); a++) {
         int skipped = 0, n = grad_check(archs[a], MOE_ROUTER_TOPK, &skipped);
         CHECK_MSG(n > 60 && skipped * 4 < n, "%s: %d compared, %d skipped", archs[a], n, skipped);
@@ -159,8 +169,7 @@ typedef struct {
 
 /* Writes the model (GGUF) and the batch for the reference script. */
 static bool torch_prepare(torch_case *k) {
-    tm_shape s = tiny_shape(k->arch);
-    if (tm_config_make(&k->c, &s) || tm_model_init(&k->m, &k->c, NULL)) return false;
+    if (tiny_config(k->arch, &k->c) || tm_model_init(&k->m, &k->c, NULL)) return false;
     tm_model_init_random(&k->m, 11);
     perturb_small(&k->m);
     snprintf(k->model, sizeof k->model, "%s/tm_%s.gguf", test_tmpdir(), k->arch);
@@ -225,7 +234,7 @@ TEST(train_grad_vs_pytorch) {
         return;
     }
     static torch_case cases[] = {{.arch = "mixtral"}, {.arch = "qwen2moe"}, {.arch = "qwen3moe"}, {.arch = "olmoe"},
-                                 {.arch = "deepseek"}};
+                                 {.arch = "deepseek"}, {.arch = "mixtral-every2"}};
     char cmd[8192] = "/usr/bin/python3 tests/ref/train_model.py";
     for (size_t a = 0; a < MOE_ARRAY_LEN(cases); a++) {
         REQUIRE_MSG(torch_prepare(&cases[a]), "%s: %s", cases[a].arch, moe_last_error());

@@ -268,6 +268,7 @@ typedef struct {
     int64_t n_expert_tensors;
     int layout;                 /* 0 none, 1 merged, 2 per-expert, 3 both */
     long n_layers_seen;         /* 1 + largest layer index of an expert tensor */
+    long n_moe_layers;          /* layers holding routed experts (dense ones in between: deepseek, upcycle --every) */
     long n_experts_seen;        /* 1 + largest expert index */
     /* one routed expert (gate+up+down of one layer): sizes over all (layer, expert) */
     uint64_t per_expert_min, per_expert_max;
@@ -337,6 +338,7 @@ static bool compute_stats(const moe_gguf *g, tensor_stats *s) {
             layer_sum += b;
             s->n_expert_slots++;
         }
+        s->n_moe_layers += layer_sum > 0;
         if ((uint64_t)llround(layer_sum) > s->max_layer_expert_bytes) s->max_layer_expert_bytes = (uint64_t)llround(layer_sum);
     }
     if (s->n_expert_slots == 0) s->per_expert_min = 0;
@@ -580,7 +582,7 @@ static void print_text(const char *path, const moe_gguf *g, const char *arch, co
             printf("\n");
             human_bytes(a, sizeof a, (double)st->max_layer_expert_bytes);
             printf("  %-*s %11s  %7s  %" PRIu64 " bytes; %" PRId64 " expert slots = %ld layers x %ld experts\n", W - 2,
-                   "experts of one layer", a, "", st->max_layer_expert_bytes, st->n_expert_slots, st->n_layers_seen,
+                   "experts of one layer", a, "", st->max_layer_expert_bytes, st->n_expert_slots, st->n_moe_layers,
                    st->n_experts_seen);
         }
     } else {

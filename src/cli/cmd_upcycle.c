@@ -7,18 +7,21 @@
 static const char *const USAGE =
     "usage: moe upcycle -m DENSE.gguf --experts E --topk K -o MOE.gguf [options]\n"
     "\n"
-    "Sparse upcycling (Komatsuzaki et al. 2022): copies each layer's dense FFN into all E\n"
-    "experts and adds a router drawn N(0, 0.02^2), writing a Mixtral-layout GGUF (arch 'llama'\n"
-    "with expert_count; moe.c and llama.cpp load it). At step 0 it computes the dense model's\n"
-    "logits (top-k weights renormalised to 1 over identical experts); continue with `moe train`.\n"
+    "Sparse upcycling (Komatsuzaki et al. 2022): copies each chosen layer's dense FFN into all\n"
+    "E experts and adds a router drawn N(0, 0.02^2), writing a Mixtral-layout GGUF (arch 'llama'\n"
+    "with expert_count). At step 0 it computes the dense model's logits (top-k weights\n"
+    "renormalised to 1 over identical experts); continue with `moe train`. With --every 1\n"
+    "(every layer) moe.c and llama.cpp load the file; with --every N > 1 only moe.c does\n"
+    "(llama.cpp's llama architecture has the same FFN kind in every layer).\n"
     "A dense model comes from `moe init --experts 0` + `moe train`.\n"
     "\n"
     "options (defaults):\n"
     "  -m, --model FILE     the dense llama model (no expert_count)\n"
     "  --experts E          experts per layer (8)\n"
     "  --topk K             experts per token (2)\n"
-    "  --every N            upcycle every N-th layer; only 1 is supported: the llama layout has\n"
-    "                       the same FFN kind in every layer (1)\n"
+    "  --every N            upcycle every N-th layer: layers il (from 0) with (il+1) % N == 0,\n"
+    "                       i.e. the 2nd, 4th, ... for N = 2 (Switch/GShard's \"every other\n"
+    "                       layer\"); the others keep their dense FFN unchanged (1: all layers)\n"
     "  --seed S             router initialisation seed (1)\n"
     "  --router-std S       router weights' standard deviation (0.02)\n"
     "  --dtype f32|f16      matrices' type (f32, or f16 when the dense file's are f16)\n"
@@ -63,7 +66,12 @@ int cmd_upcycle(int argc, char **argv) {
         return 2;
     }
     if (st) return cli_fail_lib(sub);
-    fprintf(stderr, "moe upcycle: wrote %s (%lld experts top-%lld, every layer)\n", out, (long long)p.n_expert,
-            (long long)p.n_expert_used);
+    if (p.every == 1)
+        fprintf(stderr, "moe upcycle: wrote %s (%lld experts top-%lld, every layer)\n", out, (long long)p.n_expert,
+                (long long)p.n_expert_used);
+    else
+        fprintf(stderr, "moe upcycle: wrote %s (%lld experts top-%lld in the layers il with (il+1) %% %lld == 0, the "
+                        "others dense; moe.c runs it, llama.cpp does not)\n", out, (long long)p.n_expert,
+                (long long)p.n_expert_used, (long long)p.every);
     return 0;
 }

@@ -213,3 +213,19 @@ moe_status moe_hparams_load(const moe_gguf *g, const moe_arch_desc **arch_out, m
 #undef TRY
     return MOE_OK;
 }
+
+moe_status moe_layer_kind(const moe_gguf *g, const moe_hparams *hp, int il, bool *is_moe) {
+    *is_moe = false;
+    if (hp->n_expert <= 0 || il < hp->n_layer_dense_lead) return MOE_OK;
+    char router[64], dense[64];
+    snprintf(router, sizeof router, "blk.%d.ffn_gate_inp.weight", il);
+    snprintf(dense, sizeof dense, "blk.%d.ffn_gate.weight", il);
+    if (moe_gguf_find_tensor(g, router)) {
+        *is_moe = true;
+        return MOE_OK;
+    }
+    if (moe_gguf_find_tensor(g, dense)) return MOE_OK;
+    return moe_error(MOE_ERR_NOT_FOUND,
+                     "%s: layer %d has neither a router (tensor '%s': an MoE layer) nor a dense FFN (tensor '%s')",
+                     moe_gguf_path(g), il, router, dense);
+}

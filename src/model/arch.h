@@ -30,4 +30,12 @@ const char *moe_arch_list(void);
  * loader). Errors name the file and the key. */
 moe_status moe_hparams_load(const moe_gguf *g, const moe_arch_desc **arch, moe_hparams *hp);
 
+/* Whether layer il routes to experts (*is_moe) or runs a dense FFN. A dense model's layers
+ * are dense; deepseek's leading_dense_block_count layers are dense whatever they hold (as
+ * in llama.cpp); any other layer of an MoE file is what its tensors say: a router
+ * (blk.N.ffn_gate_inp.weight) makes it MoE, else a dense FFN (blk.N.ffn_gate.weight) makes
+ * it dense, so files that mix the two (`moe upcycle --every N`) load. A layer with neither
+ * is an error naming the file and both tensors. */
+moe_status moe_layer_kind(const moe_gguf *g, const moe_hparams *hp, int il, bool *is_moe);
+
 #endif

@@ -11,6 +11,7 @@ typedef struct {
     const moe_gguf *g;
     const char *path;
     moe_model *m;
+    int first_moe, first_dense;  /* n_layer when there is none */
 } loader;
 
 static const moe_gguf_tensor *find(const loader *L, const char *name) { return moe_gguf_find_tensor(L->g, name); }
@@ -194,8 +195,7 @@ static moe_status load_layer(const loader *L, int il) {
         TRY(load_vec(L, NAME("attn_k_norm.weight"), head ? hp->n_embd_head_k : nk, true, &a->k_norm));
     }
     TRY(load_vec(L, NAME("ffn_norm.weight"), d, true, &ly->ffn_norm));
-    ly->is_moe = hp->n_expert > 0 && il >= hp->n_layer_dense_lead;
-    if (!ly->is_moe) {
+    if (!ly->is_moe) { /* is_moe was decided by layer_kinds() */
         if (hp->n_ff == 0) return missing(L, NAME("ffn_gate.weight"));
         return load_ffn(L, il, "", hp->n_ff, &ly->dense);
     }
@@ -210,6 +210,20 @@ static moe_status load_layer(const loader *L, int il) {
     return MOE_OK;
 }
 
+/* Which layers are MoE (moe_layer_kind: deepseek's leading dense blocks, otherwise the
+ * layer's tensors), and the first MoE and first dense layer, whose tensors give the
+ * widths. */
+static moe_status layer_kinds(loader *L) {
+    moe_model *m = L->m;
+    L->first_moe = L->first_dense = (int)m->hp.n_layer;
+    for (int il = (int)m->hp.n_layer - 1; il >= 0; il--) {
+        moe_status st = moe_layer_kind(L->g, &m->hp, il, &m->layers[il].is_moe);
+        if (st) return st;
+        *(m->layers[il].is_moe ? &L->first_moe : &L->first_dense) = il;
+    }
+    return MOE_OK;
+}
+
 /* Widths the file may leave to the tensors' shapes (llama.cpp derives them from other
  * keys; the shapes are what the file really holds). */
 static moe_status derive_sizes(const loader *L) {
@@ -217,7 +231,7 @@ static moe_status derive_sizes(const loader *L) {
     const moe_arch_desc *arch = L->m->arch;
     char n[96];
     const moe_gguf_tensor *t;
-    int first_moe = (int)hp->n_layer_dense_lead;
+    const int first_moe = L->first_moe;
     if (hp->n_expert > 0 && first_moe < hp->n_layer && hp->n_ff_exp == 0) {
         snprintf(n, sizeof n, "blk.%d.ffn_gate_exps.weight", first_moe);
         if (!(t = find(L, n))) {
@@ -242,9 +256,12 @@ static moe_status derive_sizes(const loader *L) {
     if (arch->shared_expert && hp->n_expert_shared == 0 && hp->n_ff_shexp > 0)
         hp->n_expert_shared = hp->n_ff_exp > 0 && hp->n_ff_shexp % hp->n_ff_exp == 0 && !arch->shared_gate
                                   ? hp->n_ff_shexp / hp->n_ff_exp : 1;
-    bool any_dense = hp->n_expert == 0 || hp->n_layer_dense_lead > 0;
-    if (any_dense && hp->n_ff == 0) {
-        snprintf(n, sizeof n, "blk.0.ffn_gate.weight");
+    bool any_dense = L->first_dense < hp->n_layer;
+    /* A Mixtral-style file's feed_forward_length is the experts' width; the dense layers
+     * of a file that mixes dense and MoE layers (moe upcycle --every N) have their own. */
+    bool mixed = hp->n_expert > 0 && any_dense && !arch->dense_lead;
+    if (any_dense && (hp->n_ff == 0 || mixed)) {
+        snprintf(n, sizeof n, "blk.%d.ffn_gate.weight", L->first_dense);
         if ((t = find(L, n))) hp->n_ff = t->ne[1];
     }
     if (!any_dense && hp->n_ff == 0) hp->n_ff = hp->n_ff_exp;
@@ -259,9 +276,9 @@ static moe_status load_router_cfg(const loader *L) {
     const moe_hparams *hp = &m->hp;
     m->router_logits = hp->n_expert;
     m->router_cols = hp->n_expert_used;
-    if (hp->n_expert <= 0 || hp->n_layer_dense_lead >= hp->n_layer) return MOE_OK;
+    if (hp->n_expert <= 0 || L->first_moe >= hp->n_layer) return MOE_OK;
     char n[96];
-    snprintf(n, sizeof n, "blk.%d.ffn_gate_inp.weight", (int)hp->n_layer_dense_lead);
+    snprintf(n, sizeof n, "blk.%d.ffn_gate_inp.weight", L->first_moe);
     const moe_gguf_tensor *t = find(L, n);
     if (!t) return missing(L, n);
     moe_status st = moe_router_cfg_from_gguf(L->g, (int)hp->n_expert, (int)hp->n_expert_used, hp->expert_weights_norm,
@@ -302,10 +319,16 @@ moe_model *moe_model_load(const char *path, const moe_model_params *params) {
     m->gguf = g;
     m->params = params ? *params : moe_model_default_params();
     moe_arena_init(&m->arena, 0);
-    loader L = {g, moe_gguf_path(g), m};
+    loader L = {g, moe_gguf_path(g), m, 0, 0};
     moe_hparams *hp = &m->hp;
     moe_status st = moe_hparams_load(g, &m->arch, hp);
     if (st) goto fail;
+    m->layers = moe_arena_calloc(&m->arena, (size_t)hp->n_layer * sizeof *m->layers, 64);
+    if (!m->layers) {
+        st = MOE_ERR_NOMEM;
+        goto fail;
+    }
+    if ((st = layer_kinds(&L))) goto fail;
     if ((st = derive_sizes(&L))) goto fail;
     if ((st = load_router_cfg(&L))) goto fail;
 
@@ -329,9 +352,8 @@ moe_model *moe_model_load(const char *path, const moe_model_params *params) {
     if ((st = load_mat(&L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output))) goto fail;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
 
-    m->layers = moe_arena_calloc(&m->arena, (size_t)hp->n_layer * sizeof *m->layers, 64);
     m->experts = moe_mapped_provider_create((int)hp->n_layer, (int)hp->n_expert);
-    if (!m->layers || !m->experts) {
+    if (!m->experts) {
         st = MOE_ERR_NOMEM;
         goto fail;
     }

@@ -403,8 +403,11 @@ static moe_status plan_slots(moe_offload *o, const moe_model *m, const moe_conte
     uint64_t fixed = o->plan.resident_bytes + o->plan.overhead_bytes;
     o->n_slots = prm->budget > fixed ? (int64_t)((prm->budget - fixed) / o->slot_bytes) : 0;
     int64_t total_experts = (int64_t)o->plan.n_moe_layers * o->n_expert;
-    if (o->n_slots > total_experts) o->n_slots = total_experts; /* everything fits */
     o->need_slots = prm->per_layer ? (int64_t)o->plan.n_experts_used * o->n_layer : o->plan.n_experts_used;
+    /* Everything fits: no more slots than experts. Per layer, the cache splits the slots
+     * evenly over all n_layer layers, dense ones (deepseek's leading blocks, upcycle
+     * --every N) included, so it may need more slots than MoE experts. */
+    if (o->n_slots > MOE_MAX(total_experts, o->need_slots)) o->n_slots = MOE_MAX(total_experts, o->need_slots);
     o->min_budget = fixed + (uint64_t)o->need_slots * o->slot_bytes;
     return MOE_OK;
 }

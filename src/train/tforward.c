@@ -296,9 +296,7 @@ static void ce_bwd_task(void *arg, int ith, int nth) {
 
 /* ---------------------------------------------------------------- buffers */
 
-static bool is_moe(const tm_model *m, int il) {
-    return m->c.hp.n_expert > 0 && il >= m->c.hp.n_layer_dense_lead;
-}
+static bool is_moe(const tm_model *m, int il) { return m->c.moe_layer[il]; }
 static bool gated_shared(const tm_model *m, int il) {
     return is_moe(m, il) && m->c.arch->shared_gate && m->c.hp.n_ff_shexp > 0;
 }

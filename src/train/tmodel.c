@@ -14,9 +14,7 @@
 /* Rows of the router weight the configuration needs. */
 static int64_t router_rows(const tm_config *c) { return moe_router_n_logits(&c->router); }
 
-static bool is_moe_layer(const tm_config *c, int il) {
-    return c->hp.n_expert > 0 && il >= c->hp.n_layer_dense_lead;
-}
+static bool is_moe_layer(const tm_config *c, int il) { return c->moe_layer[il]; }
 
 /* Router parameters stored under moe.router.* (docs/FORMAT.md "Training routers"); the
  * reader is shared with the inference loader. */
@@ -50,9 +48,16 @@ moe_status tm_config_from_gguf(const moe_gguf *g, tm_config *c) {
         return moe_error(MOE_ERR_UNSUPPORTED, "%s: training does not support RoPE scaling", path);
     if (hp->n_expert > 0 && hp->expert_weights_scale != 1.0f)
         return moe_error(MOE_ERR_UNSUPPORTED, "%s: training does not support expert_weights_scale != 1", path);
+    if (hp->n_layer > TM_MAX_LAYERS)
+        return moe_error(MOE_ERR_UNSUPPORTED, "%s: training supports at most %d layers, not %lld", path, TM_MAX_LAYERS,
+                         (long long)hp->n_layer);
+    /* which layers are MoE, and the first of each kind, whose tensors give the widths */
+    int first_moe = (int)hp->n_layer, first_dense = (int)hp->n_layer;
+    for (int il = (int)hp->n_layer - 1; il >= 0; il--) {
+        if ((st = moe_layer_kind(g, hp, il, &c->moe_layer[il]))) return st;
+        *(c->moe_layer[il] ? &first_moe : &first_dense) = il;
+    }
     char n[96];
-    /* widths from the shapes */
-    int first_moe = (int)hp->n_layer_dense_lead;
     int64_t R = 0;
     if (hp->n_expert > 0 && first_moe < hp->n_layer) {
         snprintf(n, sizeof n, "blk.%d.ffn_gate_exps.weight", first_moe);
@@ -66,9 +71,9 @@ moe_status tm_config_from_gguf(const moe_gguf *g, tm_config *c) {
         snprintf(n, sizeof n, "blk.%d.ffn_gate_shexp.weight", first_moe);
         if ((t = moe_gguf_find_tensor(g, n))) hp->n_ff_shexp = t->ne[1];
     }
-    if (hp->n_expert == 0 || hp->n_layer_dense_lead > 0) {
-        if (!(t = moe_gguf_find_tensor(g, "blk.0.ffn_gate.weight")))
-            return moe_error(MOE_ERR_NOT_FOUND, "%s: tensor 'blk.0.ffn_gate.weight' is missing", path);
+    if (first_dense < hp->n_layer) {
+        snprintf(n, sizeof n, "blk.%d.ffn_gate.weight", first_dense);
+        if (!(t = moe_gguf_find_tensor(g, n))) return moe_error(MOE_ERR_NOT_FOUND, "%s: tensor '%s' is missing", path, n);
         hp->n_ff = t->ne[1];
     }
     if (hp->n_expert > 0) {
@@ -88,8 +93,8 @@ moe_status tm_config_make(tm_config *c, const tm_shape *s) {
         return moe_error(MOE_ERR_INVALID, "unknown architecture '%s' (mixtral, qwen2moe, qwen3moe, olmoe, deepseek)", s->arch);
     moe_hparams *hp = &c->hp;
     snprintf(hp->arch, sizeof hp->arch, "%s", c->arch->name);
-    if (s->n_layer < 1 || s->n_embd < 1 || s->n_head < 1 || s->n_head_kv < 1 || s->n_head % s->n_head_kv ||
-        s->n_embd % s->n_head || (s->n_embd / s->n_head) % 2 || s->n_ff < 1 || s->n_vocab < 1 || s->n_ctx < 1)
+    if (s->n_layer < 1 || s->n_layer > TM_MAX_LAYERS || s->n_embd < 1 || s->n_head < 1 || s->n_head_kv < 1 ||
+        s->n_head % s->n_head_kv || s->n_embd % s->n_head || (s->n_embd / s->n_head) % 2 || s->n_ff < 1 || s->n_vocab < 1 || s->n_ctx < 1)
         return moe_error(MOE_ERR_INVALID, "model shape: layers, embd, heads, ff, vocab, ctx must be positive; embd a "
                                           "multiple of heads with an even head size; heads a multiple of kv-heads");
     const bool dense = s->n_expert == 0 && !c->arch->needs_experts; /* a dense llama: for upcycling */
@@ -138,9 +143,26 @@ moe_status tm_config_make(tm_config *c, const tm_shape *s) {
         hp->n_ff = s->n_ff;
         return MOE_OK;
     }
+    for (int il = 0; il < hp->n_layer; il++) c->moe_layer[il] = il >= hp->n_layer_dense_lead;
     moe_router_cfg_default(&c->router, MOE_ROUTER_TOPK, (int)hp->n_expert);
     c->router.k = (int)hp->n_expert_used;
     c->router.renorm = hp->expert_weights_norm;
+    return MOE_OK;
+}
+
+moe_status tm_config_set_moe_every(tm_config *c, int64_t every, int64_t dense_ff) {
+    moe_hparams *hp = &c->hp;
+    if (hp->n_expert < 1 || hp->n_layer_dense_lead > 0)
+        return moe_error(MOE_ERR_INVALID, "MoE every N-th layer needs an MoE model without leading dense layers");
+    if (every < 1 || (every > 1 && dense_ff < 1))
+        return moe_error(MOE_ERR_INVALID, "MoE every %lld-th layer: need N >= 1 and a dense FFN width >= 1 (%lld)",
+                         (long long)every, (long long)dense_ff);
+    bool any_dense = false;
+    for (int il = 0; il < hp->n_layer; il++) {
+        c->moe_layer[il] = (il + 1) % every == 0;
+        any_dense |= !c->moe_layer[il];
+    }
+    hp->n_ff = any_dense ? dense_ff : 0;
     return MOE_OK;
 }
 
@@ -288,8 +310,8 @@ moe_status tm_model_init(tm_model *m, const tm_config *c, moe_pool *pool) {
     m->c = *c;
     m->pool = pool;
     const moe_hparams *hp = &c->hp;
-    if (hp->n_layer < 1 || hp->n_embd < 1 || hp->n_head < 1 || hp->n_head_kv < 1 || hp->n_vocab < 1 ||
-        hp->n_head % hp->n_head_kv)
+    if (hp->n_layer < 1 || hp->n_layer > TM_MAX_LAYERS || hp->n_embd < 1 || hp->n_head < 1 || hp->n_head_kv < 1 ||
+        hp->n_vocab < 1 || hp->n_head % hp->n_head_kv)
         return moe_error(MOE_ERR_INVALID, "training model: bad dimensions");
     moe_status st = build_table(m);
     if (st) return st;

@@ -13,6 +13,7 @@
 
 #define TM_MAX_TENSORS_PER_LAYER 24
 #define TM_NAME_MAX 64
+#define TM_MAX_LAYERS 4096       /* block_count's limit (model/arch.c) */
 
 /* The shape of a model (everything `moe init` takes and a GGUF file's metadata gives). */
 typedef struct tm_config {
@@ -22,6 +23,10 @@ typedef struct tm_config {
     moe_router_cfg router;       /* the router of every MoE layer (n_expert = hp.n_expert) */
     bool tied;                   /* no output.weight: the head is token_embd */
     int32_t *hash_map;           /* hash router's map (owned), NULL = id mod E */
+    /* Which layers route to experts; the others run a dense FFN of width hp.n_ff:
+     * deepseek's leading dense blocks, or all but every N-th layer after `moe upcycle
+     * --every N`. A file's tensors decide (moe_layer_kind). */
+    bool moe_layer[TM_MAX_LAYERS];
 } tm_config;
 
 /* One parameter tensor: GGUF name, ggml shape (ne[0] innermost), place in the buffers. */
@@ -113,6 +118,11 @@ typedef struct tm_shape {
 } tm_shape;
 /* Fills c (router: token-choice top-k as the architecture routes). */
 moe_status tm_config_make(tm_config *c, const tm_shape *s);
+/* Sparse upcycling's layer pattern (moe upcycle --every N): only every N-th layer —
+ * those with (il + 1) % every == 0, the 2nd, 4th, ... for N = 2 — keeps its experts; the
+ * others become dense FFNs of width dense_ff. c must have experts and no leading dense
+ * layers. every = 1: every layer is MoE. */
+moe_status tm_config_set_moe_every(tm_config *c, int64_t every, int64_t dense_ff);
 
 /* Reads "tm_config" from a GGUF file's metadata and tensor shapes (router: the file's
  * moe.router.* keys if present, else token-choice top-k as the architecture does). */

@@ -1,7 +1,11 @@
 /* upcycle.c — `moe upcycle` as a library call (moe_upcycle in moe.h): sparse upcycling
  * (Komatsuzaki et al. 2022) of a dense llama model into a Mixtral-layout MoE model. Every
- * expert of a layer starts as a copy of that layer's dense FFN and the router is drawn
- * N(0, σ²), so the upcycled model computes the dense model's function at step 0. */
+ * expert of an upcycled layer starts as a copy of that layer's dense FFN and the router is
+ * drawn N(0, σ²), so the upcycled model computes the dense model's function at step 0.
+ * With every = N > 1 only the layers with (il + 1) % N == 0 are upcycled (the paper's and
+ * Switch/GShard's "every other layer", starting from the second); the others keep their
+ * dense FFN unchanged. Such a file runs in moe.c only: llama.cpp's llama architecture
+ * has the same FFN kind in every layer (docs/FORMAT.md). */
 #include "train/tmodel.h"
 #include "core/types.h"
 
@@ -46,14 +50,7 @@ moe_status moe_upcycle(const moe_upcycle_params *p, const char *dense_path, cons
     if (p->n_expert < 1 || p->n_expert > 1024 || p->n_expert_used < 1 || p->n_expert_used > p->n_expert)
         return moe_error(MOE_ERR_INVALID, "upcycle: need 1 <= topk (%lld) <= experts (%lld) <= 1024",
                          (long long)p->n_expert_used, (long long)p->n_expert);
-    if (p->every != 1)
-        /* moe.c's llama loader (src/model/model.c) reads expert_count for every layer: a
-         * llama file cannot mix dense and MoE blocks (only deepseek's *leading* dense
-         * blocks exist), so upcycling every N-th layer would write a file nothing loads. */
-        return moe_error(MOE_ERR_UNSUPPORTED,
-                         "upcycle: --every %lld is not supported: the llama/Mixtral layout moe.c and llama.cpp load "
-                         "has the same FFN kind in every layer, so only --every 1 (upcycle every layer) can be written",
-                         (long long)p->every);
+    if (p->every < 1) return moe_error(MOE_ERR_INVALID, "upcycle: --every %lld must be >= 1", (long long)p->every);
     if (!(p->router_std >= 0.0f) || !isfinite(p->router_std))
         return moe_error(MOE_ERR_INVALID, "upcycle: router std %g must be finite and >= 0", (double)p->router_std);
     moe_gguf *g = moe_gguf_open(dense_path);
@@ -77,6 +74,11 @@ moe_status moe_upcycle(const moe_upcycle_params *p, const char *dense_path, cons
                        (long long)dc.hp.n_embd_head_k, (long long)dc.hp.n_head, (long long)dc.hp.n_embd);
         goto done;
     }
+    if (p->every > dc.hp.n_layer) {
+        st = moe_error(MOE_ERR_INVALID, "upcycle: --every %lld exceeds the %lld layers of %s: no layer would be upcycled",
+                       (long long)p->every, (long long)dc.hp.n_layer, dense_path);
+        goto done;
+    }
     if ((st = tm_model_init(&dm, &dc, NULL))) goto done;
     have_dm = true;
     if ((st = tm_model_load_weights(&dm, g, false, 0))) goto done;
@@ -87,6 +89,8 @@ moe_status moe_upcycle(const moe_upcycle_params *p, const char *dense_path, cons
                   .n_expert_used = p->n_expert_used, .n_ctx = dh->n_ctx_train, .n_vocab = dh->n_vocab};
     if ((st = tm_config_make(&mc, &s))) goto done;
     have_mc = true;
+    /* the layers not upcycled keep the dense FFN (copied by name below) */
+    if ((st = tm_config_set_moe_every(&mc, p->every, dh->n_ff))) goto done;
     /* what the shape does not carry travels from the dense file */
     mc.tied = dc.tied;
     mc.hp.rms_eps = dh->rms_eps;
