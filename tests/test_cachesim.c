@@ -122,6 +122,19 @@ TEST(cachesim_oracle_lfu_knows_the_whole_trace) {
     moe_trace_free(t);
 }
 
+TEST(cachesim_per_layer_split_skips_layers_without_experts) {
+    /* layers 1 and 3 route, 0 and 2 are dense (upcycle --every 2): per layer, 4 slots are
+     * 2 for each routed layer, enough to keep both pairs after their first use */
+    const char *spec = "1:0,1;3:2,3;1:0,1;3:2,3;1:1,0;3:3,2";
+    moe_trace *t = moe_trace_load(write_trace("d.jsonl", spec));
+    REQUIRE(t);
+    moe_cachesim_result r = sim(t, MOE_CACHE_LRU, 4, true);
+    CHECK_EQ_INT(r.accesses, 12);
+    CHECK_EQ_INT(r.misses, 4);
+    CHECK_EQ_INT(r.hits, 8);
+    moe_trace_free(t);
+}
+
 TEST(cachesim_multi_layer_groups_and_per_layer_split) {
     /* 2 layers, top-2, 4 experts; a cyclic pattern. Per-layer with 4 slots = 2 per layer. */
     const char *spec = "0:0,1;1:2,3;0:0,2;1:2,1;0:0,1;1:2,3;0:3,1;1:0,3";

@@ -403,11 +403,10 @@ static moe_status plan_slots(moe_offload *o, const moe_model *m, const moe_conte
     uint64_t fixed = o->plan.resident_bytes + o->plan.overhead_bytes;
     o->n_slots = prm->budget > fixed ? (int64_t)((prm->budget - fixed) / o->slot_bytes) : 0;
     int64_t total_experts = (int64_t)o->plan.n_moe_layers * o->n_expert;
-    o->need_slots = prm->per_layer ? (int64_t)o->plan.n_experts_used * o->n_layer : o->plan.n_experts_used;
-    /* Everything fits: no more slots than experts. Per layer, the cache splits the slots
-     * evenly over all n_layer layers, dense ones (deepseek's leading blocks, upcycle
-     * --every N) included, so it may need more slots than MoE experts. */
-    if (o->n_slots > MOE_MAX(total_experts, o->need_slots)) o->n_slots = MOE_MAX(total_experts, o->need_slots);
+    /* per layer, only layers with experts get slots (not deepseek's leading dense blocks
+     * or the dense layers of upcycle --every N) */
+    o->need_slots = prm->per_layer ? (int64_t)o->plan.n_experts_used * o->plan.n_moe_layers : o->plan.n_experts_used;
+    if (o->n_slots > total_experts) o->n_slots = total_experts; /* everything fits */
     o->min_budget = fixed + (uint64_t)o->need_slots * o->slot_bytes;
     return MOE_OK;
 }
@@ -473,8 +472,13 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
     o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
     o->hinted = moe_calloc((size_t)o->n_layer, sizeof *o->hinted);
     o->layer_pred = moe_calloc((size_t)o->n_layer * 3, sizeof *o->layer_pred);
-    o->cache = moe_xcache_init(prm.policy >= MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
-                               prm.per_layer, o->n_layer, o->n_expert);
+    bool *has_experts = moe_calloc((size_t)o->n_layer, sizeof *has_experts);
+    if (has_experts) {
+        for (int l = 0; l < o->n_layer; l++) has_experts[l] = is_moe_layer(o, l);
+        o->cache = moe_xcache_init(prm.policy >= MOE_CACHE_BELADY ? MOE_CACHE_EDGEMOE : prm.policy, o->n_slots,
+                                   prm.per_layer, o->n_layer, o->n_expert, has_experts);
+        free(has_experts);
+    }
     if (!o->slots || !o->guess || !o->have_guess || !o->hinted || !o->layer_pred || !o->cache) goto fail;
 
     /* O_DIRECT keeps the experts out of the page cache (our slots are the only copy);

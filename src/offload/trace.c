@@ -201,11 +201,22 @@ moe_status moe_cachesim(const moe_trace *t, moe_cache_policy policy, int64_t n_s
                         moe_cachesim_result *out) {
     memset(out, 0, sizeof *out);
     const int L = t->n_layers, E = t->n_experts;
-    int64_t need = per_layer ? (int64_t)t->max_group * L : t->max_group;
-    if (n_slots < need)
+    /* per layer, only the layers the trace routes at get slots (dense layers never appear) */
+    bool *present = moe_calloc((size_t)L, sizeof *present);
+    if (!present) return MOE_ERR_NOMEM;
+    int n_present = 0;
+    for (int64_t g = 0; g < t->n_groups; g++) {
+        n_present += !present[t->groups[g].layer];
+        present[t->groups[g].layer] = true;
+    }
+    int64_t need = per_layer ? (int64_t)t->max_group * n_present : t->max_group;
+    if (n_slots < need) {
+        free(present);
         return moe_error(MOE_ERR_NOMEM, "cachesim: %lld slots cannot hold one line's %d experts%s (need at least %lld)",
                          (long long)n_slots, t->max_group, per_layer ? " in every layer" : "", (long long)need);
-    moe_xcache *c = moe_xcache_init(policy, n_slots, per_layer, L, E);
+    }
+    moe_xcache *c = moe_xcache_init(policy, n_slots, per_layer, L, E, present);
+    free(present);
     if (!c) return moe_last_status();
     int64_t n_keys = (int64_t)L * E;
     /* For Belady: next_at[i] = group index of the next use of access i's key. */

@@ -40,15 +40,18 @@ int moe_cache_policy_from_name(const char *name) {
     return -1;
 }
 
-moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_layer, int n_layers, int n_experts) {
+moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_layer, int n_layers, int n_experts,
+                            const bool *has_experts) {
     if ((unsigned)policy >= MOE_CACHE_POLICY_COUNT)
         return moe_error_null(MOE_ERR_INVALID, "expert cache: unknown policy %d", (int)policy);
     if (n_slots <= 0 || n_layers <= 0 || n_experts <= 0)
         return moe_error_null(MOE_ERR_INVALID, "expert cache: %lld slots for %d layers of %d experts",
                               (long long)n_slots, n_layers, n_experts);
-    if (per_layer && n_slots < n_layers)
+    int n_moe = 0; /* layers that get a share when per_layer */
+    for (int l = 0; l < n_layers; l++) n_moe += !has_experts || has_experts[l];
+    if (per_layer && n_slots < n_moe)
         return moe_error_null(MOE_ERR_INVALID, "expert cache: %lld slots cannot be split between %d layers",
-                              (long long)n_slots, n_layers);
+                              (long long)n_slots, n_moe);
     int64_t n_keys = (int64_t)n_layers * n_experts;
     moe_xcache *c = moe_calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -73,9 +76,12 @@ moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_l
     }
     for (int64_t s = 0; s < n_slots; s++) c->slot_key[s] = -1;
     for (int64_t k = 0; k < n_keys; k++) c->key_slot[k] = -1;
-    /* per-layer ranges: the remainder goes to the first layers */
-    for (int l = 0; l <= n_layers; l++)
-        c->layer_first[l] = per_layer ? l * (n_slots / n_layers) + MOE_MIN(l, n_slots % n_layers) : 0;
+    /* per-layer ranges over the layers with experts (the k-th gets n/M slots, the first
+     * n % M one more); a layer without experts gets an empty range */
+    for (int l = 0, k = 0; l <= n_layers; l++) {
+        c->layer_first[l] = per_layer && n_moe ? k * (n_slots / n_moe) + MOE_MIN(k, n_slots % n_moe) : 0;
+        if (l < n_layers && (!has_experts || has_experts[l])) k++;
+    }
     return c;
 }
 

@@ -10,10 +10,11 @@
 
 typedef struct moe_xcache moe_xcache;
 
-/* n_slots in total; per_layer splits them evenly between layers (each layer then
- * evicts only its own experts), otherwise all layers share them. */
+/* n_slots in total; per_layer splits them evenly between the layers that have experts
+ * (has_experts[l]; NULL: every layer), each layer then evicting only its own experts;
+ * otherwise all layers share them. */
 moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_layer,
-                            int n_layers, int n_experts);
+                            int n_layers, int n_experts, const bool *has_experts);
 void moe_xcache_free(moe_xcache *c);
 
 /* Marks the start of a new token (step) at `layer`: used by the frequency estimates. */
