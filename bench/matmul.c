@@ -13,6 +13,7 @@
  * read just before it). "L2 GB/s" runs the same product on 512 KiB of the weights
  * (cache-resident), best of R: the kernel's compute speed. --batch B also times B tokens at
  * once (the prompt case), reported as weight bytes × B per second. */
+#include "core/cpu.h"
 #include "core/matmul.h"
 #include "core/membw.h"
 #include "core/threads.h"
@@ -91,6 +92,8 @@ int main(int argc, char **argv) {
 
     printf("matrix-vector product, %lld columns, ~%lld MiB of weights per type, median of %lld reps\n",
            (long long)cols, (long long)mib, (long long)reps);
+    printf("four-row kernels prefetch into %s (core/cpu.h; MOE_PREFETCH=l1|l2 overrides)\n",
+           moe_prefetch_level == MOE_PF_L2 ? "L2" : "L1");
     for (int ti = 0; ti < n_nthr; ti++) {
         const int nt = nthr[ti];
         moe_pool *pool = moe_pool_create(nt);

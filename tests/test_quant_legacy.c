@@ -3,6 +3,7 @@
  * bounds, and bit-exactness against llama.cpp's quantized fixtures (docs/QUANTS.md). */
 #include "test.h"
 
+#include "core/cpu.h"
 #include "core/f16.h"
 #include "core/quant_legacy.h"
 #include "core/types.h"
@@ -41,7 +42,7 @@ static double abs_dot(const float *x, const float *y, int64_t n) {
 
 TEST(quant_legacy_simd_dot_matches_scalar_reference) {
     const int64_t lengths[] = {32, 64, 96, 160, 256, 288, 1000, 1024, 2080, 4064, 4096};
-    const int64_t odd_lengths[] = {1, 7, 9, 33, 100, 1001}; /* float types only */
+    const int64_t odd_lengths[] = {1, 7, 9, 33, 48, 100, 1001, 1017}; /* float types only */
     const int64_t max_n = 4096;
     float *xf = malloc(4 * max_n * sizeof(float)), *yf = malloc(max_n * sizeof(float));
     float *xd = malloc(4 * max_n * sizeof(float)), *yd = malloc(max_n * sizeof(float));
@@ -104,6 +105,53 @@ TEST(quant_legacy_simd_dot_matches_scalar_reference) {
         fprintf(stderr, "    %-5s SIMD vs scalar dot: worst |diff| / sum|xy| = %.2e\n", t->name, worst);
     }
     free(xf); free(yf); free(xd); free(yd); free(xq); free(yq);
+}
+
+/* The four-row kernels prefetch into L1 or L2 by CPU (core/cpu.h): both give the same bits,
+ * and for the block types the bits of the single-row kernel; MOE_PREFETCH overrides the
+ * choice. Rows are not packed (bx > row bytes) and n leaves the float types a tail. */
+TEST(quant_four_row_kernels_same_bits_at_both_prefetch_levels) {
+    const int types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
+                         MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
+                         MOE_TYPE_Q6_K};
+    const int saved = moe_prefetch_level;
+    float *xf = malloc(12 * 1024 * sizeof(float)), *yf = malloc(1024 * sizeof(float));
+    uint8_t *w = malloc(12 * 1024 * 4 + 4096), *yq = malloc(1024 * 4 + 64);
+    REQUIRE(xf && yf && w && yq);
+    for (int64_t i = 0; i < 12 * 1024; i++) xf[i] = rnd_normal();
+    for (int64_t i = 0; i < 1024; i++) yf[i] = rnd_normal();
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(types); ti++) {
+        const moe_type_traits *t = moe_type_get(types[ti]);
+        const moe_vec_dot_x4_fn x4 = moe_type_vec_dot_x4(types[ti]);
+        REQUIRE_MSG(x4, "%s has no four-row kernel", t->name);
+        const int64_t n = t->block_size == 1 ? 1000 : 1024; /* 1000: 31 lines of F16 and a tail */
+        const size_t bx = moe_row_size(types[ti], n) + 64;
+        for (int r = 0; r < 12; r++) t->from_float_ref(xf + r * 1024, w + r * bx, n);
+        moe_type_get(t->vec_dot_type)->from_float(yf, yq, n);
+        for (int g = 0; g < 12; g += 4) { /* the last group prefetches past the buffer: harmless */
+            float a[4], b[4], s1;
+            moe_prefetch_level = MOE_PF_L1;
+            x4(n, a, w + g * bx, bx, yq);
+            moe_prefetch_level = MOE_PF_L2;
+            x4(n, b, w + g * bx, bx, yq);
+            for (int r = 0; r < 4; r++) {
+                CHECK_MSG(memcmp(&a[r], &b[r], 4) == 0, "%s row %d: L1 %.9g, L2 %.9g", t->name, g + r, a[r], b[r]);
+                t->vec_dot(n, &s1, w + (g + r) * bx, yq);
+                if (t->block_size > 1)
+                    CHECK_MSG(memcmp(&s1, &b[r], 4) == 0, "%s row %d: four-row %.9g, single %.9g", t->name, g + r, b[r], s1);
+            }
+        }
+    }
+    setenv("MOE_PREFETCH", "l1", 1);
+    CHECK_EQ_INT(moe_prefetch_detect(), MOE_PF_L1);
+    setenv("MOE_PREFETCH", "L2", 1);
+    CHECK_EQ_INT(moe_prefetch_detect(), MOE_PF_L2);
+    setenv("MOE_PREFETCH", "l3", 1); /* not a choice: the CPU's */
+    const int by_env = moe_prefetch_detect();
+    unsetenv("MOE_PREFETCH");
+    CHECK_EQ_INT(by_env, moe_prefetch_detect());
+    moe_prefetch_level = saved;
+    free(xf); free(yf); free(w); free(yq);
 }
 
 /* The activation quantizers: the AVX2 and the scalar versions give the same bytes, and

@@ -9,6 +9,7 @@
  * where the CPU has AVX-VNNI. The integer sums are exactly those of the references.
  * Without AVX2 (or FMA, F16C) every function falls back to its scalar reference. */
 #include "core/quant_k.h"
+#include "core/cpu.h"
 
 /* F16C too: block scales are converted with vcvtph2ps (every AVX2 CPU has it). */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -24,7 +25,8 @@ bool moe_quant_k_simd(void) { return true; }
  * shares the activation work (block sums) and keeps four independent accumulations in
  * flight. It also prefetches the same block of the next four rows: a row of a 4096-wide
  * matrix is only 2-3 KB, too short for the hardware prefetchers to ramp up on (the same
- * remark as in quant_legacy.c). No int16 can saturate in maddubs: the largest pair is
+ * remark as in quant_legacy.c), into L1 or L2 as moe_prefetch_level says (core/cpu.h;
+ * the argument l2 of the kernels). No int16 can saturate in maddubs: the largest pair is
  * 2·63·127 = 16002 (Q6_K); Q8_K quants are in [-127, 127]. */
 #define INLINE static inline __attribute__((always_inline))
 #define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
@@ -32,11 +34,13 @@ bool moe_quant_k_simd(void) { return true; }
  * super-block sums into two accumulators, halving the chain of dependent multiply-adds. */
 #define UNROLL _Pragma("GCC unroll 8")
 
-#define PREFETCH(p, bx, nr, size)                                                          \
+#define PREFETCH(p, bx, nr, size, l2)                                                      \
     do {                                                                                   \
         if ((nr) > 1)                                                                      \
-            for (int k_ = 0; k_ < (int)(size); k_ += 64)                                   \
-                _mm_prefetch((const char *)(p) + 4 * (bx) + k_, _MM_HINT_T0);              \
+            for (int k_ = 0; k_ < (int)(size); k_ += 64) {                                 \
+                if (l2) _mm_prefetch((const char *)(p) + 4 * (bx) + k_, _MM_HINT_T1);      \
+                else _mm_prefetch((const char *)(p) + 4 * (bx) + k_, _MM_HINT_T0);         \
+            }                                                                              \
     } while (0)
 
 INLINE float hsum_ps(__m256 x) {
@@ -119,7 +123,7 @@ INLINE void store_sums(float *s, const __m256 *acc, int nr) {
 }
 
 /* Q2_K: x = d·sc·q − dmin·m (q in 0..3), so Σx·y = d·Σ sc·Σq·q8 − dmin·Σ m·bsum. */
-INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
     const moe_block_q8_K *y = vy;
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0xF);
@@ -129,7 +133,7 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q2_K *x = (const moe_block_q2_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x);
+            PREFETCH(x, bx, nr, sizeof *x, l2);
             const __m128 dd = scales_f16x2(&x->d, y[i].d);
             const __m128i ms = _mm_loadu_si128((const __m128i *)x->scales);
             const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m4));
@@ -154,7 +158,7 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q3_K: q = (low 2 bits | high bit << 2) − 4 with 6-bit scales per 16 values; the
  * unsigned part multiplies directly and the −4 comes off as 4·Σ sc·bsum. */
-INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
     const moe_block_q8_K *y = vy;
     const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
     const __m256i m3 = _mm256_set1_epi8(3);
@@ -164,7 +168,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q3_K *x = (const moe_block_q3_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x);
+            PREFETCH(x, bx, nr, sizeof *x, l2);
             uint32_t aux[3];
             memcpy(aux, x->scales, 12);
             const __m128i sc8 = _mm_sub_epi8(
@@ -196,7 +200,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q4_K and Q5_K: x = d·sc·q − dmin·m per sub-block of 32; the mins go through the sums
  * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. */
-INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool q5) {
+INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool q5) {
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
     ACC_INIT;
@@ -207,7 +211,7 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
         FOR_ROWS(r) {
             const moe_block_q4_K *x4 = (const moe_block_q4_K *)(vx + r * bx) + i;
             const moe_block_q5_K *x5 = (const moe_block_q5_K *)(vx + r * bx) + i;
-            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, bx, nr, q5 ? sizeof *x5 : sizeof *x4);
+            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, bx, nr, q5 ? sizeof *x5 : sizeof *x4, l2);
             const __m128 dd = scales_f16x2(q5 ? &x5->d : &x4->d, y[i].d);
             const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
             const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), q8s);
@@ -232,16 +236,16 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
     }
     store_sums(s, acc, nr);
 }
-INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
-    dot_q45_K(n, s, vx, bx, vy, nr, false);
+INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    dot_q45_K(n, s, vx, bx, vy, nr, l2, false);
 }
-INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
-    dot_q45_K(n, s, vx, bx, vy, nr, true);
+INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    dot_q45_K(n, s, vx, bx, vy, nr, l2, true);
 }
 
 /* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
  * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
-INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
     ACC_INIT;
@@ -250,7 +254,7 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q6_K *x = (const moe_block_q6_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x);
+            PREFETCH(x, bx, nr, sizeof *x, l2);
             const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
             __m256i sumi[2] = {_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 5)),
@@ -258,13 +262,13 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
             UNROLL for (int j = 0; j < 2; j++) {
                 /* values 32k..32k+31 of this 128: low nibbles of ql[0..31] (k=0), of
                  * ql[32..63] (k=1), high nibbles of both (k=2, 3); bits 2k..2k+1 of qh */
-                const __m256i l1 = load256(x->ql + 64 * j), l2 = load256(x->ql + 64 * j + 32);
+                const __m256i qa = load256(x->ql + 64 * j), qb = load256(x->ql + 64 * j + 32);
                 const __m256i h = load256(x->qh + 32 * j);
                 const __m256i q6[4] = {
-                    _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
-                    _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(h, m30)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                    _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
+                    _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(h, m30)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
                                     _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)),
                 };
                 UNROLL for (int k = 0; k < 4; k++) {
@@ -280,14 +284,14 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
-INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr) {
+INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
     const moe_block_q8_K *y = vy;
     const __m256i ones = _mm256_set1_epi16(1);
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
             const moe_block_q8_K *x = (const moe_block_q8_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x);
+            PREFETCH(x, bx, nr, sizeof *x, l2);
             __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < QK / 32; j++) {
                 const __m256i qx = load256(x->qs + 32 * j), qy = load256(y[i].qs + 32 * j);
@@ -302,10 +306,11 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 #define DEFINE_DOTS(t)                                                                        \
     void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
-        dot_##t(n, s, x, 0, y, 1);                                                            \
+        dot_##t(n, s, x, 0, y, 1, false);                                                     \
     }                                                                                         \
     void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        dot_##t(n, s, x, bx, y, 4);                                                           \
+        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true);               \
+        else dot_##t(n, s, x, bx, y, 4, false);                                               \
     }
 DEFINE_DOTS(q2_K)
 DEFINE_DOTS(q3_K)
