@@ -10,6 +10,9 @@
 
 #include <math.h>
 #include <stdlib.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #define MAX_BATCH 512          /* tokens per forward step (llama.cpp's default n_ubatch) */
 #define DEFAULT_CTX 4096       /* context size when the caller leaves it to us */
@@ -155,6 +158,41 @@ static void ffn(moe_context *c, const moe_ffn_weights *f, const float *x, int64_
 
 /* ---------------------------------------------------------------- attention */
 
+/* a·b over one head (a few dozen to a few hundred floats), inlined: attention takes one
+ * such dot per head and cached position, and a call through the type table per dot cost
+ * as much as the dot itself. Two 8-wide FMA chains, then the scalar tail. */
+static inline float dot_head(const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    s = _mm_cvtss_f32(h);
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* o += p · v over one head: a multiply then an add per element (not fused), so that the
+ * vector and scalar paths round alike. */
+static inline void axpy_head(float *o, float p, const float *v, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX2__)
+    const __m256 vp = _mm256_set1_ps(p);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(vp, _mm256_loadu_ps(v + i))));
+#endif
+    for (; i < n; i++) o[i] += p * v[i];
+}
+
 typedef struct {
     moe_context *c;
     int il;
@@ -172,7 +210,6 @@ static void attn_task(void *arg, int ith, int nth) {
     const int64_t H = hp->n_head, group = hp->n_head / hp->n_head_kv;
     const int64_t hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
     const int64_t nq = H * hk, na = H * hv;
-    const moe_vec_dot_fn dot = moe_type_get(MOE_TYPE_F32)->vec_dot;
     float *p = c->probs + (size_t)ith * (size_t)c->n_ctx;
     int64_t b, e;
     moe_split(j->n * H, ith, nth, 1, &b, &e);
@@ -182,9 +219,7 @@ static void attn_task(void *arg, int ith, int nth) {
         const int64_t n_kv = j->pos0 + t + 1;
         float mx = -INFINITY;
         for (int64_t s = 0; s < n_kv; s++) {
-            float v;
-            dot(hk, &v, moe_kv_k(&c->kv, j->il, s) + kvh * hk, q);
-            v *= j->scale;
+            const float v = dot_head(moe_kv_k(&c->kv, j->il, s) + kvh * hk, q, hk) * j->scale;
             p[s] = v;
             mx = v > mx ? v : mx;
         }
@@ -197,11 +232,7 @@ static void attn_task(void *arg, int ith, int nth) {
         const float inv = (float)(1.0 / sum);
         float *o = c->att + t * na + h * hv;
         memset(o, 0, (size_t)hv * sizeof *o);
-        for (int64_t s = 0; s < n_kv; s++) {
-            const float ps = p[s] * inv;
-            const float *vv = moe_kv_v(&c->kv, j->il, s) + kvh * hv;
-            for (int64_t i = 0; i < hv; i++) o[i] += ps * vv[i];
-        }
+        for (int64_t s = 0; s < n_kv; s++) axpy_head(o, p[s] * inv, moe_kv_v(&c->kv, j->il, s) + kvh * hv, hv);
     }
 }
 
