@@ -6,19 +6,22 @@
 /* ---------------------------------------------------------------- fused matvec */
 
 #define MV_MAX_SEGS 64
+#define MV_MAX_TASKS 64
+#define MV_MIN_TASK (32u << 10)  /* bytes: the smallest range handed out (~2 µs of streaming) */
 
 typedef struct {
     const moe_mv_seg *segs;
     int n;
     uint64_t total;               /* bytes of all segments */
     uint64_t off[MV_MAX_SEGS];    /* first byte of each segment in the joint stream */
+    uint64_t cut[MV_MAX_TASKS + 1]; /* task i covers bytes [cut[i], cut[i+1]) */
 } mv_job;
 
-/* Rows in groups of 4 (the x4 kernel's unit): thread ith takes the groups whose first
- * byte lies in its share [ith·total/nth, (ith+1)·total/nth) of the joint stream. */
+/* Rows in groups of 4 (the x4 kernel's unit): task i takes the groups whose first byte
+ * lies in [cut[i], cut[i+1]) of the joint stream. */
 static void mv_task(void *arg, int ith, int nth) {
     const mv_job *j = arg;
-    const uint64_t lo = j->total * (uint64_t)ith / (uint64_t)nth, hi = j->total * (uint64_t)(ith + 1) / (uint64_t)nth;
+    const uint64_t lo = nth == 1 ? 0 : j->cut[ith], hi = nth == 1 ? j->total : j->cut[ith + 1];
     for (int s = 0; s < j->n; s++) {
         const moe_mv_seg *sg = &j->segs[s];
         const moe_mat *W = sg->W;
@@ -52,14 +55,23 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
             j.total += (uint64_t)j.segs[s].W->rows * j.segs[s].W->row_bytes;
             values += (uint64_t)j.segs[s].W->rows * (uint64_t)j.segs[s].W->cols;
         }
-        /* Byte ranges of ~128 KB (long enough to stream; at least one per thread, at
-         * most 16 per thread), claimed by whichever thread is free: the threads finish
-         * within one range of each other, and a thread slowed by another process on
-         * its core costs a range, not half the product. */
-        const int nth = moe_pool_size(pool);
-        const int tasks = (int)MOE_MIN((uint64_t)(16 * nth), MOE_MAX((uint64_t)nth, j.total >> 17));
-        if (values < 16384) mv_task(&j, 0, 1); /* tiny (a router): not worth waking the pool */
-        else moe_pool_run_n(pool, mv_task, &j, tasks);
+        /* Byte ranges claimed in order by whichever thread is free, shrinking as the
+         * work runs out ("guided" scheduling): each takes 1/(2·nth) of what is left, at
+         * least MV_MIN_TASK. Long ranges stream well; the short last ones let the
+         * threads finish within ~2 µs of each other (equal ranges of ~128 KB left one
+         * thread waiting ~half a range, ~5 µs, at the end of every product), and a
+         * thread slowed by another process on its core just takes fewer ranges. */
+        if (values < 16384) { mv_task(&j, 0, 1); continue; } /* tiny (a router): not worth waking the pool */
+        const uint64_t nth = (uint64_t)moe_pool_size(pool);
+        int tasks = 0;
+        for (uint64_t at = 0; at < j.total; tasks++) {
+            uint64_t len = MOE_MAX((j.total - at) / (2 * nth), (uint64_t)MV_MIN_TASK);
+            if (tasks == MV_MAX_TASKS - 1 || at + len > j.total) len = j.total - at;
+            j.cut[tasks] = at;
+            at += len;
+        }
+        j.cut[tasks] = j.total;
+        moe_pool_run_n(pool, mv_task, &j, tasks);
     }
 }
 
