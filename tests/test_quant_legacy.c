@@ -154,6 +154,22 @@ TEST(quant_four_row_kernels_same_bits_at_both_prefetch_levels) {
     free(xf); free(yf); free(w); free(yq);
 }
 
+TEST(quant_prefetch_distance_whole_row_groups_of_at_least_the_minimum) {
+    const size_t saved = moe_prefetch_min_bytes;
+    moe_prefetch_min_bytes = 4096;
+    CHECK_EQ_INT(moe_prefetch_distance(576), 8 * 576);     /* 1024-wide Q4_0: 2,304 B per 4 rows */
+    CHECK_EQ_INT(moe_prefetch_distance(1088), 4 * 1088);   /* 1024-wide Q8_0: 4,352 B already */
+    CHECK_EQ_INT(moe_prefetch_distance(1024), 4 * 1024);   /* exactly the minimum */
+    CHECK_EQ_INT(moe_prefetch_distance(100), 44 * 100);    /* 11 groups of 4 rows */
+    for (size_t rb = 1; rb < 5000; rb += 37) {
+        const size_t d = moe_prefetch_distance(rb);
+        CHECK_MSG(d % (4 * rb) == 0 && d >= 4096 && d < 4096 + 4 * rb, "row %zu bytes: distance %zu", rb, d);
+    }
+    moe_prefetch_min_bytes = 0; /* 0: always the next four rows */
+    CHECK_EQ_INT(moe_prefetch_distance(576), 4 * 576);
+    moe_prefetch_min_bytes = saved;
+}
+
 /* The activation quantizers: the AVX2 and the scalar versions give the same bytes, and
  * both round as ggml's SIMD quantize_row_q8_0 does (127/amax, ties to even), unlike the
  * reference quantizer (1/d, ties away from zero). */

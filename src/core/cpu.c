@@ -8,6 +8,7 @@
 #endif
 
 int moe_prefetch_level = MOE_PF_L2;
+size_t moe_prefetch_min_bytes = 4096;
 
 /* Why by CPU: the _x4 kernels prefetch the same position four rows ahead, one line per
  * row at a time. Into L1, each prefetch holds one of the core's few L1 miss buffers until
@@ -32,4 +33,10 @@ int moe_prefetch_detect(void) {
     return MOE_PF_L2;
 }
 
-__attribute__((constructor)) static void init_prefetch_level(void) { moe_prefetch_level = moe_prefetch_detect(); }
+__attribute__((constructor)) static void init_prefetch_level(void) {
+    moe_prefetch_level = moe_prefetch_detect();
+    const char *e = getenv("MOE_PREFETCH_BYTES");
+    char *end;
+    const long long v = e ? strtoll(e, &end, 10) : -1;
+    if (e && *e && !*end && v >= 0 && v <= (1 << 20)) moe_prefetch_min_bytes = (size_t)v;
+}

@@ -16,5 +16,18 @@ extern int moe_prefetch_level;
 /* The environment variable MOE_PREFETCH ("l1" or "l2") if set to one of those, otherwise
  * the choice for this CPU: L1 on AMD family 1Ah (Zen 5) and later, L2 elsewhere. */
 int moe_prefetch_detect(void);
+/* How far ahead the _x4 kernels prefetch in a row-major matrix whose rows are row_bytes
+ * long: the same position four rows on, or eight, twelve, ... rows on when four rows are
+ * shorter than moe_prefetch_min_bytes. Why: four rows of a 1024-wide Q4_0 or Q4_K matrix
+ * (attention, the experts' gate and up projections) are only 2.3 KB, which a core streams
+ * in ~100 ns, less than a DRAM access takes; eight rows ahead decoded mix-1b 7-11 % faster
+ * (paired decode A/B, docs/BENCHMARKS.md), while Q8_0, whose four rows are 4.3 KB, gained
+ * nothing from going further. Default 4096; MOE_PREFETCH_BYTES overrides it at load time.
+ * Changes speed only, never results. */
+extern size_t moe_prefetch_min_bytes;
+static inline size_t moe_prefetch_distance(size_t row_bytes) {
+    const size_t g = 4 * row_bytes;
+    return g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
+}
 
 #endif

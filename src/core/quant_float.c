@@ -107,7 +107,7 @@ enum { sizeof_f32 = 4, sizeof_f16 = 2, sizeof_bf16 = 2 };
         for (; i + step * sub <= n; i += step * sub) {                                        \
             if (pf)                                                                           \
                 UNROLL for (int r = 0; r < nr; r++) {                                         \
-                    const char *p_ = (const char *)(x + r * bx + 4 * bx) + i * sizeof_##T;   \
+                    const char *p_ = (const char *)(x + r * bx) + moe_prefetch_distance((size_t)bx * sizeof_##T) + i * sizeof_##T;   \
                     if (l2) _mm_prefetch(p_, _MM_HINT_T1);                                    \
                     else _mm_prefetch(p_, _MM_HINT_T0);                                       \
                 }                                                                             \

@@ -23,7 +23,8 @@ bool moe_quant_k_simd(void) { return true; }
 /* Each kernel is one always-inline function of the row count nr (1, or 4 rows `bx` bytes
  * apart against the same activations), specialised by the compiler: the four-row form
  * shares the activation work (block sums) and keeps four independent accumulations in
- * flight. It also prefetches the same block of the next four rows: a row of a 4096-wide
+ * flight. It also prefetches the same block of the next four rows (or further for short
+ * rows: moe_prefetch_distance, core/cpu.h): a row of a 4096-wide
  * matrix is only 2-3 KB, too short for the hardware prefetchers to ramp up on (the same
  * remark as in quant_legacy.c), into L1 or L2 as moe_prefetch_level says (core/cpu.h;
  * the argument l2 of the kernels). No int16 can saturate in maddubs: the largest pair is
@@ -38,8 +39,8 @@ bool moe_quant_k_simd(void) { return true; }
     do {                                                                                   \
         if ((nr) > 1)                                                                      \
             for (int k_ = 0; k_ < (int)(size); k_ += 64) {                                 \
-                if (l2) _mm_prefetch((const char *)(p) + 4 * (bx) + k_, _MM_HINT_T1);      \
-                else _mm_prefetch((const char *)(p) + 4 * (bx) + k_, _MM_HINT_T0);         \
+                if (l2) _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx) + k_, _MM_HINT_T1);      \
+                else _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx) + k_, _MM_HINT_T0);         \
             }                                                                              \
     } while (0)
 

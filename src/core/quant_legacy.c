@@ -403,7 +403,8 @@ void moe_q8_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
  * Each kernel is written once as an always-inline function of the row count (1 or 4),
  * which the compiler specialises; rows accumulate independently, so the four-row kernel
  * has four FMA chains in flight. The four-row kernel also prefetches the same position
- * of the next four rows: a row of a quantized matrix is only a few KB, too short for the
+ * of the next four rows (or further for short rows: moe_prefetch_distance, core/cpu.h): a
+ * row of a quantized matrix is only a few KB, too short for the
  * hardware prefetchers to ramp up on, and without this a 4096-wide Q4_0 matrix-vector
  * product streams at ~8 GB/s instead of ~30 (docs/BENCHMARKS.md). Into L1 or L2 as
  * moe_prefetch_level says (core/cpu.h: which is faster depends on the core); the _x4
@@ -496,14 +497,14 @@ INLINE __m256i dot_offset(__m256i term, __m256i x, __m256i qy) {
 #endif
 }
 
-/* The _x4 kernels prefetch the same position of the next four rows (see above), once per
+/* The _x4 kernels prefetch the same position of a later row group (see above), once per
  * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes; into
  * L2 (_MM_HINT_T1) when l2, else into L1. */
 #define PREFETCH(p, bx, nr, i, l2) \
     do { \
         if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) { \
-            if (l2) _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T1); \
-            else _mm_prefetch((const char *)(p) + 4 * (bx), _MM_HINT_T0); \
+            if (l2) _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx), _MM_HINT_T1); \
+            else _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx), _MM_HINT_T0); \
         } \
     } while (0)
 
