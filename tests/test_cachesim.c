@@ -2,6 +2,7 @@
  * traces, Belady against an exhaustive search, no policy beating Belady, trace errors. */
 #include "test.h"
 #include "moe.h"
+#include "offload/xcache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -219,4 +220,29 @@ TEST(offload_plan_on_fixture) {
     CHECK(moe_offload_plan_compute(g, 1 << 20, 512, &p) == MOE_ERR_NOMEM);
     CHECK_STR_CONTAINS(moe_last_error(), "need at least");
     moe_gguf_close(g);
+}
+
+/* The expert cache's bookkeeping as the offloading provider uses it: find has no side
+ * effects, uses are counted only by moe_xcache_use, and a protected slot (a prefetch
+ * whose layer has not run) is the victim only when every candidate is protected. */
+TEST(xcache_find_use_and_protect) {
+    moe_xcache *c = moe_xcache_init(MOE_CACHE_LFU, 2, false, 1, 4, NULL);
+    REQUIRE(c);
+    moe_xcache_begin_layer(c, 0);
+    int64_t s0 = moe_xcache_insert(c, 0, 0, NULL), s1 = moe_xcache_insert(c, 0, 1, NULL);
+    CHECK(s0 >= 0 && s1 >= 0 && s0 != s1);
+    for (int i = 0; i < 5; i++) CHECK_EQ_INT(moe_xcache_find(c, 0, 0), s0); /* no uses recorded */
+    moe_xcache_use(c, 0, 1);
+    /* LFU: expert 0 has no use, 1 has one: 0 goes first */
+    CHECK_EQ_INT(moe_xcache_insert(c, 0, 2, NULL), s0);
+    CHECK_EQ_INT(moe_xcache_find(c, 0, 0), -1);
+    /* protect expert 2 (no use, the natural victim): expert 1 goes instead */
+    moe_xcache_protect(c, s0, true);
+    CHECK_EQ_INT(moe_xcache_insert(c, 0, 3, NULL), s1);
+    CHECK_EQ_INT(moe_xcache_find(c, 0, 2), s0);
+    /* every candidate protected: the policy decides among them */
+    moe_xcache_protect(c, s1, true);
+    const int64_t v = moe_xcache_insert(c, 0, 1, NULL);
+    CHECK(v == s0 || v == s1);
+    moe_xcache_free(c);
 }

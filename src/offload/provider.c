@@ -40,6 +40,7 @@ typedef struct {
     moe_expert_weights w;
     int state;
     int pins;             /* users: the forward pass (get..release) and the I/O thread */
+    int protect_layer;    /* a prefetch for this layer, protected until its hint; -1: none */
     char err[512];
 } slot_info;
 
@@ -153,15 +154,19 @@ static void load_expert(moe_offload *o, int layer, int expert, uint8_t *dst, moe
 /* ---------------------------------------------------------------- slots */
 
 /* Finds or makes the slot of (layer, expert); caller holds the lock. *fresh is set when
- * the slot was just claimed and the caller must load it. Returns -1 on error. */
+ * the slot was just claimed and the caller must load it. Returns -1 on error. Records no
+ * use: the policies' statistics count each routing choice once, in op_hint (or op_get
+ * when the forward pass gave no hint), and each guess once (guess_layer), never a second
+ * look at the same choice. */
 static int64_t claim_slot(moe_offload *o, int layer, int expert, bool *fresh) {
     *fresh = false;
-    int64_t s = moe_xcache_lookup(o->cache, layer, expert);
+    int64_t s = moe_xcache_find(o->cache, layer, expert);
     if (s >= 0) return s;
     s = moe_xcache_insert(o->cache, layer, expert, NULL);
     if (s < 0) return -1;
     *fresh = true;
     o->slots[s].state = SLOT_LOADING;
+    o->slots[s].protect_layer = -1;
     return s;
 }
 
@@ -184,6 +189,12 @@ static void *io_main(void *arg) {
         if (s < 0) { moe_clear_error(); continue; } /* every slot busy: drop the prefetch */
         if (!fresh) continue;
         pin(o, s, +1);
+        /* A guess has no use recorded yet, so every policy would take it for the first
+         * victim before its layer runs: protect it until that layer's hint (op_hint). */
+        if (r.predicted) {
+            o->slots[s].protect_layer = r.layer;
+            moe_xcache_protect(o->cache, s, true);
+        }
         pthread_mutex_unlock(&o->mu);
         char err[512];
         load_expert(o, r.layer, r.expert, o->pool + (size_t)s * o->slot_bytes, &o->slots[s].w, err, sizeof err);
@@ -231,6 +242,7 @@ static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int e
     }
     pin(o, s, +1);
     if (!o->hinted[layer]) { /* no hint for this batch: count the use here */
+        moe_xcache_use(o->cache, layer, expert);
         o->stats.accesses++;
         if (fresh) o->stats.misses++;
         else o->stats.hits++;
@@ -267,7 +279,7 @@ static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int e
 static void op_release(moe_expert_provider *p, int layer, int expert) {
     moe_offload *o = (moe_offload *)p;
     pthread_mutex_lock(&o->mu);
-    int64_t s = moe_xcache_lookup(o->cache, layer, expert);
+    int64_t s = moe_xcache_find(o->cache, layer, expert);
     if (s >= 0 && o->slots[s].pins > 0) pin(o, s, -1);
     pthread_mutex_unlock(&o->mu);
 }
@@ -281,9 +293,14 @@ static void guess_layer(moe_offload *o, int layer, const int32_t *experts, int n
         if (experts[i] >= 0 && experts[i] < o->n_expert) g[experts[i]] = 1;
     o->have_guess[layer] = true;
     if (!o->io_running) return;
+    /* A guess is knowledge of the near future: it counts as one use, so the policies
+     * weigh the guessed experts up (on mix-1b at half the memory, with the protection in
+     * io_main, the hit rate went 0.64 -> 0.69 against counting real uses only). */
+    for (int i = 0; i < n; i++)
+        if (experts[i] >= 0 && experts[i] < o->n_expert) moe_xcache_use(o->cache, layer, experts[i]);
     for (int i = 0; i < n; i++) {
         int e = experts[i];
-        if (e < 0 || e >= o->n_expert || moe_xcache_lookup(o->cache, layer, e) >= 0) continue;
+        if (e < 0 || e >= o->n_expert || moe_xcache_find(o->cache, layer, e) >= 0) continue;
         enqueue(o, layer, e, true, false);
         o->stats.prefetches++;
     }
@@ -304,14 +321,21 @@ static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, i
         return;
     }
     moe_xcache_begin_layer(o->cache, layer);
+    /* this layer's prefetches have had their chance: ordinary entries from now on */
+    for (int64_t s = 0; s < o->n_slots; s++)
+        if (o->slots[s].protect_layer == layer) {
+            o->slots[s].protect_layer = -1;
+            moe_xcache_protect(o->cache, s, false);
+        }
     /* The cache's hit rate: routed experts already resident (or being prefetched) when
      * the router picked them. The reads queued below are misses, even though they
      * overlap with compute. */
     o->hinted[layer] = true;
     for (int i = 0; i < n; i++) {
         if (experts[i] < 0 || experts[i] >= o->n_expert) continue;
+        moe_xcache_use(o->cache, layer, experts[i]);
         o->stats.accesses++;
-        if (moe_xcache_lookup(o->cache, layer, experts[i]) >= 0) o->stats.hits++;
+        if (moe_xcache_find(o->cache, layer, experts[i]) >= 0) o->stats.hits++;
         else o->stats.misses++;
     }
     /* score the last guess for this layer against what the router chose */
@@ -334,7 +358,7 @@ static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, i
          * while the I/O thread reads the next. */
         for (int i = n - 1; i >= 0; i--) {
             int e = experts[i];
-            if (e < 0 || e >= o->n_expert || moe_xcache_lookup(o->cache, layer, e) >= 0) continue;
+            if (e < 0 || e >= o->n_expert || moe_xcache_find(o->cache, layer, e) >= 0) continue;
             enqueue(o, layer, e, false, true);
         }
     }
@@ -468,6 +492,7 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
         goto fail;
     }
     o->slots = moe_calloc((size_t)o->n_slots, sizeof *o->slots);
+    for (int64_t s = 0; o->slots && s < o->n_slots; s++) o->slots[s].protect_layer = -1;
     o->guess = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, 1);
     o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
     o->hinted = moe_calloc((size_t)o->n_layer, sizeof *o->hinted);

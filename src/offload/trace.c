@@ -257,6 +257,7 @@ moe_status moe_cachesim(const moe_trace *t, moe_cache_policy policy, int64_t n_s
         for (int j = 0; j < gr->n; j++) {
             if (slots[j] != -1) continue;
             int e = t->experts[gr->first + j];
+            moe_xcache_use(c, gr->layer, e);
             slots[j] = moe_xcache_insert(c, gr->layer, e, cur_next);
             if (slots[j] < 0) { st = moe_last_status(); goto done; }
             out->misses++;

@@ -16,6 +16,7 @@ struct moe_xcache {
     int n_layers, n_experts;
     int64_t *slot_key;        /* [n_slots] key = layer * n_experts + expert, -1 empty */
     bool *pinned;             /* [n_slots] */
+    bool *protect;            /* [n_slots] prefer other victims (moe_xcache_protect) */
     int64_t *layer_first;     /* [n_layers + 1] per-layer slot ranges (per_layer only) */
     int64_t *key_slot;        /* [n_layers * n_experts], -1 absent */
     uint64_t *last_use;       /* per key: clock of last use (LRU) */
@@ -62,6 +63,7 @@ moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_l
     c->n_experts = n_experts;
     c->slot_key = moe_malloc((size_t)n_slots * sizeof *c->slot_key);
     c->pinned = moe_calloc((size_t)n_slots, sizeof *c->pinned);
+    c->protect = moe_calloc((size_t)n_slots, sizeof *c->protect);
     c->layer_first = moe_calloc((size_t)n_layers + 1, sizeof *c->layer_first);
     c->key_slot = moe_malloc((size_t)n_keys * sizeof *c->key_slot);
     c->last_use = moe_calloc((size_t)n_keys, sizeof *c->last_use);
@@ -69,7 +71,7 @@ moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_l
     c->count = moe_calloc((size_t)n_keys, sizeof *c->count);
     c->freq = moe_calloc((size_t)n_keys, sizeof *c->freq);
     c->layer_steps = moe_calloc((size_t)n_layers, sizeof *c->layer_steps);
-    if (!c->slot_key || !c->pinned || !c->layer_first || !c->key_slot || !c->last_use || !c->inserted ||
+    if (!c->slot_key || !c->pinned || !c->protect || !c->layer_first || !c->key_slot || !c->last_use || !c->inserted ||
         !c->count || !c->freq || !c->layer_steps) {
         moe_xcache_free(c);
         return NULL;
@@ -89,6 +91,7 @@ void moe_xcache_free(moe_xcache *c) {
     if (!c) return;
     free(c->slot_key);
     free(c->pinned);
+    free(c->protect);
     free(c->layer_first);
     free(c->key_slot);
     free(c->last_use);
@@ -112,10 +115,15 @@ static void record_use(moe_xcache *c, int64_t key) {
     c->freq[key] += 1.0;
 }
 
+int64_t moe_xcache_find(const moe_xcache *c, int layer, int expert) {
+    return c->key_slot[(int64_t)layer * c->n_experts + expert];
+}
+
+void moe_xcache_use(moe_xcache *c, int layer, int expert) { record_use(c, (int64_t)layer * c->n_experts + expert); }
+
 int64_t moe_xcache_lookup(moe_xcache *c, int layer, int expert) {
-    int64_t key = (int64_t)layer * c->n_experts + expert;
-    int64_t slot = c->key_slot[key];
-    if (slot >= 0) record_use(c, key);
+    int64_t slot = moe_xcache_find(c, layer, expert);
+    if (slot >= 0) moe_xcache_use(c, layer, expert);
     return slot;
 }
 
@@ -174,7 +182,9 @@ int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *n
         int64_t k = c->slot_key[s];
         if (k < 0) { victim = s; break; } /* a free slot wins */
         if (c->pinned[s]) continue;
-        if (victim < 0 || better_victim(c, k, c->slot_key[victim], next_use)) victim = s;
+        if (victim < 0 || (c->protect[victim] && !c->protect[s]) ||
+            (c->protect[victim] == c->protect[s] && better_victim(c, k, c->slot_key[victim], next_use)))
+            victim = s;
     }
     if (victim < 0)
         return moe_error(MOE_ERR_NOMEM, "expert cache: all %lld slots%s are in use by the experts being computed",
@@ -186,12 +196,14 @@ int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *n
     }
     c->slot_key[victim] = key;
     c->key_slot[key] = victim;
-    record_use(c, key);
+    c->protect[victim] = false;
+    c->last_use[key] = ++c->clock;
     c->inserted[key] = c->clock;
     return victim;
 }
 
 void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned) { c->pinned[slot] = pinned; }
+void moe_xcache_protect(moe_xcache *c, int64_t slot, bool on) { c->protect[slot] = on; }
 int64_t moe_xcache_slot_key(const moe_xcache *c, int64_t slot) { return c->slot_key[slot]; }
 int64_t moe_xcache_n_slots(const moe_xcache *c) { return c->n_slots; }
 int64_t moe_xcache_evictions(const moe_xcache *c) { return c->evictions; }
@@ -201,4 +213,5 @@ void moe_xcache_remove(moe_xcache *c, int64_t slot) {
     if (k >= 0) c->key_slot[k] = -1;
     c->slot_key[slot] = -1;
     c->pinned[slot] = false;
+    c->protect[slot] = false;
 }

@@ -20,13 +20,20 @@ void moe_xcache_free(moe_xcache *c);
 /* Marks the start of a new token (step) at `layer`: used by the frequency estimates. */
 void moe_xcache_begin_layer(moe_xcache *c, int layer);
 
-/* Looks (layer, expert) up. On a hit returns its slot and records the use. On a miss
- * returns -1 and changes nothing. */
+/* The slot holding (layer, expert), or -1; changes nothing. */
+int64_t moe_xcache_find(const moe_xcache *c, int layer, int expert);
+
+/* Records one use of (layer, expert), cached or not: the counts LFU and the EdgeMoE score
+ * go by, and the recency LRU goes by. Exactly one per time the router picks the expert. */
+void moe_xcache_use(moe_xcache *c, int layer, int expert);
+
+/* find, and on a hit records the use (moe_cachesim's replay: one call per access). */
 int64_t moe_xcache_lookup(moe_xcache *c, int layer, int expert);
 
 /* Places (layer, expert), which must be absent, into a free slot or the slot of the
  * policy's victim, and returns the slot (or -1 with an error when every candidate slot
- * is pinned). Entries pinned with moe_xcache_pin are never evicted. For Belady,
+ * is pinned). Records no use (moe_xcache_use does); the entry counts as just touched for
+ * LRU. Entries pinned with moe_xcache_pin are never evicted. For Belady,
  * `next_use` gives for every key (layer * n_experts + expert) the time of its next use
  * (INT64_MAX if never); for ORACLE_LFU, the key's number of uses over the whole trace;
  * other policies ignore it (may be NULL). */
@@ -37,6 +44,10 @@ void moe_xcache_remove(moe_xcache *c, int64_t slot);
 
 /* Pinning protects the experts of the layer being computed from eviction. */
 void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned);
+/* A protected slot (a prefetched expert whose layer has not run yet) is evicted only when
+ * every other candidate is protected too: softer than a pin, so prefetches can never
+ * starve a demand load of slots. Cleared when the slot gets a new expert. */
+void moe_xcache_protect(moe_xcache *c, int64_t slot, bool on);
 /* The key in a slot, -1 if empty. */
 int64_t moe_xcache_slot_key(const moe_xcache *c, int64_t slot);
 int64_t moe_xcache_n_slots(const moe_xcache *c);
