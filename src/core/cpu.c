@@ -10,14 +10,15 @@
 int moe_prefetch_level = MOE_PF_L2;
 size_t moe_prefetch_min_bytes = 4096;
 
-/* Why by CPU: the _x4 kernels prefetch the same position four rows ahead, one line per
+/* Why by CPU: the _x4 kernels prefetch the same position rows ahead, one line per
  * row at a time. Into L1, each prefetch holds one of the core's few L1 miss buffers until
  * the line arrives, which caps a core's stream at (buffers × 64 B) / DRAM latency; into
  * L2 the demand loads then hit L2, which the kernels' out-of-order window hides. On Zen 4
  * (family 19h, measured) the L1 prefetch held a core to ~13 GB/s from DRAM where the L2
  * one reached the read bandwidth (~22 GB/s per core); on Zen 5 (family 1Ah, measured
  * before this switch existed) L1 was 10–40 % faster. Other CPUs were not measured; L2 is
- * what Intel's guides advise for streams. docs/BENCHMARKS.md has the numbers. */
+ * what Intel's guides advise for streams. bench/prefetch measures both on any machine, and
+ * docs/BENCHMARKS.md has the numbers. */
 int moe_prefetch_detect(void) {
     const char *e = getenv("MOE_PREFETCH");
     if (e && strcasecmp(e, "l1") == 0) return MOE_PF_L1;
