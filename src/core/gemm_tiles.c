@@ -15,37 +15,12 @@
 #include "core/quant_legacy.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#include "core/simd.h" /* the helpers the vec_dot kernels use: same operations, same bits */
 
 #define INLINE static inline __attribute__((always_inline))
 #define FOR_R(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
 #define FOR_T(t) _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
 
-INLINE float hsum8(__m256 v) { /* the horizontal sum of the vec_dot kernels */
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
-
-/* F16 → F32 through a table, as the vec_dot kernels do: one broadcast load instead of a
- * conversion on the critical path (the value is the same: the conversion is exact). */
-static float g_f16[1 << 16];
-__attribute__((constructor)) static void init_f16(void) {
-    for (uint32_t h = 0; h < (1u << 16); h++) g_f16[h] = moe_f16_to_f32((moe_f16)h);
-}
-INLINE __m256 bcast_f16(moe_f16 h) { return _mm256_broadcast_ss(&g_f16[h]); }
-
-/* acc + Σ of each 4 adjacent u8·s8 products in 8 int32 lanes (no int16 saturates for the
- * operands used below) */
-INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(acc, u, s);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-#endif
-}
 
 #define ACC_ZERO(acc) \
     __m256 acc[4][4]; \
@@ -96,11 +71,6 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 }
 
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
-/* vec_dot: the nibbles stay unsigned (0..15) and the −8 comes in as −8·Σy per lane. */
-INLINE __m256i nibbles32(const uint8_t *qs) {
-    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
-}
 
 INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt) {
@@ -130,17 +100,6 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 }
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
-/* vec_dot (quant_k_avx2.c, dot_q45_K): per super-block, sumi[0] over the low-nibble
- * sub-blocks and sumi[1] over the high ones (int16 products with maddubs, weighted by the
- * 6-bit scales with madd), then acc = fma(d·dy, Σ, acc) and acc = fnma(dmin·dy, mins·bsums,
- * acc). Here the nibbles and scales of a row are unpacked once for the tile's tokens. */
-INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpwssd_avx_epi32(acc, a, b);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
-#endif
-}
 
 static const uint8_t SHUF_PAIR[8][32] = {
 #define P(i) {2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1, \
@@ -149,17 +108,6 @@ static const uint8_t SHUF_PAIR[8][32] = {
 #undef P
 };
 
-/* the 8 scales and 8 mins of a Q4_K block as 16 int16 [scales | mins] (quant_k_avx2.c) */
-INLINE __m256i scales_mins_k4(const uint8_t *packed) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)packed);
-    const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-    const __m128i lo = _mm_or_si128(
-        _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-        _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30));
-    return _mm256_cvtepu8_epi16(_mm_or_si128(lo, hi));
-}
 
 INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt) {

@@ -61,17 +61,10 @@ void moe_bf16_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
  * (1 or 4 weight rows against one activation row) that the compiler specialises: the
  * four-row form converts every activation vector once for four rows. */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
+#include "core/simd.h"
 #define INLINE static inline __attribute__((always_inline))
 /* The row and accumulator loops must be unrolled for the accumulators to live in registers. */
 #define UNROLL _Pragma("GCC unroll 4")
-
-INLINE float hsum8(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
 INLINE __m256 load_f32(const void *p, int64_t i) { return _mm256_loadu_ps((const float *)p + i); }
 INLINE __m256 load_f16(const void *p, int64_t i) {

@@ -13,7 +13,7 @@
 
 /* F16C too: block scales are converted with vcvtph2ps (every AVX2 CPU has it). */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
+#include "core/simd.h"
 #include <math.h>
 
 #define QK MOE_QK_K
@@ -44,14 +44,7 @@ bool moe_quant_k_simd(void) { return true; }
             }                                                                              \
     } while (0)
 
-INLINE float hsum_ps(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
-INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 INLINE uint32_t load_u32(const void *p) {
     uint32_t v;
@@ -66,14 +59,6 @@ INLINE __m128 scales_f16x2(const moe_f16 *d, float dy) {
 INLINE __m256 lane0(__m128 v) { return _mm256_broadcastss_ps(v); }
 INLINE __m256 lane1(__m128 v) { return _mm256_broadcastss_ps(_mm_movehdup_ps(v)); }
 
-/* acc + Σ of adjacent int16 products a·b, in 8 int32 lanes (one instruction with AVX-VNNI) */
-INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpwssd_avx_epi32(acc, a, b);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
-#endif
-}
 
 /* ((v >> from) & 1) << to in every byte, for constants from, to ≤ 7: one 16-bit shift and
  * a mask (what crosses the byte boundary lands outside the mask). */
@@ -103,24 +88,11 @@ INLINE __m256i bcast_scale16(__m256i sc, int k) { return _mm256_shuffle_epi8(sc,
 INLINE __m256i dup_lo(__m256i v) { return _mm256_permute2x128_si256(v, v, 0x00); }
 INLINE __m256i dup_hi(__m256i v) { return _mm256_permute2x128_si256(v, v, 0x11); }
 
-/* The 8 scales and the 8 mins of a Q4_K/Q5_K block as 16 int16 [scales | mins]: ggml's
- * get_scale_min_k4 for all j at once with two byte shuffles. Reads 16 bytes from the
- * 12-byte field; the block continues after it (qs or qh). */
-INLINE __m256i scales_mins_k4(const uint8_t *packed) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)packed);
-    const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-    const __m128i lo = _mm_or_si128(
-        _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-        _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30)); /* bits 6-7 → 4-5 */
-    return _mm256_cvtepu8_epi16(_mm_or_si128(lo, hi));
-}
 
 #define ACC_INIT __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}
 
 INLINE void store_sums(float *s, const __m256 *acc, int nr) {
-    FOR_ROWS(r) s[r] = hsum_ps(acc[r]);
+    FOR_ROWS(r) s[r] = hsum8(acc[r]);
 }
 
 /* Q2_K: x = d·sc·q − dmin·m (q in 0..3), so Σx·y = d·Σ sc·Σq·q8 − dmin·Σ m·bsum. */

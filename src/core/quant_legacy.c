@@ -9,7 +9,7 @@
 #include <math.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#include "core/simd.h"
 #define MOE_LEGACY_AVX2 1
 #endif
 
@@ -414,26 +414,6 @@ void moe_q8_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
 /* The row loops must be unrolled for the accumulators to live in registers. */
 #define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
 
-/* F16 → F32 for every half: filled once at load time, read-only afterwards. */
-static float g_f16_table[1 << 16];
-__attribute__((constructor)) static void init_f16_table(void) {
-    for (uint32_t h = 0; h < (1u << 16); h++) g_f16_table[h] = moe_f16_to_f32((moe_f16)h);
-}
-INLINE __m256 bcast_f16(moe_f16 h) { return _mm256_broadcast_ss(&g_f16_table[h]); }
-
-INLINE float hsum8(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
-/* 32 nibbles → 32 bytes 0..15 in value order: low nibbles (values 0..15) in the low lane,
- * high nibbles (16..31) in the high lane, by shifting the high lane's dwords right by 4. */
-INLINE __m256i nibbles32(const uint8_t *qs) {
-    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
-}
 
 #if defined(__AVXVNNI__)
 /* With VNNI (32-bit sums, no 16-bit saturation) Q4 nibbles need no shift: the low lane
@@ -465,14 +445,6 @@ INLINE __m256i fifth_bits32(const uint8_t *qh) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
 }
 
-/* acc + Σ of each 4 adjacent u8·s8 products, in 8 int32 lanes */
-INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(acc, u, s);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-#endif
-}
 
 /* Σ (x − k)·y in the lanes dot_u8s8 sums into, for unsigned weights x with an offset k
  * (a vector of u8, per lane): offset_term(qy, k) once per activation block, then
@@ -567,11 +539,11 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
-        const float sy = g_f16_table[y[i].s];
+        const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q4_1 *x = (const moe_block_q4_1 *)(vx + r * bx) + i;
             PREFETCH(x, bx, nr, i, l2);
-            summs[r] += g_f16_table[x->m] * sy;
+            summs[r] += moe_f16_table[x->m] * sy;
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), q4_nibbles(x->qs), qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
         }
@@ -586,11 +558,11 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         const __m256 dy = bcast_f16(y[i].d);
-        const float sy = g_f16_table[y[i].s];
+        const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q5_1 *x = (const moe_block_q5_1 *)(vx + r * bx) + i;
             PREFETCH(x, bx, nr, i, l2);
-            summs[r] += g_f16_table[x->m] * sy;
+            summs[r] += moe_f16_table[x->m] * sy;
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);

@@ -11,7 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #if defined(__AVX2__)
-#include <immintrin.h>
+#include "core/simd.h"
 #endif
 
 #define MAX_BATCH 512          /* tokens per forward step (llama.cpp's default n_ubatch) */
@@ -171,11 +171,7 @@ static inline float dot_head(const float *a, const float *b, int64_t n) {
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    s = _mm_cvtss_f32(h);
+    s = hsum8(_mm256_add_ps(s0, s1));
 #endif
     for (; i < n; i++) s += a[i] * b[i];
     return s;

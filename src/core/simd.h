@@ -1,0 +1,72 @@
+/* simd.h — AVX2 building blocks shared by the matrix-vector kernels (quant_legacy.c,
+ * quant_k_avx2.c, quant_float.c), the prefill tile kernels (gemm_tiles.c) and attention
+ * (model/forward.c). One copy on purpose: a batch must give bit-identical results to
+ * token-by-token decoding, so the vec_dot and tile kernels must do exactly the same float
+ * operations; helpers kept in two places would drift apart. Include it only under
+ * __AVX2__ (and __FMA__ where the caller fuses). */
+#ifndef MOE_CORE_SIMD_H
+#define MOE_CORE_SIMD_H
+
+#include "core/f16.h"
+
+#include <immintrin.h>
+
+#define SIMD_INLINE static inline __attribute__((always_inline))
+
+/* The horizontal sum of 8 floats, in the one order every kernel uses: high half + low
+ * half, then the two pairs, then the last two. */
+SIMD_INLINE float hsum8(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+SIMD_INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* F16 → F32 for every half, filled once when the library loads (simd.c): a block's F16
+ * scale becomes one broadcast load instead of a conversion on the critical path (the
+ * value is the same: the conversion is exact). */
+extern float moe_f16_table[1 << 16];
+SIMD_INLINE __m256 bcast_f16(moe_f16 h) { return _mm256_broadcast_ss(&moe_f16_table[h]); }
+
+/* 32 nibbles → 32 bytes 0..15 in value order: low nibbles (values 0..15) in the low lane,
+ * high nibbles (16..31) in the high lane, by shifting the high lane's dwords right by 4. */
+SIMD_INLINE __m256i nibbles32(const uint8_t *qs) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
+}
+
+/* acc + Σ of each 4 adjacent u8·s8 products, in 8 int32 lanes */
+SIMD_INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+/* acc + Σ of each 2 adjacent s16·s16 products, in 8 int32 lanes */
+SIMD_INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+/* The 8 scales and the 8 mins of a Q4_K/Q5_K block as 16 int16 [scales | mins]: ggml's
+ * get_scale_min_k4 for all j at once with two byte shuffles. Reads 16 bytes from the
+ * 12-byte field; the block continues after it (qs or qh). */
+SIMD_INLINE __m256i scales_mins_k4(const uint8_t *packed) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)packed);
+    const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_or_si128(
+        _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+        _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30)); /* bits 6-7 → 4-5 */
+    return _mm256_cvtepu8_epi16(_mm_or_si128(lo, hi));
+}
+
+#endif
