@@ -236,13 +236,25 @@ TEST(xcache_find_use_and_protect) {
     /* LFU: expert 0 has no use, 1 has one: 0 goes first */
     CHECK_EQ_INT(moe_xcache_insert(c, 0, 2, NULL), s0);
     CHECK_EQ_INT(moe_xcache_find(c, 0, 0), -1);
-    /* protect expert 2 (no use, the natural victim): expert 1 goes instead */
-    moe_xcache_protect(c, s0, true);
+    /* protect expert 2 (no use, the natural victim) until layer 0 begins: expert 1 goes */
+    moe_xcache_protect(c, s0, 0);
     CHECK_EQ_INT(moe_xcache_insert(c, 0, 3, NULL), s1);
     CHECK_EQ_INT(moe_xcache_find(c, 0, 2), s0);
     /* every candidate protected: the policy decides among them */
-    moe_xcache_protect(c, s1, true);
+    moe_xcache_protect(c, s1, 0);
     const int64_t v = moe_xcache_insert(c, 0, 1, NULL);
     CHECK(v == s0 || v == s1);
+    moe_xcache_free(c);
+    /* the protection lasts until its layer begins */
+    c = moe_xcache_init(MOE_CACHE_LFU, 2, false, 2, 4, NULL);
+    REQUIRE(c);
+    const int64_t a = moe_xcache_insert(c, 0, 0, NULL), b = moe_xcache_insert(c, 0, 1, NULL);
+    moe_xcache_use(c, 0, 1);
+    moe_xcache_protect(c, a, 1); /* expert 0 (no use): protected until layer 1 */
+    moe_xcache_begin_layer(c, 0);
+    CHECK_EQ_INT(moe_xcache_insert(c, 0, 2, NULL), b);
+    moe_xcache_use(c, 0, 2);
+    moe_xcache_begin_layer(c, 1);
+    CHECK_EQ_INT(moe_xcache_insert(c, 0, 3, NULL), a);
     moe_xcache_free(c);
 }

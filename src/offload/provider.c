@@ -40,7 +40,6 @@ typedef struct {
     moe_expert_weights w;
     int state;
     int pins;             /* users: the forward pass (get..release) and the I/O thread */
-    int protect_layer;    /* a prefetch for this layer, protected until its hint; -1: none */
     char err[512];
 } slot_info;
 
@@ -166,7 +165,6 @@ static int64_t claim_slot(moe_offload *o, int layer, int expert, bool *fresh) {
     if (s < 0) return -1;
     *fresh = true;
     o->slots[s].state = SLOT_LOADING;
-    o->slots[s].protect_layer = -1;
     return s;
 }
 
@@ -191,10 +189,7 @@ static void *io_main(void *arg) {
         pin(o, s, +1);
         /* A guess has no use recorded yet, so every policy would take it for the first
          * victim before its layer runs: protect it until that layer's hint (op_hint). */
-        if (r.predicted) {
-            o->slots[s].protect_layer = r.layer;
-            moe_xcache_protect(o->cache, s, true);
-        }
+        if (r.predicted) moe_xcache_protect(o->cache, s, r.layer);
         pthread_mutex_unlock(&o->mu);
         char err[512];
         load_expert(o, r.layer, r.expert, o->pool + (size_t)s * o->slot_bytes, &o->slots[s].w, err, sizeof err);
@@ -320,13 +315,7 @@ static void op_hint(moe_expert_provider *p, int layer, const int32_t *experts, i
         pthread_mutex_unlock(&o->mu);
         return;
     }
-    moe_xcache_begin_layer(o->cache, layer);
-    /* this layer's prefetches have had their chance: ordinary entries from now on */
-    for (int64_t s = 0; s < o->n_slots; s++)
-        if (o->slots[s].protect_layer == layer) {
-            o->slots[s].protect_layer = -1;
-            moe_xcache_protect(o->cache, s, false);
-        }
+    moe_xcache_begin_layer(o->cache, layer); /* also ends this layer's prefetch protection */
     /* The cache's hit rate: routed experts already resident (or being prefetched) when
      * the router picked them. The reads queued below are misses, even though they
      * overlap with compute. */
@@ -492,7 +481,6 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
         goto fail;
     }
     o->slots = moe_calloc((size_t)o->n_slots, sizeof *o->slots);
-    for (int64_t s = 0; o->slots && s < o->n_slots; s++) o->slots[s].protect_layer = -1;
     o->guess = moe_calloc((size_t)o->n_layer * (size_t)o->n_expert, 1);
     o->have_guess = moe_calloc((size_t)o->n_layer, sizeof *o->have_guess);
     o->hinted = moe_calloc((size_t)o->n_layer, sizeof *o->hinted);

@@ -16,7 +16,7 @@ struct moe_xcache {
     int n_layers, n_experts;
     int64_t *slot_key;        /* [n_slots] key = layer * n_experts + expert, -1 empty */
     bool *pinned;             /* [n_slots] */
-    bool *protect;            /* [n_slots] prefer other victims (moe_xcache_protect) */
+    int *protect;             /* [n_slots] protected until this layer begins, -1 none */
     int64_t *layer_first;     /* [n_layers + 1] per-layer slot ranges (per_layer only) */
     int64_t *key_slot;        /* [n_layers * n_experts], -1 absent */
     uint64_t *last_use;       /* per key: clock of last use (LRU) */
@@ -63,7 +63,7 @@ moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_l
     c->n_experts = n_experts;
     c->slot_key = moe_malloc((size_t)n_slots * sizeof *c->slot_key);
     c->pinned = moe_calloc((size_t)n_slots, sizeof *c->pinned);
-    c->protect = moe_calloc((size_t)n_slots, sizeof *c->protect);
+    c->protect = moe_malloc((size_t)n_slots * sizeof *c->protect);
     c->layer_first = moe_calloc((size_t)n_layers + 1, sizeof *c->layer_first);
     c->key_slot = moe_malloc((size_t)n_keys * sizeof *c->key_slot);
     c->last_use = moe_calloc((size_t)n_keys, sizeof *c->last_use);
@@ -76,7 +76,7 @@ moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_l
         moe_xcache_free(c);
         return NULL;
     }
-    for (int64_t s = 0; s < n_slots; s++) c->slot_key[s] = -1;
+    for (int64_t s = 0; s < n_slots; s++) c->slot_key[s] = c->protect[s] = -1;
     for (int64_t k = 0; k < n_keys; k++) c->key_slot[k] = -1;
     /* per-layer ranges over the layers with experts (the k-th gets n/M slots, the first
      * n % M one more); a layer without experts gets an empty range */
@@ -104,6 +104,8 @@ void moe_xcache_free(moe_xcache *c) {
 
 void moe_xcache_begin_layer(moe_xcache *c, int layer) {
     c->cur_layer = layer;
+    for (int64_t s = 0; s < c->n_slots; s++)
+        if (c->protect[s] == layer) c->protect[s] = -1;
     c->layer_steps[layer] = c->layer_steps[layer] * FREQ_DECAY + 1.0;
     double *f = c->freq + (int64_t)layer * c->n_experts;
     for (int e = 0; e < c->n_experts; e++) f[e] *= FREQ_DECAY;
@@ -182,8 +184,8 @@ int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *n
         int64_t k = c->slot_key[s];
         if (k < 0) { victim = s; break; } /* a free slot wins */
         if (c->pinned[s]) continue;
-        if (victim < 0 || (c->protect[victim] && !c->protect[s]) ||
-            (c->protect[victim] == c->protect[s] && better_victim(c, k, c->slot_key[victim], next_use)))
+        const bool pv = victim >= 0 && c->protect[victim] >= 0, ps = c->protect[s] >= 0;
+        if (victim < 0 || (pv && !ps) || (pv == ps && better_victim(c, k, c->slot_key[victim], next_use)))
             victim = s;
     }
     if (victim < 0)
@@ -196,14 +198,14 @@ int64_t moe_xcache_insert(moe_xcache *c, int layer, int expert, const int64_t *n
     }
     c->slot_key[victim] = key;
     c->key_slot[key] = victim;
-    c->protect[victim] = false;
+    c->protect[victim] = -1;
     c->last_use[key] = ++c->clock;
     c->inserted[key] = c->clock;
     return victim;
 }
 
 void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned) { c->pinned[slot] = pinned; }
-void moe_xcache_protect(moe_xcache *c, int64_t slot, bool on) { c->protect[slot] = on; }
+void moe_xcache_protect(moe_xcache *c, int64_t slot, int layer) { c->protect[slot] = layer; }
 int64_t moe_xcache_slot_key(const moe_xcache *c, int64_t slot) { return c->slot_key[slot]; }
 int64_t moe_xcache_n_slots(const moe_xcache *c) { return c->n_slots; }
 int64_t moe_xcache_evictions(const moe_xcache *c) { return c->evictions; }
@@ -213,5 +215,5 @@ void moe_xcache_remove(moe_xcache *c, int64_t slot) {
     if (k >= 0) c->key_slot[k] = -1;
     c->slot_key[slot] = -1;
     c->pinned[slot] = false;
-    c->protect[slot] = false;
+    c->protect[slot] = -1;
 }

@@ -17,7 +17,8 @@ moe_xcache *moe_xcache_init(moe_cache_policy policy, int64_t n_slots, bool per_l
                             int n_layers, int n_experts, const bool *has_experts);
 void moe_xcache_free(moe_xcache *c);
 
-/* Marks the start of a new token (step) at `layer`: used by the frequency estimates. */
+/* Marks the start of a new token (step) at `layer`: used by the frequency estimates, and
+ * ends the protection of the slots protected until this layer. */
 void moe_xcache_begin_layer(moe_xcache *c, int layer);
 
 /* The slot holding (layer, expert), or -1; changes nothing. */
@@ -44,10 +45,11 @@ void moe_xcache_remove(moe_xcache *c, int64_t slot);
 
 /* Pinning protects the experts of the layer being computed from eviction. */
 void moe_xcache_pin(moe_xcache *c, int64_t slot, bool pinned);
-/* A protected slot (a prefetched expert whose layer has not run yet) is evicted only when
- * every other candidate is protected too: softer than a pin, so prefetches can never
- * starve a demand load of slots. Cleared when the slot gets a new expert. */
-void moe_xcache_protect(moe_xcache *c, int64_t slot, bool on);
+/* Protects a slot (a prefetched expert) until `layer` next begins (moe_xcache_begin_layer):
+ * it is evicted only when every other candidate is protected too, softer than a pin, so
+ * prefetches can never starve a demand load of slots. Cleared when the slot gets a new
+ * expert. */
+void moe_xcache_protect(moe_xcache *c, int64_t slot, int layer);
 /* The key in a slot, -1 if empty. */
 int64_t moe_xcache_slot_key(const moe_xcache *c, int64_t slot);
 int64_t moe_xcache_n_slots(const moe_xcache *c);
