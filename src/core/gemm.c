@@ -21,7 +21,7 @@ typedef struct {
  * lies in [cut[i], cut[i+1]) of the joint stream. */
 static void mv_task(void *arg, int ith, int nth) {
     const mv_job *j = arg;
-    const uint64_t lo = nth == 1 ? 0 : j->cut[ith], hi = nth == 1 ? j->total : j->cut[ith + 1];
+    const uint64_t lo = j->cut[ith], hi = j->cut[ith + 1];
     for (int s = 0; s < j->n; s++) {
         const moe_mv_seg *sg = &j->segs[s];
         const moe_mat *W = sg->W;
@@ -61,17 +61,18 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
          * threads finish within ~2 µs of each other (equal ranges of ~128 KB left one
          * thread waiting ~half a range, ~5 µs, at the end of every product), and a
          * thread slowed by another process on its core just takes fewer ranges. */
-        if (values < 16384) { mv_task(&j, 0, 1); continue; } /* tiny (a router): not worth waking the pool */
         const uint64_t nth = (uint64_t)moe_pool_size(pool);
+        const bool tiny = values < 16384; /* a router: not worth waking the pool, one range */
         int tasks = 0;
-        for (uint64_t at = 0; at < j.total; tasks++) {
+        for (uint64_t at = 0; tasks == 0 || at < j.total; tasks++) { /* at least one range */
             uint64_t len = MOE_MAX((j.total - at) / (2 * nth), (uint64_t)MV_MIN_TASK);
-            if (tasks == MV_MAX_TASKS - 1 || at + len > j.total) len = j.total - at;
+            if (tiny || tasks == MV_MAX_TASKS - 1 || at + len > j.total) len = j.total - at;
             j.cut[tasks] = at;
             at += len;
         }
         j.cut[tasks] = j.total;
-        moe_pool_run_n(pool, mv_task, &j, tasks);
+        if (tiny) mv_task(&j, 0, 1);
+        else moe_pool_run_n(pool, mv_task, &j, tasks);
     }
 }
 
