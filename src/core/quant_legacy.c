@@ -244,23 +244,26 @@ static inline float q8_block_scalar(const float *x, int8_t *q, int *sum_out) {
     return amax / 127.f;
 }
 
-void moe_q8_0_quantize_scalar(const float *x, void *dst, int64_t n) {
-    moe_block_q8_0 *y = dst;
+/* The rows of Q8_0 and Q8_1 blocks, each block quantized by `block` (the scalar or the
+ * AVX2 one: they give the same bytes); Q8_1 also stores d times the sum of its q. */
+typedef float (*q8_block_fn)(const float *x, int8_t *q, int *sum_out);
+static inline void q8_0_rows(const float *x, moe_block_q8_0 *y, int64_t n, q8_block_fn block) {
     for (int64_t i = 0; i < n / QK; i++, x += QK) {
         int sum;
-        y[i].d = moe_f32_to_f16(q8_block_scalar(x, y[i].qs, &sum));
+        y[i].d = moe_f32_to_f16(block(x, y[i].qs, &sum));
     }
 }
-
-void moe_q8_1_quantize_scalar(const float *x, void *dst, int64_t n) {
-    moe_block_q8_1 *y = dst;
+static inline void q8_1_rows(const float *x, moe_block_q8_1 *y, int64_t n, q8_block_fn block) {
     for (int64_t i = 0; i < n / QK; i++, x += QK) {
         int sum;
-        const float d = q8_block_scalar(x, y[i].qs, &sum);
+        const float d = block(x, y[i].qs, &sum);
         y[i].d = moe_f32_to_f16(d);
         y[i].s = moe_f32_to_f16(d * (float)sum);
     }
 }
+
+void moe_q8_0_quantize_scalar(const float *x, void *dst, int64_t n) { q8_0_rows(x, dst, n, q8_block_scalar); }
+void moe_q8_1_quantize_scalar(const float *x, void *dst, int64_t n) { q8_1_rows(x, dst, n, q8_block_scalar); }
 
 #if MOE_LEGACY_AVX2
 /* One block of 32 floats → 32 int8 (in order) in *q; returns d and the sum of the q. */
@@ -293,23 +296,8 @@ static inline float q8_block_avx2(const float *x, int8_t *q, int *sum_out) {
 #undef RND
 }
 
-void moe_q8_0_quantize(const float *x, void *dst, int64_t n) {
-    moe_block_q8_0 *y = dst;
-    for (int64_t i = 0; i < n / QK; i++, x += QK) {
-        int sum;
-        y[i].d = moe_f32_to_f16(q8_block_avx2(x, y[i].qs, &sum));
-    }
-}
-
-void moe_q8_1_quantize(const float *x, void *dst, int64_t n) {
-    moe_block_q8_1 *y = dst;
-    for (int64_t i = 0; i < n / QK; i++, x += QK) {
-        int sum;
-        const float d = q8_block_avx2(x, y[i].qs, &sum);
-        y[i].d = moe_f32_to_f16(d);
-        y[i].s = moe_f32_to_f16(d * (float)sum);
-    }
-}
+void moe_q8_0_quantize(const float *x, void *dst, int64_t n) { q8_0_rows(x, dst, n, q8_block_avx2); }
+void moe_q8_1_quantize(const float *x, void *dst, int64_t n) { q8_1_rows(x, dst, n, q8_block_avx2); }
 #else
 void moe_q8_0_quantize(const float *x, void *dst, int64_t n) { moe_q8_0_quantize_scalar(x, dst, n); }
 void moe_q8_1_quantize(const float *x, void *dst, int64_t n) { moe_q8_1_quantize_scalar(x, dst, n); }
