@@ -35,12 +35,13 @@ bool moe_quant_k_simd(void) { return true; }
  * super-block sums into two accumulators, halving the chain of dependent multiply-adds. */
 #define UNROLL _Pragma("GCC unroll 8")
 
-#define PREFETCH(p, bx, nr, size, l2)                                                      \
+/* dist = moe_prefetch_distance(bx), computed once per kernel call (it divides) */
+#define PREFETCH(p, dist, nr, size, l2)                                                    \
     do {                                                                                   \
         if ((nr) > 1)                                                                      \
             for (int k_ = 0; k_ < (int)(size); k_ += 64) {                                 \
-                if (l2) _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx) + k_, _MM_HINT_T1);      \
-                else _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx) + k_, _MM_HINT_T0);         \
+                if (l2) _mm_prefetch((const char *)(p) + (dist) + k_, _MM_HINT_T1);        \
+                else _mm_prefetch((const char *)(p) + (dist) + k_, _MM_HINT_T0);           \
             }                                                                              \
     } while (0)
 
@@ -97,6 +98,7 @@ INLINE void store_sums(float *s, const __m256 *acc, int nr) {
 
 /* Q2_K: x = d·sc·q − dmin·m (q in 0..3), so Σx·y = d·Σ sc·Σq·q8 − dmin·Σ m·bsum. */
 INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0xF);
@@ -106,7 +108,7 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q2_K *x = (const moe_block_q2_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, l2);
             const __m128 dd = scales_f16x2(&x->d, y[i].d);
             const __m128i ms = _mm_loadu_si128((const __m128i *)x->scales);
             const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m4));
@@ -132,6 +134,7 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 /* Q3_K: q = (low 2 bits | high bit << 2) − 4 with 6-bit scales per 16 values; the
  * unsigned part multiplies directly and the −4 comes off as 4·Σ sc·bsum. */
 INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
     const __m256i m3 = _mm256_set1_epi8(3);
@@ -141,7 +144,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q3_K *x = (const moe_block_q3_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, l2);
             uint32_t aux[3];
             memcpy(aux, x->scales, 12);
             const __m128i sc8 = _mm_sub_epi8(
@@ -174,6 +177,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 /* Q4_K and Q5_K: x = d·sc·q − dmin·m per sub-block of 32; the mins go through the sums
  * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. */
 INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool q5) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
     ACC_INIT;
@@ -184,7 +188,7 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
         FOR_ROWS(r) {
             const moe_block_q4_K *x4 = (const moe_block_q4_K *)(vx + r * bx) + i;
             const moe_block_q5_K *x5 = (const moe_block_q5_K *)(vx + r * bx) + i;
-            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, bx, nr, q5 ? sizeof *x5 : sizeof *x4, l2);
+            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, pfd, nr, q5 ? sizeof *x5 : sizeof *x4, l2);
             const __m128 dd = scales_f16x2(q5 ? &x5->d : &x4->d, y[i].d);
             const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
             const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), q8s);
@@ -219,6 +223,7 @@ INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 /* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
  * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
 INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
     ACC_INIT;
@@ -227,7 +232,7 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q6_K *x = (const moe_block_q6_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, l2);
             const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
             __m256i sumi[2] = {_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 5)),
@@ -258,13 +263,14 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
 INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i ones = _mm256_set1_epi16(1);
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
             const moe_block_q8_K *x = (const moe_block_q8_K *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, l2);
             __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < QK / 32; j++) {
                 const __m256i qx = load256(x->qs + 32 * j), qy = load256(y[i].qs + 32 * j);

@@ -459,12 +459,13 @@ INLINE __m256i dot_offset(__m256i term, __m256i x, __m256i qy) {
 
 /* The _x4 kernels prefetch the same position of a later row group (see above), once per
  * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes; into
- * L2 (_MM_HINT_T1) when l2, else into L1. */
-#define PREFETCH(p, bx, nr, i, l2) \
+ * L2 (_MM_HINT_T1) when l2, else into L1. `dist` is moe_prefetch_distance(bx), which each
+ * kernel computes once per call (it divides: not in the block loop). */
+#define PREFETCH(p, dist, nr, i, l2) \
     do { \
         if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) { \
-            if (l2) _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx), _MM_HINT_T1); \
-            else _mm_prefetch((const char *)(p) + moe_prefetch_distance(bx), _MM_HINT_T0); \
+            if (l2) _mm_prefetch((const char *)(p) + (dist), _MM_HINT_T1); \
+            else _mm_prefetch((const char *)(p) + (dist), _MM_HINT_T0); \
         } \
     } while (0)
 
@@ -475,13 +476,14 @@ INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) 
 #define ACC_INIT __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}
 
 /* Q4_0·Q8_0 and Q5_0·Q8_0: unsigned values with an offset (8 or 16). */
-INLINE void q4_0_block(__m256 *acc, const uint8_t *vx, size_t bx, const moe_block_q8_0 *y, int64_t i, int nr, bool l2) {
+INLINE void q4_0_block(__m256 *acc, const uint8_t *vx, size_t bx, size_t pfd, const moe_block_q8_0 *y, int64_t i, int nr,
+                       bool l2) {
     const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
     const __m256i off = offset_term(qy, Q4_OFFSET);
     const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
     FOR_ROWS(r) {
         const moe_block_q4_0 *x = (const moe_block_q4_0 *)(vx + r * bx) + i;
-        PREFETCH(x, bx, nr, i, l2);
+        PREFETCH(x, pfd, nr, i, l2);
         const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, q4_nibbles(x->qs), qy));
         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
     }
@@ -489,19 +491,21 @@ INLINE void q4_0_block(__m256 *acc, const uint8_t *vx, size_t bx, const moe_bloc
 /* Two blocks per iteration: the prefetch of every other block needs no test, and the loop
  * overhead is halved (+5 % in cache on Zen 4). Same operations in the same order. */
 INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
     const int64_t nb = n / QK;
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
-        q4_0_block(acc, vx, bx, y, i, nr, l2);
-        q4_0_block(acc, vx, bx, y, i + 1, nr, l2);
+        q4_0_block(acc, vx, bx, pfd, y, i, nr, l2);
+        q4_0_block(acc, vx, bx, pfd, y, i + 1, nr, l2);
     }
-    if (i < nb) q4_0_block(acc, vx, bx, y, i, nr, l2);
+    if (i < nb) q4_0_block(acc, vx, bx, pfd, y, i, nr, l2);
     store_sums(s, acc, NULL, nr);
 }
 
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -510,7 +514,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
             const moe_block_q5_0 *x = (const moe_block_q5_0 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, l2);
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, qx, qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
@@ -521,6 +525,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
 INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
@@ -530,7 +535,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q4_1 *x = (const moe_block_q4_1 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, l2);
             summs[r] += moe_f16_table[x->m] * sy;
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), q4_nibbles(x->qs), qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
@@ -540,6 +545,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
@@ -549,7 +555,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q5_1 *x = (const moe_block_q5_1 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, l2);
             summs[r] += moe_f16_table[x->m] * sy;
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
@@ -561,6 +567,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q8_0·Q8_0: both signed, so ggml's sign trick: |x| (unsigned) times y with x's sign. */
 INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -568,7 +575,7 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
             const moe_block_q8_0 *x = (const moe_block_q8_0 *)(vx + r * bx) + i;
-            PREFETCH(x, bx, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, l2);
             const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
             const __m256i p = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), _mm256_cvtepi32_ps(p), acc[r]);
