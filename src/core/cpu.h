@@ -26,8 +26,8 @@ int moe_prefetch_detect(void);
  * Changes speed only, never results. */
 extern size_t moe_prefetch_min_bytes;
 static inline size_t moe_prefetch_distance(size_t row_bytes) {
-    const size_t g = 4 * row_bytes;
-    return g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
+    const size_t g = 4 * row_bytes; /* 0 from the one-row kernels, which do not prefetch */
+    return g == 0 || g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
 }
 
 #endif
