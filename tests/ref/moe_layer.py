@@ -97,53 +97,6 @@ def gelu_mlp(h, up, down):
     return torch.nn.functional.gelu(h @ up.T) @ down.T
 
 
-def hungarian_max(score):
-    """Maximum-weight assignment of rows to columns (rows ≤ columns): the O(n²m) Hungarian
-    algorithm with potentials. Returns col[row]."""
-    n, m = len(score), len(score[0])
-    cost = [[-v for v in row] for row in score]
-    INF = float("inf")
-    u, v = [0.0] * (n + 1), [0.0] * (m + 1)
-    p, way = [0] * (m + 1), [0] * (m + 1)
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = [INF] * (m + 1)
-        used = [False] * (m + 1)
-        while True:
-            used[j0] = True
-            i0, delta, j1 = p[j0], INF, -1
-            for j in range(1, m + 1):
-                if not used[j]:
-                    cur = cost[i0 - 1][j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j], way[j] = cur, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while True:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-            if j0 == 0:
-                break
-    col = [0] * n
-    for j in range(1, m + 1):
-        if p[j]:
-            col[p[j] - 1] = j - 1
-    return col
-
-
-# ------------------------------------------------------------------ routers
-
 def capacity_drop(idx, w, C, prio_order):
     """Token-choice capacity: every first choice in priority order, then every second
     choice, ...; an expert keeps at most C. Dropped entries become -1 / weight 0."""
@@ -322,7 +275,7 @@ def layer(args, Wt, Xt):
                 cap = math.ceil(T / E)
                 # each expert replicated cap times: an exactly optimal balanced assignment
                 sc = logits.repeat_interleave(cap, dim=1).tolist()
-                a = [c // cap for c in hungarian_max(sc)]
+                a = [c // cap for c in _routers().hungarian_max(sc)]
             else:
                 a = [int(v) for v in _routers().base_auction(logits)]  # fairseq libbase
         idx = torch.tensor(a).view(T, 1)
