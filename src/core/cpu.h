@@ -30,4 +30,20 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
     return g == 0 || g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
 }
 
+/* The public entry points of a type's kernels, moe_<t>_vec_dot and moe_<t>_vec_dot_x4,
+ * from one always-inline dot_<t>(n, s, x, bx, y, rows, l2) that the compiler specialises
+ * for one row and for four rows at each prefetch level (chosen here, once per call). */
+#define MOE_DEFINE_VEC_DOTS(t)                                                                \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_##t(n, s, x, 0, y, 1, false); } \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true);               \
+        else dot_##t(n, s, x, bx, y, 4, false);                                               \
+    }
+/* The same entry points where there are no SIMD kernels: the scalar reference, row by row. */
+#define MOE_DEFINE_REF_DOTS(t)                                                                \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) { moe_##t##_vec_dot_ref(n, s, x, y); } \
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        for (int r = 0; r < 4; r++) moe_##t##_vec_dot_ref(n, s + r, (const uint8_t *)x + r * bx, y); \
+    }
+
 #endif

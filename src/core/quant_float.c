@@ -151,12 +151,6 @@ DEFINE_FLOAT_DOT(f32)
 DEFINE_FLOAT_DOT(f16)
 DEFINE_FLOAT_DOT(bf16)
 
-#define DEFINE_DOTS(T)                                                                        \
-    void moe_##T##_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_##T(n, s, x, 0, y, 1, false); } \
-    void moe_##T##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        if (moe_prefetch_level == MOE_PF_L2) dot_##T(n, s, x, bx, y, 4, true);               \
-        else dot_##T(n, s, x, bx, y, 4, false);                                               \
-    }
-DEFINE_DOTS(f32)
-DEFINE_DOTS(f16)
-DEFINE_DOTS(bf16)
+MOE_DEFINE_VEC_DOTS(f32)
+MOE_DEFINE_VEC_DOTS(f16)
+MOE_DEFINE_VEC_DOTS(bf16)

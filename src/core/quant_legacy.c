@@ -584,21 +584,8 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, NULL, nr);
 }
 
-#define DEFINE_DOTS(t)                                                                        \
-    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
-        dot_##t(n, s, x, 0, y, 1, false);                                                     \
-    }                                                                                         \
-    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true);               \
-        else dot_##t(n, s, x, bx, y, 4, false);                                               \
-    }
+#define DEFINE_DOTS MOE_DEFINE_VEC_DOTS
 #else
-#define DEFINE_DOTS(t)                                                                        \
-    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) {              \
-        moe_##t##_vec_dot_ref(n, s, x, y);                                                    \
-    }                                                                                         \
-    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        for (int r = 0; r < 4; r++) moe_##t##_vec_dot_ref(n, s + r, (const uint8_t *)x + r * bx, y); \
-    }
+#define DEFINE_DOTS MOE_DEFINE_REF_DOTS
 #endif
 MOE_LEGACY_DOTS(DEFINE_DOTS)
