@@ -177,7 +177,7 @@ static bool torch_prepare(torch_case *k) {
     snprintf(k->out, sizeof k->out, "%s/tm_%s.safetensors", test_tmpdir(), k->arch);
     moe_gguf_writer *w = moe_gguf_writer_init();
     void *buf = NULL;
-    bool ok = tm_model_to_writer(&k->m, w, NULL, false, &buf) == MOE_OK && moe_gguf_writer_write(w, k->model) == MOE_OK;
+    bool ok = tm_model_to_writer(&k->m, w, NULL, true, false, &buf) == MOE_OK && moe_gguf_writer_write(w, k->model) == MOE_OK;
     moe_gguf_writer_free(w);
     free(buf);
     k->b = (batch){.B = 2, .T = 8};

@@ -135,12 +135,8 @@ moe_status moe_init_model(const moe_init_params *p, const char *vocab_path, cons
     if ((st = moe_gguf_writer_set_str(w, "general.architecture", c.arch->name)) ||
         (st = moe_gguf_writer_set_str(w, "general.name", name)) || (st = copy_tokenizer(w, v, (int64_t)n_tok, n)))
         goto done;
-    if ((st = tm_model_to_writer(&m, w, NULL, p->f16, &buf))) goto done;
     /* the router of a fresh model is the architecture's own: no moe.router.* keys */
-    moe_gguf_writer_remove(w, "moe.router.kind");
-    moe_gguf_writer_remove(w, "moe.router.k");
-    moe_gguf_writer_remove(w, "moe.router.renorm");
-    moe_gguf_writer_remove(w, "moe.router.capacity_factor");
+    if ((st = tm_model_to_writer(&m, w, NULL, false, p->f16, &buf))) goto done;
     st = moe_gguf_writer_write(w, out_path);
 done:
     moe_gguf_writer_free(w);

@@ -503,7 +503,8 @@ static moe_status write_hparams(const tm_config *c, moe_gguf_writer *w) {
     return MOE_OK;
 }
 
-moe_status tm_model_to_writer(const tm_model *m, moe_gguf_writer *w, const moe_gguf *src, bool f16, void **f16_buf) {
+moe_status tm_model_to_writer(const tm_model *m, moe_gguf_writer *w, const moe_gguf *src, bool router_keys, bool f16,
+                              void **f16_buf) {
     moe_status st;
     *f16_buf = NULL;
     if ((st = moe_gguf_writer_set_str(w, "general.architecture", m->c.arch->name))) return st;
@@ -517,7 +518,7 @@ moe_status tm_model_to_writer(const tm_model *m, moe_gguf_writer *w, const moe_g
     if ((st = moe_gguf_writer_set_u32(w, "general.alignment", 32))) return st;
     if ((st = moe_gguf_writer_set_u32(w, "general.file_type", f16 ? 1 : 0))) return st;
     if ((st = write_hparams(&m->c, w))) return st;
-    if (m->c.hp.n_expert > 0 && (st = write_router_keys(&m->c, w))) return st;
+    if (router_keys && m->c.hp.n_expert > 0 && (st = write_router_keys(&m->c, w))) return st;
     size_t n16 = 0;
     if (f16)
         for (int i = 0; i < m->n_tensors; i++)

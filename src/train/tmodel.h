@@ -142,10 +142,12 @@ void tm_model_init_random(tm_model *m, uint64_t seed);
  * another router than the file's), router tensors of another shape are not an error:
  * the rows both have are kept, the others drawn N(0,1)/√d (seed), biases 0, scales 1. */
 moe_status tm_model_load_weights(tm_model *m, const moe_gguf *g, bool new_router, uint64_t seed);
-/* Adds the model's metadata ({arch}.*, moe.router.*) and tensors (F32, or F16 for
- * matrices when f16) to w; `src` (may be NULL) supplies general.* and tokenizer.* keys.
- * f16 needs a buffer that outlives the write: *f16_buf (free() it). */
-moe_status tm_model_to_writer(const tm_model *m, moe_gguf_writer *w, const moe_gguf *src, bool f16,
+/* Adds the model's metadata ({arch}.*, and moe.router.* when router_keys) and tensors
+ * (F32, or F16 for matrices when f16) to w; `src` (may be NULL) supplies general.* and
+ * tokenizer.* keys. Without router_keys the file says nothing of its router, which is then
+ * the architecture's own (a fresh or upcycled model: a plain file llama.cpp loads). f16
+ * needs a buffer that outlives the write: *f16_buf (free() it). */
+moe_status tm_model_to_writer(const tm_model *m, moe_gguf_writer *w, const moe_gguf *src, bool router_keys, bool f16,
                               void **f16_buf);
 
 /* Forward pass over B sequences of T tokens (tokens, targets [B × T]); targets may be

@@ -233,7 +233,7 @@ static moe_status save_checkpoint(trainer *t, const char *path) {
     moe_gguf_writer *w = moe_gguf_writer_init();
     if (!w) return MOE_ERR_NOMEM;
     void *buf = NULL;
-    moe_status st = tm_model_to_writer(&t->m, w, t->g, false, &buf);
+    moe_status st = tm_model_to_writer(&t->m, w, t->g, true, false, &buf);
     const moe_train_params *p = t->p;
     const int64_t ne = (int64_t)t->m.n_params;
 #define TRY(x) do { if (!st) st = (x); } while (0)
@@ -618,7 +618,7 @@ moe_status moe_train(const moe_train_params *p) {
         moe_gguf_writer *w = moe_gguf_writer_init();
         void *buf = NULL;
         if (!w) { st = MOE_ERR_NOMEM; goto done; }
-        st = tm_model_to_writer(&t.m, w, t.g, p->f16_out, &buf);
+        st = tm_model_to_writer(&t.m, w, t.g, true, p->f16_out, &buf);
         if (!st) st = moe_gguf_writer_write(w, p->out_path);
         moe_gguf_writer_free(w);
         free(buf);

@@ -125,13 +125,9 @@ moe_status moe_upcycle(const moe_upcycle_params *p, const char *dense_path, cons
     /* f16: keep the dense file's matrix type when it is F16 (the copies are then exact) */
     const moe_gguf_tensor *q = moe_gguf_find_tensor(g, "blk.0.attn_q.weight");
     const bool f16 = p->f16 || (q && q->type == MOE_TYPE_F16);
-    if ((st = tm_model_to_writer(&mm, w, g, f16, &buf))) goto done;
     /* token-choice top-k with Mixtral's renormalisation is the llama architecture's own
      * router: a plain Mixtral file (llama.cpp loads it), no moe.router.* keys */
-    moe_gguf_writer_remove(w, "moe.router.kind");
-    moe_gguf_writer_remove(w, "moe.router.k");
-    moe_gguf_writer_remove(w, "moe.router.renorm");
-    moe_gguf_writer_remove(w, "moe.router.capacity_factor");
+    if ((st = tm_model_to_writer(&mm, w, g, false, f16, &buf))) goto done;
     st = moe_gguf_writer_write(w, out_path);
 done:
     moe_gguf_writer_free(w);
