@@ -114,8 +114,7 @@ static moe_status read_str(cursor *c, moe_gguf_str *out) {
     return MOE_OK;
 }
 
-/* Bytes of one scalar of a metadata type; 0 for STRING/ARRAY/unknown. */
-static size_t scalar_size(uint32_t t) {
+size_t moe_gguf_scalar_size(uint32_t t) {
     switch (t) {
     case MOE_GGUF_U8: case MOE_GGUF_I8: case MOE_GGUF_BOOL: return 1;
     case MOE_GGUF_U16: case MOE_GGUF_I16: return 2;
@@ -129,7 +128,7 @@ static bool valid_value_type(uint32_t t) { return t <= MOE_GGUF_F64; }
 
 static moe_status read_scalar_value(cursor *c, uint32_t t, moe_gguf_value *v) {
     uint8_t b[8];
-    size_t n = scalar_size(t);
+    size_t n = moe_gguf_scalar_size(t);
     moe_status st = read_bytes(c, b, n);
     if (st) return st;
     v->type = (moe_gguf_type)t;
@@ -164,7 +163,7 @@ static moe_status read_array(cursor *c, moe_gguf_value *v, int depth) {
     if (depth >= GGUF_MAX_DEPTH) return fail(c, MOE_ERR_FORMAT, "arrays nested too deeply");
     /* Every element takes at least this many bytes of the file: refuse counts the file
      * cannot hold before allocating anything for them. */
-    uint64_t min_elem = et == MOE_GGUF_STRING ? 8 : et == MOE_GGUF_ARRAY ? 12 : scalar_size(et);
+    uint64_t min_elem = et == MOE_GGUF_STRING ? 8 : et == MOE_GGUF_ARRAY ? 12 : moe_gguf_scalar_size(et);
     uint64_t need;
     if (!moe_mul_ok(n, min_elem, &need) || need > c->g->size - c->pos) {
         char msg[128];
@@ -189,7 +188,7 @@ static moe_status read_array(cursor *c, moe_gguf_value *v, int depth) {
             if ((st = read_value(c, MOE_GGUF_ARRAY, &items[i], depth + 1))) return st;
         v->v.arr.data = items;
     } else {
-        size_t es = scalar_size(et);
+        size_t es = moe_gguf_scalar_size(et);
         uint8_t *data = moe_arena_alloc(a, (size_t)need + 1, 8);
         if (!data) return MOE_ERR_NOMEM;
         if ((st = read_bytes(c, data, need))) return st;

@@ -14,4 +14,8 @@
 /* Start of the file image (the mapping), for code that reads tensor bytes by offset. */
 const void *moe_gguf_base(const moe_gguf *g);
 
+/* Bytes of one scalar of a metadata type; 0 for STRING, ARRAY and unknown types (the
+ * reader and the writer both size values with it). */
+size_t moe_gguf_scalar_size(uint32_t type);
+
 #endif

@@ -38,16 +38,6 @@ struct moe_gguf_writer {
 
 /* ---------------------------------------------------------------- values */
 
-static size_t scalar_size(moe_gguf_type t) {
-    switch (t) {
-    case MOE_GGUF_U8: case MOE_GGUF_I8: case MOE_GGUF_BOOL: return 1;
-    case MOE_GGUF_U16: case MOE_GGUF_I16: return 2;
-    case MOE_GGUF_U32: case MOE_GGUF_I32: case MOE_GGUF_F32: return 4;
-    case MOE_GGUF_U64: case MOE_GGUF_I64: case MOE_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 static void value_free(moe_gguf_value *v) {
     if (v->type == MOE_GGUF_STRING) {
         free((void *)v->v.str.ptr);
@@ -117,7 +107,7 @@ static moe_status value_copy(moe_gguf_value *dst, const moe_gguf_value *src, con
     if (n && !src->v.arr.data)
         return moe_error(MOE_ERR_INVALID, "gguf writer: key '%s': array of %llu elements without data", key,
                          (unsigned long long)n);
-    size_t es = et == MOE_GGUF_STRING ? sizeof(moe_gguf_str) : et == MOE_GGUF_ARRAY ? sizeof(moe_gguf_value) : scalar_size(et);
+    size_t es = et == MOE_GGUF_STRING ? sizeof(moe_gguf_str) : et == MOE_GGUF_ARRAY ? sizeof(moe_gguf_value) : moe_gguf_scalar_size(et);
     uint64_t bytes;
     if (!moe_mul_ok(n, es, &bytes) || bytes >= SIZE_MAX)
         return moe_error(MOE_ERR_INVALID, "gguf writer: key '%s': array of %llu elements is too large", key,
@@ -464,7 +454,7 @@ static void out_scalar(out *o, const moe_gguf_value *v) {
     case MOE_GGUF_F64: memcpy(b, &v->v.f64, 8); break;
     default: return;
     }
-    out_bytes(o, b, scalar_size(v->type));
+    out_bytes(o, b, moe_gguf_scalar_size(v->type));
 }
 
 /* The value's bytes after its type id: scalars, strings, (u32 type, u64 n, items). */
@@ -481,7 +471,7 @@ static void out_value(out *o, const moe_gguf_value *v) {
             const moe_gguf_value *a = v->v.arr.data;
             for (uint64_t i = 0; i < v->v.arr.n; i++) out_value(o, &a[i]);
         } else {
-            out_bytes(o, v->v.arr.data, v->v.arr.n * scalar_size(v->v.arr.type));
+            out_bytes(o, v->v.arr.data, v->v.arr.n * moe_gguf_scalar_size(v->v.arr.type));
         }
     } else {
         out_scalar(o, v);
