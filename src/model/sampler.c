@@ -89,8 +89,8 @@ static void partial_sort(moe_cand *a, size_t n, size_t k) {
     qsort(a, k, sizeof *a, cand_cmp);
 }
 
-void sampler_softmax(moe_cand_array *c) {
-    if (c->size == 0) return;
+/* p = exp(logit − max logit) for every candidate (size ≥ 1); returns their sum, in double. */
+static double exp_shifted(moe_cand_array *c) {
     float mx = c->data[0].logit;
     for (size_t i = 1; i < c->size; i++) mx = fmaxf(mx, c->data[i].logit);
     double sum = 0;
@@ -99,6 +99,12 @@ void sampler_softmax(moe_cand_array *c) {
         c->data[i].p = e;
         sum += e;
     }
+    return sum;
+}
+
+void sampler_softmax(moe_cand_array *c) {
+    if (c->size == 0) return;
+    const double sum = exp_shifted(c);
     for (size_t i = 0; i < c->size; i++) c->data[i].p = (float)(c->data[i].p / sum);
 }
 
@@ -207,14 +213,7 @@ size_t sampler_dist(moe_cand_array *c, double u) {
         if (c->size == 1) c->data[0].p = 1.0f;
         return 0;
     }
-    float mx = c->data[0].logit;
-    for (size_t i = 1; i < c->size; i++) mx = fmaxf(mx, c->data[i].logit);
-    double sum = 0;
-    for (size_t i = 0; i < c->size; i++) {
-        float e = expf(c->data[i].logit - mx);
-        c->data[i].p = e;
-        sum += e;
-    }
+    const double sum = exp_shifted(c);
     const double target = sum * u;
     double run = 0;
     size_t sel = c->size - 1;  /* rounding can leave run just below target at the end */
