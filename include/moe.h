@@ -97,6 +97,9 @@ typedef struct moe_gguf_tensor {
  * are never copied. Returns NULL on error with a message naming the file, the field and
  * the problem. */
 moe_gguf *moe_gguf_open(const char *path);
+/* The same, or with read_into_memory the whole file read into the process's memory instead
+ * of mapped (what `--no-mmap` does: see moe_model_params.no_mmap). */
+moe_gguf *moe_gguf_open_ex(const char *path, bool read_into_memory);
 /* Validates a GGUF image already in memory (`name` is used in messages). The bytes must
  * outlive the handle. Used by the fuzzer and by tests. */
 moe_gguf *moe_gguf_open_memory(const void *data, size_t size, const char *name);
@@ -214,6 +217,10 @@ typedef struct moe_hparams {
 
 typedef struct moe_model_params {
     int n_threads;               /* threads of each context's pool; <= 0: all cores */
+    bool no_mmap;                /* read the file into memory (2 MiB-aligned, huge pages where the
+                                    kernel allows) instead of mapping it: slower to load, the same
+                                    RSS, often faster to decode (docs/BENCHMARKS.md); not with an
+                                    offloader, whose budget counts on experts staying on disk */
 } moe_model_params;
 moe_model_params moe_model_default_params(void);
 

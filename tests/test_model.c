@@ -207,6 +207,39 @@ TEST(model_per_expert_layout_matches_3d) {
     moe_model_free(b);
 }
 
+/* no_mmap reads the file into anonymous memory: the same bytes, so the same logits bit
+ * for bit; an offloader refuses such a model (its budget counts on experts left on disk);
+ * a missing file is still an error naming it. */
+TEST(model_no_mmap_same_logits) {
+    int32_t tokens[64];
+    const int64_t n = fixture_tokens(tokens, 64);
+    REQUIRE(n == 64);
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = 2;
+    mp.no_mmap = true;
+    moe_model *a = load("gguf/mixtral-q4_0.gguf"), *b = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), &mp);
+    REQUIRE_MSG(a && b, "%s", moe_last_error());
+    const int64_t nv = moe_model_n_vocab(a);
+    moe_context *ca = moe_context_init(a, n), *cb = moe_context_init(b, n);
+    float *la = malloc((size_t)(n * nv) * sizeof *la), *lb = malloc((size_t)(n * nv) * sizeof *lb);
+    REQUIRE(ca && cb && la && lb);
+    CHECK(moe_eval(ca, tokens, n, la, 0) == MOE_OK);
+    CHECK(moe_eval(cb, tokens, n, lb, 0) == MOE_OK);
+    CHECK(memcmp(la, lb, (size_t)(n * nv) * sizeof *la) == 0);
+    moe_offload_params op = moe_offload_default_params();
+    op.budget = (uint64_t)1 << 30;
+    CHECK(moe_offload_init(b, cb, &op) == NULL);
+    CHECK_MSG(strstr(moe_last_error(), "no_mmap") != NULL, "%s", moe_last_error());
+    free(la);
+    free(lb);
+    moe_context_free(ca);
+    moe_context_free(cb);
+    moe_model_free(a);
+    moe_model_free(b);
+    CHECK(moe_model_load("/nonexistent/x.gguf", &mp) == NULL);
+    CHECK_MSG(strstr(moe_last_error(), "/nonexistent/x.gguf") != NULL, "%s", moe_last_error());
+}
+
 /* ---------------------------------------------------------------- routing hook */
 
 typedef struct {

@@ -261,4 +261,14 @@ TEST(offload_cli_logits_mem_bit_identical) {
     CHECK_EQ_INT(test_run(cmd, &out), 1);
     CHECK_STR_CONTAINS(out, "need at least");
     free(out);
+    /* --no-mmap: the same logits; with --mem, a usage error (exit 2) that says why */
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --no-mmap", test_moe_bin(), model, toks, b);
+    REQUIRE_MSG(test_run(cmd, &out) == 0, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", a, b);
+    CHECK_MSG(system(cmd) == 0, "logits with --no-mmap differ from the mapped model's");
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --no-mmap --mem 24M", test_moe_bin(), model, toks, b);
+    CHECK_EQ_INT(test_run(cmd, &out), 2);
+    CHECK_STR_CONTAINS(out, "cannot be combined with --mem");
+    free(out);
 }

@@ -101,8 +101,8 @@ int cmd_bench(int argc, char **argv) {
     if (!model) return cli_usage(sub, "no model given (-m FILE)");
     int nt = threads > 0 ? (int)threads : moe_default_threads();
 
-    moe_model_params mp = moe_model_default_params();
-    mp.n_threads = nt;
+    moe_model_params mp;
+    if (!cli_offload_model_params(sub, &off_opts, nt, &mp)) return 2;
     double t0 = moe_time_s();
     moe_model *m = moe_model_load(model, &mp);
     if (!m) return cli_fail_lib(sub);

@@ -173,8 +173,11 @@ int cmd_logits(int argc, char **argv) {
     int64_t n = 0;
     int rc = read_tokens(tok_path, &tokens, &n);
     if (rc) return rc;
-    moe_model_params mp = moe_model_default_params();
-    mp.n_threads = (int)n_threads;
+    moe_model_params mp;
+    if (!cli_offload_model_params("logits", &off_opts, (int)n_threads, &mp)) {
+        free(tokens);
+        return 2;
+    }
     moe_model *m = moe_model_load(model_path, &mp);
     if (!m) {
         free(tokens);

@@ -211,6 +211,8 @@ struct cli_gen {
 cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     char defpath[PATH_MAX + 64];
     const char *path = o->model;
+    moe_model_params mp;
+    if (!cli_offload_model_params(sub, &o->offload, o->threads, &mp)) return NULL;
     if (!path) {
         if (!cli_default_model(sub, defpath, sizeof defpath)) return NULL;
         path = defpath;
@@ -223,8 +225,6 @@ cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     g->sub = sub;
     g->ignore_eos = o->ignore_eos;
     double t0 = now_s();
-    moe_model_params mp = moe_model_default_params();
-    mp.n_threads = o->threads;
     g->model = moe_model_load(path, &mp);
     if (!g->model) goto fail_lib;
     g->ctx = moe_context_init(g->model, o->n_ctx);

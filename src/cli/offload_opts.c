@@ -36,7 +36,19 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
     if (!strcmp(a, "--lookahead")) { o->params.gate_lookahead = true; return 1; }
     if (!strcmp(a, "--no-lookahead")) { o->params.gate_lookahead = false; return 1; }
     if (!strcmp(a, "--no-direct-io")) { o->params.no_direct = true; return 1; }
+    if (!strcmp(a, "--no-mmap")) { o->no_mmap = true; return 1; }
     return 0;
+}
+
+bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int threads, moe_model_params *mp) {
+    *mp = moe_model_default_params();
+    mp->n_threads = threads;
+    mp->no_mmap = o->no_mmap;
+    if (o->no_mmap && o->params.budget) {
+        cli_usage(sub, "--no-mmap reads the whole model into memory; it cannot be combined with --mem");
+        return false;
+    }
+    return true;
 }
 
 void cli_offload_print_help(FILE *f) {
@@ -50,7 +62,9 @@ void cli_offload_print_help(FILE *f) {
             "  --lookahead              prefetch the next layer's experts guessed by its router applied to\n"
             "                           this layer's input (default off: wrong guesses cost bandwidth)\n"
             "  --no-prefetch            read experts on demand only (no I/O thread, no guesses)\n"
-            "  --no-direct-io           read experts through the page cache instead of O_DIRECT\n");
+            "  --no-direct-io           read experts through the page cache instead of O_DIRECT\n"
+            "  --no-mmap                read the model into memory instead of mapping it: slower to load,\n"
+            "                           same RSS, decodes faster on some machines (not with --mem)\n");
 }
 
 moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c) {

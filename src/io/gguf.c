@@ -385,10 +385,10 @@ moe_gguf *moe_gguf_open_memory(const void *data, size_t size, const char *name) 
     return g;
 }
 
-moe_gguf *moe_gguf_open(const char *path) {
+moe_gguf *moe_gguf_open_ex(const char *path, bool read_into_memory) {
     const void *base;
     uint64_t size;
-    if (moe_map_file(path, &base, &size) != MOE_OK) return NULL;
+    if ((read_into_memory ? moe_read_file(path, &base, &size) : moe_map_file(path, &base, &size)) != MOE_OK) return NULL;
     moe_gguf *g = gguf_new(path);
     if (!g) { moe_unmap_file(base, size); return NULL; }
     g->base = base;
@@ -397,6 +397,8 @@ moe_gguf *moe_gguf_open(const char *path) {
     if (parse_header(g) != MOE_OK) { moe_gguf_close(g); return NULL; }
     return g;
 }
+
+moe_gguf *moe_gguf_open(const char *path) { return moe_gguf_open_ex(path, false); }
 
 void moe_gguf_close(moe_gguf *g) {
     if (!g) return;

@@ -309,7 +309,7 @@ void moe_model_free(moe_model *m) {
 }
 
 moe_model *moe_model_load(const char *path, const moe_model_params *params) {
-    moe_gguf *g = moe_gguf_open(path);
+    moe_gguf *g = moe_gguf_open_ex(path, params && params->no_mmap);
     if (!g) return NULL;
     moe_model *m = moe_calloc(1, sizeof *m);
     if (!m) {

@@ -459,6 +459,12 @@ moe_offload *moe_offload_init(const moe_model *m, const moe_context *ctx, const 
         moe_error(MOE_ERR_UNSUPPORTED, "%s: the model has no routed experts: --mem needs an MoE model", o->path);
         goto fail;
     }
+    if (m->params.no_mmap) {
+        /* the whole file is already in memory: a budget below its size cannot hold */
+        moe_error(MOE_ERR_INVALID, "%s: the model was loaded with no_mmap (--no-mmap), which reads every expert into "
+                  "memory: --mem needs the file mapped", o->path);
+        goto fail;
+    }
     if (m->router.kind == MOE_ROUTER_SOFT_MOE) {
         /* every slot of every expert runs for every batch: there is nothing to page */
         moe_error(MOE_ERR_UNSUPPORTED, "%s: a Soft MoE model uses all its experts for every token: --mem does not apply",
