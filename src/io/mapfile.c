@@ -8,21 +8,30 @@
 #include <unistd.h>
 #include <stdint.h>
 
-moe_status moe_map_file(const char *path, const void **base, uint64_t *size) {
-    *base = NULL;
-    *size = 0;
+/* Opens `path` read-only and checks that it is a regular file; errors name the file. */
+static moe_status open_regular(const char *path, int *fd_out, struct stat *sb) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return moe_error(MOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
+    if (fstat(fd, sb) != 0) {
         int e = errno;
         close(fd);
         return moe_error(MOE_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
     }
-    if (!S_ISREG(sb.st_mode)) {
+    if (!S_ISREG(sb->st_mode)) {
         close(fd);
         return moe_error(MOE_ERR_IO, "%s: not a regular file", path);
     }
+    *fd_out = fd;
+    return MOE_OK;
+}
+
+moe_status moe_map_file(const char *path, const void **base, uint64_t *size) {
+    *base = NULL;
+    *size = 0;
+    int fd;
+    struct stat sb;
+    moe_status st = open_regular(path, &fd, &sb);
+    if (st) return st;
     if (sb.st_size > 0) {
         void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED) {
@@ -51,18 +60,10 @@ void moe_unmap_file(const void *base, uint64_t size) {
 moe_status moe_read_file(const char *path, const void **base, uint64_t *size) {
     *base = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return moe_error(MOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return moe_error(MOE_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moe_error(MOE_ERR_IO, "%s: not a regular file", path);
-    }
+    moe_status st = open_regular(path, &fd, &sb);
+    if (st) return st;
     const size_t n = (size_t)sb.st_size, page = (size_t)sysconf(_SC_PAGESIZE);
     if (n == 0) {
         close(fd);
