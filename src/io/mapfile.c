@@ -80,11 +80,10 @@ moe_status moe_read_file(const char *path, const void **base, uint64_t *size) {
     }
     uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
     if (p > raw) munmap(raw, (size_t)(p - raw));
-    if (raw + len + HUGE_ALIGN > p + len) munmap(p + len, (size_t)(raw + len + HUGE_ALIGN - (p + len)));
+    munmap(p + len, (size_t)(raw + HUGE_ALIGN - p)); /* p - raw < HUGE_ALIGN: a tail is always left */
     (void)madvise(p, len, MADV_HUGEPAGE); /* advice only: without THP this is plain memory */
     for (size_t at = 0; at < n;) {
-        const size_t chunk = n - at < ((size_t)64 << 20) ? n - at : ((size_t)64 << 20);
-        ssize_t r = pread(fd, p + at, chunk, (off_t)at);
+        ssize_t r = pread(fd, p + at, MOE_MIN(n - at, (size_t)64 << 20), (off_t)at);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             int e = r < 0 ? errno : 0;
