@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include "core/f16.h"
+#include "core/gemm.h"
 #include "core/matmul.h"
 #include "core/threads.h"
 #include "core/types.h"
@@ -123,4 +124,67 @@ TEST(matmul_f16_activation_conversion_rounds_to_nearest_even) {
     }
     moe_type_get(MOE_TYPE_F16)->from_float(x, h, 1000);
     for (int i = 0; i < 1000; i++) CHECK_EQ_INT(h[i], moe_f32_to_f16_ref(x[i]));
+}
+
+/* Interleaved matrices (moe_mat_interleave) give the same rows and the same products, bit
+ * for bit, through every path the model uses: the one-matrix matmul (decode and batch),
+ * the fused matvec and the batch tiles; matrices that cannot be interleaved are refused
+ * with a message. */
+TEST(matmul_interleaved_bit_identical) {
+    const struct { int64_t rows, cols, n; } shapes[] = {{4, 256, 1}, {132, 512, 1}, {512, 256, 1}, {16, 256, 2},
+                                                        {68, 512, 9}, {8, 256, 64}};
+    moe_pool *pool = moe_pool_create(3);
+    REQUIRE(pool);
+    int types = 0;
+    for (int type = 0; type < MOE_TYPE_COUNT; type++) {
+        if (!moe_type_vec_dot_x4i(type)) continue;
+        const moe_type_traits *t = moe_type_get(type);
+        types++;
+        for (size_t si = 0; si < MOE_ARRAY_LEN(shapes); si++) {
+            const int64_t rows = shapes[si].rows, n = shapes[si].n, cols = shapes[si].cols;
+            const size_t rb = moe_row_size(type, cols), bytes = rb * (size_t)rows;
+            uint8_t *wq = malloc(bytes), *wi = malloc(bytes);
+            float *src = malloc((size_t)(cols * n) * sizeof(float)), *ra = malloc((size_t)cols * sizeof(float)),
+                  *rb_ = malloc((size_t)cols * sizeof(float)), *ya = malloc((size_t)(rows * n) * sizeof(float)),
+                  *yb = malloc((size_t)(rows * n) * sizeof(float));
+            void *xq = malloc(moe_act_row_size(type, cols) * (size_t)n);
+            REQUIRE(wq && wi && src && ra && rb_ && ya && yb && xq);
+            for (int64_t r = 0; r < rows; r++) {
+                for (int64_t k = 0; k < cols; k++) src[k] = rnd() * (1.0f + (float)(r % 3));
+                t->from_float_ref(src, wq + (size_t)r * rb, cols);
+            }
+            memcpy(wi, wq, bytes);
+            moe_mat A = moe_mat_make(wq, type, rows, cols), B = moe_mat_make(wi, type, rows, cols);
+            moe_buf tmp = {0};
+            REQUIRE(moe_mat_can_interleave(&B) && moe_mat_interleave(&B, &tmp) == MOE_OK && B.interleaved);
+            moe_buf_free(&tmp);
+            CHECK(rb == t->type_size || memcmp(wq, wi, bytes) != 0); /* the bytes moved (unless one block a row) */
+            CHECK(!moe_mat_can_interleave(&B));            /* not twice */
+            for (int64_t r = 0; r < rows; r++) {
+                moe_mat_get_row(&A, r, ra);
+                moe_mat_get_row(&B, r, rb_);
+                CHECK_MSG(memcmp(ra, rb_, (size_t)cols * sizeof(float)) == 0, "%s row %lld", t->name, (long long)r);
+            }
+            for (int64_t k = 0; k < cols * n; k++) src[k] = rnd();
+            moe_act_prepare(pool, type, src, xq, n, cols);
+            moe_matmul_prepared(pool, ya, rows, &A, xq, n);
+            moe_matmul_prepared(pool, yb, rows, &B, xq, n);
+            CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s %lldx%lld n=%lld matmul", t->name,
+                      (long long)rows, (long long)cols, (long long)n);
+            moe_gemm_prepared(pool, yb, rows, &B, xq, n); /* tiles (batch) or the fused matvec */
+            CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s %lldx%lld n=%lld gemm", t->name,
+                      (long long)rows, (long long)cols, (long long)n);
+            free(wq); free(wi); free(src); free(ra); free(rb_); free(ya); free(yb); free(xq);
+        }
+    }
+    moe_pool_free(pool);
+    fprintf(stderr, "    %d types with interleaved kernels: rows and products bit-identical\n", types);
+    /* what cannot be interleaved: 6 rows (not whole groups of four), float types */
+    uint8_t buf[6 * 34 * 8] = {0};
+    moe_mat odd = moe_mat_make(buf, MOE_TYPE_Q8_0, 6, 256), f16 = moe_mat_make(buf, MOE_TYPE_F16, 4, 64);
+    moe_buf tmp = {0};
+    CHECK(!moe_mat_can_interleave(&odd) && !moe_mat_can_interleave(&f16));
+    CHECK(moe_mat_interleave(&odd, &tmp) == MOE_ERR_INVALID && !odd.interleaved);
+    CHECK_MSG(strstr(moe_last_error(), "6×256 q8_0") != NULL, "%s", moe_last_error());
+    moe_buf_free(&tmp);
 }

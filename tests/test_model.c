@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include "model/experts.h"
+#include "model/model.h" /* the loaded matrices: are they interleaved? */
 
 static moe_model *load(const char *rel) {
     moe_model_params mp = moe_model_default_params();
@@ -24,7 +25,8 @@ static int64_t fixture_tokens(int32_t *out, int64_t cap) {
     return n;
 }
 
-/* Both models give the same logits, bit for bit, on the n tokens. */
+/* Both models give the same logits, bit for bit, on the n tokens as one batch (the
+ * prefill kernels) and on the first few decoded one at a time (the decode kernels). */
 static void check_same_logits(moe_model *a, moe_model *b, const int32_t *tokens, int64_t n) {
     const int64_t nv = moe_model_n_vocab(a);
     moe_context *ca = moe_context_init(a, n), *cb = moe_context_init(b, n);
@@ -34,6 +36,13 @@ static void check_same_logits(moe_model *a, moe_model *b, const int32_t *tokens,
         CHECK(moe_eval(ca, tokens, n, la, 0) == MOE_OK);
         CHECK(moe_eval(cb, tokens, n, lb, 0) == MOE_OK);
         CHECK(memcmp(la, lb, (size_t)(n * nv) * sizeof *la) == 0);
+        moe_context_reset(ca);
+        moe_context_reset(cb);
+        for (int64_t t = 0; t < MOE_MIN(n, 6); t++) {
+            CHECK(moe_eval(ca, tokens + t, 1, la, 0) == MOE_OK);
+            CHECK(moe_eval(cb, tokens + t, 1, lb, 0) == MOE_OK);
+            CHECK_MSG(memcmp(la, lb, (size_t)nv * sizeof *la) == 0, "decoded token %lld", (long long)t);
+        }
     }
     free(la);
     free(lb);
@@ -215,9 +224,11 @@ TEST(model_per_expert_layout_matches_3d) {
     moe_model_free(b);
 }
 
-/* no_mmap reads the file into anonymous memory: the same bytes, so the same logits bit
- * for bit; an offloader refuses such a model (its budget counts on experts left on disk);
- * a missing file is still an error naming it. */
+/* no_mmap reads the file into anonymous memory and interleaves the weight matrices there
+ * (core/matmul.h): the same logits bit for bit, batch and decode, for each quantized type
+ * of the fixtures; the matrices really are interleaved (else this test would prove
+ * nothing); an offloader refuses such a model (its budget counts on experts left on
+ * disk); a missing file is still an error naming it. */
 TEST(model_no_mmap_same_logits) {
     int32_t tokens[64];
     const int64_t n = fixture_tokens(tokens, 64);
@@ -225,18 +236,29 @@ TEST(model_no_mmap_same_logits) {
     moe_model_params mp = moe_model_default_params();
     mp.n_threads = 2;
     mp.no_mmap = true;
-    moe_model *a = load("gguf/mixtral-q4_0.gguf"), *b = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), &mp);
-    REQUIRE_MSG(a && b, "%s", moe_last_error());
-    check_same_logits(a, b, tokens, n);
-    moe_context *cb = moe_context_init(b, n);
-    REQUIRE(cb);
-    moe_offload_params op = moe_offload_default_params();
-    op.budget = (uint64_t)1 << 30;
-    CHECK(moe_offload_init(b, cb, &op) == NULL);
-    CHECK_MSG(strstr(moe_last_error(), "no_mmap") != NULL, "%s", moe_last_error());
-    moe_context_free(cb);
-    moe_model_free(a);
-    moe_model_free(b);
+    const char *files[] = {"gguf/mixtral-q4_0.gguf", "gguf/mixtral-q8_0.gguf", "gguf/mixtral-q4_k_s.gguf",
+                           "gguf/mixtral-q6_k.gguf"};
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        moe_model *a = load(files[f]), *b = moe_model_load(test_fixture(files[f]), &mp);
+        REQUIRE_MSG(a && b, "%s", moe_last_error());
+        const moe_expert_weights *w = moe_mapped_provider_slot(b->experts, 1, 3);
+        const bool simd = moe_type_vec_dot_x4i(w->gate.type) != NULL;
+        CHECK_MSG(w->gate.interleaved == simd && w->down.interleaved == simd && b->layers[0].attn.wq.interleaved == simd,
+                  "%s", files[f]);
+        CHECK(!moe_mapped_provider_slot(a->experts, 1, 3)->gate.interleaved);
+        check_same_logits(a, b, tokens, n);
+        if (f == 0) {
+            moe_context *cb = moe_context_init(b, n);
+            REQUIRE(cb);
+            moe_offload_params op = moe_offload_default_params();
+            op.budget = (uint64_t)1 << 30;
+            CHECK(moe_offload_init(b, cb, &op) == NULL);
+            CHECK_MSG(strstr(moe_last_error(), "no_mmap") != NULL, "%s", moe_last_error());
+            moe_context_free(cb);
+        }
+        moe_model_free(a);
+        moe_model_free(b);
+    }
     CHECK(moe_model_load("/nonexistent/x.gguf", &mp) == NULL);
     CHECK_MSG(strstr(moe_last_error(), "/nonexistent/x.gguf") != NULL, "%s", moe_last_error());
 }

@@ -30,14 +30,28 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
     return g == 0 || g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
 }
 
+/* Block i of row r of a four-row group that starts at vx, in either layout of the rows:
+ * row-major, rows bx bytes apart, or (il) interleaved by moe_mat_interleave (matmul.h),
+ * block i of the four rows side by side. The kernels take il as a constant, so each
+ * layout compiles to its own loop. */
+#define MOE_GROUP_BLOCK(T, vx, bx, r, i, il) \
+    ((il) ? (const T *)(vx) + 4 * (i) + (r) : (const T *)((const uint8_t *)(vx) + (size_t)(r) * (bx)) + (i))
+
 /* The public entry points of a type's kernels, moe_<t>_vec_dot and moe_<t>_vec_dot_x4,
- * from one always-inline dot_<t>(n, s, x, bx, y, rows, l2) that the compiler specialises
- * for one row and for four rows at each prefetch level (chosen here, once per call). */
+ * from one always-inline dot_<t>(n, s, x, bx, y, rows, l2, il) that the compiler
+ * specialises for one row and for four rows at each prefetch level (chosen here, once per
+ * call). MOE_DEFINE_VEC_DOT_X4I adds moe_<t>_vec_dot_x4i, the four-row kernel on
+ * interleaved rows, for the types whose matrices may be interleaved (the quantized ones). */
 #define MOE_DEFINE_VEC_DOTS(t)                                                                \
-    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_##t(n, s, x, 0, y, 1, false); } \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_##t(n, s, x, 0, y, 1, false, false); } \
     void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true);               \
-        else dot_##t(n, s, x, bx, y, 4, false);                                               \
+        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true, false);        \
+        else dot_##t(n, s, x, bx, y, 4, false, false);                                        \
+    }
+#define MOE_DEFINE_VEC_DOT_X4I(t)                                                             \
+    void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
+        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true, true);         \
+        else dot_##t(n, s, x, bx, y, 4, false, true);                                         \
     }
 /* The same entry points where there are no SIMD kernels: the scalar reference, row by row. */
 #define MOE_DEFINE_REF_DOTS(t)                                                                \

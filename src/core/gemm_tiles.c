@@ -10,6 +10,7 @@
  * decoding. The reference each tile is tested against is that vec_dot (tests/test_gemm.c);
  * without AVX2 there are no tiles and moe_gemm_prepared falls back to the matmul. */
 #include "core/gemm.h"
+#include "core/cpu.h" /* MOE_GROUP_BLOCK */
 #include "core/f16.h"
 #include "core/quant_k.h"
 #include "core/quant_legacy.h"
@@ -35,13 +36,13 @@ INLINE void store_tile(float *y, int64_t ldy, __m256 acc[4][4], int nr, int nt) 
  * With VNNI the tile forms the same lane sums as (y+128)·x − 128·Σx with one dpbusd per
  * pair (y+128 is unsigned; Σx per lane once per row); without it, ggml's sign trick. */
 INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
-                      int nr, int nt) {
+                      int nr, int nt, bool il) {
     ACC_ZERO(acc);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4], ox[4];
         __m256 dx[4];
         FOR_R(r) {
-            const moe_block_q8_0 *x = (const moe_block_q8_0 *)(wx + (size_t)r * bx) + i;
+            const moe_block_q8_0 *x = MOE_GROUP_BLOCK(moe_block_q8_0, wx, bx, r, i, il);
             qx[r] = load256(x->qs);
             dx[r] = bcast_f16(x->d);
 #if defined(__AVXVNNI__)
@@ -73,13 +74,13 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
 
 INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
-                      int nr, int nt) {
+                      int nr, int nt, bool il) {
     ACC_ZERO(acc);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4];
         __m256 dx[4];
         FOR_R(r) {
-            const moe_block_q4_0 *x = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
+            const moe_block_q4_0 *x = MOE_GROUP_BLOCK(moe_block_q4_0, wx, bx, r, i, il);
             qx[r] = nibbles32(x->qs);
             dx[r] = bcast_f16(x->d);
         }
@@ -110,7 +111,7 @@ static const uint8_t SHUF_PAIR[8][32] = {
 
 
 INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
-                      int nr, int nt) {
+                      int nr, int nt, bool il) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     ACC_ZERO(acc);
     for (int64_t i = 0; i < nb; i++) {
@@ -121,7 +122,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             q8s[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
         }
         FOR_R(r) {
-            const moe_block_q4_K *x = (const moe_block_q4_K *)(wx + (size_t)r * bx) + i;
+            const moe_block_q4_K *x = MOE_GROUP_BLOCK(moe_block_q4_K, wx, bx, r, i, il);
             const __m128 dxm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)x->d | ((uint32_t)x->dmin << 16))));
             const __m256i sm = scales_mins_k4(x->scales);
             const __m128i mins = _mm256_extracti128_si256(sm, 1);
@@ -156,7 +157,15 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 /* ---------------------------------------------------------------- dispatch */
 
 /* Rows in fours and tokens in fours; the edges get the kernel specialised for their
- * size (the kernels are always-inline functions of nr and nt). */
+ * size (the kernels are always-inline functions of nr, nt and the layout il). Rows of an
+ * interleaved matrix come in whole groups of four (moe_mat_can_interleave). */
+#define TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                              \
+    switch (nt) {                                                                                                     \
+    case 4: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 4, il); break;                                                   \
+    case 3: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 3, il); break;                                                   \
+    case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 2, il); break;                                                   \
+    default: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 1, il); break;                                                  \
+    }
 #define TILE_DRIVER(T, QK_, TT)                                                                                        \
     static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
                          float *y, int64_t ldy) {                                                                       \
@@ -169,22 +178,12 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 const int nt = (int)MOE_MIN((TT), t1 - t);                                                            \
                 const uint8_t *yt = xq + (size_t)t * xb;                                                              \
                 float *o = y + t * ldy + r;                                                                           \
-                if (nr == 4) {                                                                                        \
-                    switch (nt) {                                                                                     \
-                    case 4: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 4); break;                                        \
-                    case 3: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 3); break;                                        \
-                    case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 2); break;                                        \
-                    default: tile_##T(wx, bx, yt, xb, nb, o, ldy, 4, 1); break;                                       \
-                    }                                                                                                 \
+                if (nr == 4 && W->interleaved) {                                                                      \
+                    TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, true)                                               \
+                } else if (nr == 4) {                                                                                 \
+                    TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, false)                                              \
                 } else {                                                                                              \
-                    for (int rr = 0; rr < nr; rr++) {                                                                 \
-                        switch (nt) {                                                                                 \
-                        case 4: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 4); break;                     \
-                        case 3: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 3); break;                     \
-                        case 2: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 2); break;                     \
-                        default: tile_##T(wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, 1); break;                    \
-                        }                                                                                             \
-                    }                                                                                                 \
+                    for (int rr = 0; rr < nr; rr++) TILE_NT(T, wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, nt, false) \
                 }                                                                                                     \
             }                                                                                                         \
         }                                                                                                             \

@@ -4,6 +4,7 @@
 #include "core/matmul.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void *moe_buf_reserve(moe_buf *b, size_t n) {
     if (n <= b->cap) return b->ptr;
@@ -63,7 +64,8 @@ typedef struct {
 /* Rows [r0, r1) of W against one prepared activation row; outputs yr[r0..r1). Four rows
  * at a time where the type has a four-row kernel: the activation block is then loaded
  * (and its scale converted) once per four rows, and four independent accumulations are
- * in flight, which is what keeps the decode matmul at the memory's speed. */
+ * in flight, which is what keeps the decode matmul at the memory's speed. (An interleaved
+ * W has rows in fours and r0, r1 are multiples of 4, so it never reaches the row loop.) */
 static inline void mm_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *xr, float *yr) {
     const moe_mat *W = j->W;
     const uint8_t *wd = (const uint8_t *)W->data;
@@ -102,7 +104,7 @@ void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W
      * (a small matrix in a batch) are the tokens split as well. */
     const int64_t align = n > 1 ? MM_ROW_BLOCK : 4;
     const int64_t row_chunks = (W->rows + align - 1) / align;
-    mm_job j = {W, wt->vec_dot, moe_type_vec_dot_x4(W->type), xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
+    mm_job j = {W, wt->vec_dot, W->interleaved ? moe_type_vec_dot_x4i(W->type) : moe_type_vec_dot_x4(W->type), xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
     if (n == 1 && W->rows * W->cols < 16384) { /* tiny: not worth waking the pool */
         mm_task(&j, 0, 1);
         return;
@@ -123,5 +125,37 @@ moe_status moe_matmul(moe_pool *pool, float *y, const moe_mat *W, const float *x
 }
 
 void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
-    moe_type_get(W->type)->to_float((const uint8_t *)W->data + (size_t)r * W->row_bytes, out, W->cols);
+    const moe_type_traits *t = moe_type_get(W->type);
+    const uint8_t *row = (const uint8_t *)W->data + (size_t)r * W->row_bytes;
+    if (!W->interleaved) {
+        t->to_float(row, out, W->cols);
+        return;
+    }
+    /* block i of row r is block 4i + r % 4 of the row's group */
+    const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
+    for (int64_t i = 0; i < W->cols / t->block_size; i++)
+        t->to_float(group + (size_t)(4 * i + (r & 3)) * t->type_size, out + i * t->block_size, t->block_size);
+}
+
+bool moe_mat_can_interleave(const moe_mat *W) {
+    return W->data && !W->interleaved && W->rows % 4 == 0 && moe_type_vec_dot_x4i(W->type) &&
+           W->row_bytes == moe_row_size((moe_type)W->type, W->cols);
+}
+
+moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
+    if (!moe_mat_can_interleave(W))
+        return moe_error(MOE_ERR_INVALID, "a %lld×%lld %s matrix cannot be interleaved", (long long)W->rows,
+                         (long long)W->cols, moe_type_name(W->type));
+    const size_t ts = moe_type_get(W->type)->type_size, gb = 4 * W->row_bytes;
+    const int64_t nb = (int64_t)(W->row_bytes / ts);
+    uint8_t *tmp = moe_buf_reserve(scratch, gb);
+    if (!tmp) return MOE_ERR_NOMEM;
+    for (int64_t g = 0; g < W->rows / 4; g++) {
+        uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
+        memcpy(tmp, group, gb);
+        for (int64_t i = 0; i < nb; i++)
+            for (int r = 0; r < 4; r++) memcpy(group + (size_t)(4 * i + r) * ts, tmp + (size_t)r * W->row_bytes + (size_t)i * ts, ts);
+    }
+    W->interleaved = true;
+    return MOE_OK;
 }

@@ -83,9 +83,11 @@ enum { sizeof_f32 = 4, sizeof_f16 = 2, sizeof_bf16 = 2 };
  * `sub` steps per iteration so that an iteration covers one 64-byte line of each row:
  * the prefetch of the next four rows (see quant_legacy.c) is then issued once per line,
  * without a test (F16: 2 steps; on Zen 4 with the L2 prefetch that took the F16 four-row
- * kernel from 60 to 70 GB/s in cache). The accumulators see the values in the same order. */
+ * kernel from 60 to 70 GB/s in cache). The accumulators see the values in the same order.
+ * il is always false: float matrices are never interleaved (MOE_DEFINE_VEC_DOTS's
+ * signature has it for the quantized types). */
 #define DEFINE_FLOAT_DOT(T)                                                                   \
-    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool l2) { \
+    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool l2, bool il) { \
         enum { A = 4 };                                                                       \
         const int na = nr == 1 ? 4 : 2, step = 8 * na;                                        \
         const int sub = nr == 1 ? 1 : MOE_MAX(1, 64 / (step * sizeof_##T));                  \
@@ -132,7 +134,7 @@ INLINE float get_f16(const void *p, int64_t i) { return moe_f16_to_f32(((const m
 INLINE float get_bf16(const void *p, int64_t i) { return moe_bf16_to_f32(((const moe_bf16 *)p)[i]); }
 /* Eight independent float lanes, like the SIMD version, that the compiler may vectorise. */
 #define DEFINE_FLOAT_DOT(T)                                                                   \
-    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool l2) { \
+    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool l2, bool il) { \
         for (int r = 0; r < nr; r++) {                                                        \
             const uint8_t *xr = x + r * bx;                                                   \
             float acc[8] = {0};                                                               \

@@ -97,7 +97,7 @@ INLINE void store_sums(float *s, const __m256 *acc, int nr) {
 }
 
 /* Q2_K: x = d·sc·q − dmin·m (q in 0..3), so Σx·y = d·Σ sc·Σq·q8 − dmin·Σ m·bsum. */
-INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m3 = _mm256_set1_epi8(3);
@@ -107,7 +107,7 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i bsums = load256(y[i].bsums);
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
-            const moe_block_q2_K *x = (const moe_block_q2_K *)(vx + r * bx) + i;
+            const moe_block_q2_K *x = MOE_GROUP_BLOCK(moe_block_q2_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
             const __m128 dd = scales_f16x2(&x->d, y[i].d);
             const __m128i ms = _mm_loadu_si128((const __m128i *)x->scales);
@@ -133,7 +133,7 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q3_K: q = (low 2 bits | high bit << 2) − 4 with 6-bit scales per 16 values; the
  * unsigned part multiplies directly and the −4 comes off as 4·Σ sc·bsum. */
-INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
@@ -143,7 +143,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i bsums = load256(y[i].bsums);
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
-            const moe_block_q3_K *x = (const moe_block_q3_K *)(vx + r * bx) + i;
+            const moe_block_q3_K *x = MOE_GROUP_BLOCK(moe_block_q3_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
             uint32_t aux[3];
             memcpy(aux, x->scales, 12);
@@ -176,7 +176,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q4_K and Q5_K: x = d·sc·q − dmin·m per sub-block of 32; the mins go through the sums
  * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. */
-INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool q5) {
+INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il, bool q5) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -186,8 +186,8 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
         const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
-            const moe_block_q4_K *x4 = (const moe_block_q4_K *)(vx + r * bx) + i;
-            const moe_block_q5_K *x5 = (const moe_block_q5_K *)(vx + r * bx) + i;
+            const moe_block_q4_K *x4 = MOE_GROUP_BLOCK(moe_block_q4_K, vx, bx, r, i, il);
+            const moe_block_q5_K *x5 = MOE_GROUP_BLOCK(moe_block_q5_K, vx, bx, r, i, il);
             PREFETCH(q5 ? (const void *)x5 : (const void *)x4, pfd, nr, q5 ? sizeof *x5 : sizeof *x4, l2);
             const __m128 dd = scales_f16x2(q5 ? &x5->d : &x4->d, y[i].d);
             const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
@@ -213,16 +213,16 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
     }
     store_sums(s, acc, nr);
 }
-INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
-    dot_q45_K(n, s, vx, bx, vy, nr, l2, false);
+INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+    dot_q45_K(n, s, vx, bx, vy, nr, l2, il, false);
 }
-INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
-    dot_q45_K(n, s, vx, bx, vy, nr, l2, true);
+INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+    dot_q45_K(n, s, vx, bx, vy, nr, l2, il, true);
 }
 
 /* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
  * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
-INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
@@ -231,7 +231,7 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i bsums = load256(y[i].bsums);
         const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
-            const moe_block_q6_K *x = (const moe_block_q6_K *)(vx + r * bx) + i;
+            const moe_block_q6_K *x = MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
             const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
@@ -262,14 +262,14 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
-INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i ones = _mm256_set1_epi16(1);
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
-            const moe_block_q8_K *x = (const moe_block_q8_K *)(vx + r * bx) + i;
+            const moe_block_q8_K *x = MOE_GROUP_BLOCK(moe_block_q8_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
             __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < QK / 32; j++) {
@@ -283,7 +283,7 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, nr);
 }
 
-#define DEFINE_DOTS MOE_DEFINE_VEC_DOTS
+#define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
 DEFINE_DOTS(q2_K)
 DEFINE_DOTS(q3_K)
 DEFINE_DOTS(q4_K)

@@ -478,12 +478,12 @@ INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) 
 
 /* Q4_0·Q8_0 and Q5_0·Q8_0: unsigned values with an offset (8 or 16). */
 INLINE void q4_0_block(__m256 *acc, const uint8_t *vx, size_t bx, size_t pfd, const moe_block_q8_0 *y, int64_t i, int nr,
-                       bool l2) {
+                       bool l2, bool il) {
     const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
     const __m256i off = offset_term(qy, Q4_OFFSET);
     const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
     FOR_ROWS(r) {
-        const moe_block_q4_0 *x = (const moe_block_q4_0 *)(vx + r * bx) + i;
+        const moe_block_q4_0 *x = MOE_GROUP_BLOCK(moe_block_q4_0, vx, bx, r, i, il);
         PREFETCH(x, pfd, nr, i, l2);
         const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, q4_nibbles(x->qs), qy));
         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
@@ -491,21 +491,21 @@ INLINE void q4_0_block(__m256 *acc, const uint8_t *vx, size_t bx, size_t pfd, co
 }
 /* Two blocks per iteration: the prefetch of every other block needs no test, and the loop
  * overhead is halved (+5 % in cache on Zen 4). Same operations in the same order. */
-INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
     const int64_t nb = n / QK;
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
-        q4_0_block(acc, vx, bx, pfd, y, i, nr, l2);
-        q4_0_block(acc, vx, bx, pfd, y, i + 1, nr, l2);
+        q4_0_block(acc, vx, bx, pfd, y, i, nr, l2, il);
+        q4_0_block(acc, vx, bx, pfd, y, i + 1, nr, l2, il);
     }
-    if (i < nb) q4_0_block(acc, vx, bx, pfd, y, i, nr, l2);
+    if (i < nb) q4_0_block(acc, vx, bx, pfd, y, i, nr, l2, il);
     store_sums(s, acc, NULL, nr);
 }
 
-INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
@@ -514,7 +514,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i off = offset_term(qy, _mm256_set1_epi8(16));
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
-            const moe_block_q5_0 *x = (const moe_block_q5_0 *)(vx + r * bx) + i;
+            const moe_block_q5_0 *x = MOE_GROUP_BLOCK(moe_block_q5_0, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, i, l2);
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, qx, qy));
@@ -525,7 +525,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
-INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
@@ -535,7 +535,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
-            const moe_block_q4_1 *x = (const moe_block_q4_1 *)(vx + r * bx) + i;
+            const moe_block_q4_1 *x = MOE_GROUP_BLOCK(moe_block_q4_1, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, i, l2);
             summs[r] += moe_f16_table[x->m] * sy;
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), q4_nibbles(x->qs), qy));
@@ -545,7 +545,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, summs, nr);
 }
 
-INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
@@ -555,7 +555,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256 dy = bcast_f16(y[i].d);
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
-            const moe_block_q5_1 *x = (const moe_block_q5_1 *)(vx + r * bx) + i;
+            const moe_block_q5_1 *x = MOE_GROUP_BLOCK(moe_block_q5_1, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, i, l2);
             summs[r] += moe_f16_table[x->m] * sy;
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
@@ -567,7 +567,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* Q8_0·Q8_0: both signed, so ggml's sign trick: |x| (unsigned) times y with x's sign. */
-INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2) {
+INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
@@ -575,7 +575,7 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
-            const moe_block_q8_0 *x = (const moe_block_q8_0 *)(vx + r * bx) + i;
+            const moe_block_q8_0 *x = MOE_GROUP_BLOCK(moe_block_q8_0, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, i, l2);
             const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
             const __m256i p = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
@@ -585,7 +585,7 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, NULL, nr);
 }
 
-#define DEFINE_DOTS MOE_DEFINE_VEC_DOTS
+#define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
 #else
 #define DEFINE_DOTS MOE_DEFINE_REF_DOTS
 #endif

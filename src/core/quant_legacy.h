@@ -51,12 +51,15 @@ void moe_q8_1_quantize_scalar(const float *src, void *dst, int64_t n);
 /* Dot products as llama.cpp pairs them: Q4_0·Q8_0, Q4_1·Q8_1, Q5_0·Q8_0, Q5_1·Q8_1,
  * Q8_0·Q8_0. _ref: scalar (integer sums per block, blocks summed in double); the plain
  * names: AVX2+FMA where compiled in. _x4: four weight rows, `bx` bytes apart, against one
- * activation row (s[0..3]) so that each activation block is loaded once per four rows. */
+ * activation row (s[0..3]) so that each activation block is loaded once per four rows.
+ * _x4i: the same on four rows interleaved by moe_mat_interleave; defined only where the
+ * SIMD kernels are compiled in (moe_type_vec_dot_x4i says which). */
 #define MOE_LEGACY_DOTS(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0)
 #define MOE_DECLARE_DOTS(t)                                                            \
     void moe_##t##_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);     \
     void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y);         \
-    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
+    void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);    \
+    void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
 MOE_LEGACY_DOTS(MOE_DECLARE_DOTS)
 #undef MOE_DECLARE_DOTS
 

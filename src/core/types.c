@@ -84,6 +84,32 @@ moe_vec_dot_x4_fn moe_type_vec_dot_x4(int type) {
     return type >= 0 && type < MOE_TYPE_COUNT ? g_dot_x4[type] : NULL;
 }
 
+/* The same kernels on interleaved rows: the quantized weight types, where the SIMD
+ * kernels are compiled in (the conditions of quant_legacy.c and quant_k_avx2.c). */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+static const moe_vec_dot_x4_fn g_dot_x4i[MOE_TYPE_COUNT] = {
+    [MOE_TYPE_Q4_0] = moe_q4_0_vec_dot_x4i,
+    [MOE_TYPE_Q4_1] = moe_q4_1_vec_dot_x4i,
+    [MOE_TYPE_Q5_0] = moe_q5_0_vec_dot_x4i,
+    [MOE_TYPE_Q5_1] = moe_q5_1_vec_dot_x4i,
+    [MOE_TYPE_Q8_0] = moe_q8_0_vec_dot_x4i,
+    [MOE_TYPE_Q2_K] = moe_q2_K_vec_dot_x4i,
+    [MOE_TYPE_Q3_K] = moe_q3_K_vec_dot_x4i,
+    [MOE_TYPE_Q4_K] = moe_q4_K_vec_dot_x4i,
+    [MOE_TYPE_Q5_K] = moe_q5_K_vec_dot_x4i,
+    [MOE_TYPE_Q6_K] = moe_q6_K_vec_dot_x4i,
+};
+#endif
+
+moe_vec_dot_x4_fn moe_type_vec_dot_x4i(int type) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    return type >= 0 && type < MOE_TYPE_COUNT ? g_dot_x4i[type] : NULL;
+#else
+    (void)type;
+    return NULL;
+#endif
+}
+
 const moe_type_traits *moe_type_get(int type) {
     if (type < 0 || type >= MOE_TYPE_COUNT || !g_types[type].name) return NULL;
     return &g_types[type];

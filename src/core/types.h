@@ -54,6 +54,9 @@ size_t moe_row_size(moe_type t, int64_t n);
 /* The type's four-row dot kernel, or NULL (the matmul then calls vec_dot row by row).
  * A table of its own beside the traits (types.c), so that adding one is a one-line edit. */
 moe_vec_dot_x4_fn moe_type_vec_dot_x4(int type);
+/* The four-row kernel on rows interleaved by moe_mat_interleave (core/matmul.h), or NULL
+ * where the type's matrices cannot be interleaved (float types, builds without SIMD). */
+moe_vec_dot_x4_fn moe_type_vec_dot_x4i(int type);
 /* MOE_OK if tensors of type t can be computed with (dequantized and multiplied); else an
  * error naming the type, e.g. "type iq2_xxs is not supported yet (IQ quants)". */
 moe_status moe_type_check_compute(int type);

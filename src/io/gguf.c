@@ -20,6 +20,7 @@ struct moe_gguf {
     const uint8_t *base;   /* the whole file */
     uint64_t size;
     bool mapped;           /* base was mmap'ed by us */
+    bool in_memory;        /* base is the file read into our memory (writable until sealed) */
     uint32_t version;
     int64_t n_kv, n_tensors;
     gguf_kv *kv;
@@ -385,7 +386,7 @@ moe_gguf *moe_gguf_open_memory(const void *data, size_t size, const char *name) 
     return g;
 }
 
-moe_gguf *moe_gguf_open_ex(const char *path, bool read_into_memory) {
+static moe_gguf *open_file(const char *path, bool read_into_memory) {
     const void *base;
     uint64_t size;
     if ((read_into_memory ? moe_read_file(path, &base, &size) : moe_map_file(path, &base, &size)) != MOE_OK) return NULL;
@@ -394,8 +395,21 @@ moe_gguf *moe_gguf_open_ex(const char *path, bool read_into_memory) {
     g->base = base;
     g->size = size;
     g->mapped = base != NULL;
+    g->in_memory = read_into_memory;
     if (parse_header(g) != MOE_OK) { moe_gguf_close(g); return NULL; }
     return g;
+}
+
+moe_gguf *moe_gguf_open_ex(const char *path, bool read_into_memory) {
+    moe_gguf *g = open_file(path, read_into_memory);
+    if (g) moe_gguf_seal(g);
+    return g;
+}
+
+moe_gguf *moe_gguf_open_writable(const char *path) { return open_file(path, true); }
+
+void moe_gguf_seal(moe_gguf *g) {
+    if (g->in_memory) moe_protect_file(g->base, g->size);
 }
 
 moe_gguf *moe_gguf_open(const char *path) { return moe_gguf_open_ex(path, false); }

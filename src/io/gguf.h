@@ -11,6 +11,12 @@
 #define GGUF_DEFAULT_ALIGNMENT 32   /* llama.cpp's GGUF_DEFAULT_ALIGNMENT */
 #define GGUF_MAX_NAME 64            /* ggml's GGML_MAX_NAME: names must be shorter */
 
+/* moe_gguf_open_ex(path, true) with the memory left writable, for the model loader,
+ * which rearranges weights in it (moe_mat_interleave) and then calls moe_gguf_seal to make
+ * it read-only as moe_gguf_open_ex leaves it. moe_gguf_seal does nothing to a mapping. */
+moe_gguf *moe_gguf_open_writable(const char *path);
+void moe_gguf_seal(moe_gguf *g);
+
 /* Start of the file image (the mapping), for code that reads tensor bytes by offset. */
 const void *moe_gguf_base(const moe_gguf *g);
 

@@ -47,6 +47,11 @@ moe_status moe_map_file(const char *path, const void **base, uint64_t *size) {
     return MOE_OK;
 }
 
+void moe_protect_file(const void *base, uint64_t size) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (base && size) (void)mprotect((void *)base, ((size_t)size + page - 1) / page * page, PROT_READ);
+}
+
 void moe_unmap_file(const void *base, uint64_t size) {
     if (base && size) munmap((void *)base, (size_t)size);
 }
@@ -96,7 +101,6 @@ moe_status moe_read_file(const char *path, const void **base, uint64_t *size) {
         at += (size_t)r;
     }
     close(fd);
-    (void)mprotect(p, len, PROT_READ); /* read-only like the mapping: a stray write faults */
     *base = p;
     *size = n;
     return MOE_OK;

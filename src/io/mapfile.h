@@ -14,8 +14,11 @@ moe_status moe_map_file(const char *path, const void **base, uint64_t *size);
  * transparent huge pages where the kernel allows them) instead of mapped: the pages are
  * the process's own (counted in its RSS like mapped pages once touched), and streaming
  * them can be faster than streaming page-cache pages (mapfile.c says why). Released with
- * moe_unmap_file too. */
+ * moe_unmap_file too. The memory is left writable (the model loader rearranges weights in
+ * it, core/matmul.h: moe_mat_interleave) until moe_protect_file makes it read-only, like
+ * the mapping, so that a stray write faults. */
 moe_status moe_read_file(const char *path, const void **base, uint64_t *size);
+void moe_protect_file(const void *base, uint64_t size);
 /* Releases what moe_map_file or moe_read_file returned. */
 void moe_unmap_file(const void *base, uint64_t size);
 

@@ -3,6 +3,7 @@
  * misshapen tensor is an error that names it. Routed experts go into the default expert
  * provider, from 3-D ffn_*_exps tensors or per-expert blk.N.ffn_*.E.weight tensors. */
 #include "model/model.h"
+#include "io/gguf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,8 +309,48 @@ void moe_model_free(moe_model *m) {
     free(m);
 }
 
+/* no_mmap: the weights are in memory of our own, so every matrix the matmul streams is
+ * interleaved in place (core/matmul.h: the four-row kernels then read one sequential
+ * stream instead of four; the results are the same bit for bit). The embedding table too:
+ * its row lookups handle the layout, and it is the output head when the two are tied. */
+static moe_status interleave_weights(moe_model *m) {
+    moe_buf tmp = {0};
+    moe_status st = MOE_OK;
+#define IL(mat) \
+    if (!st && moe_mat_can_interleave(mat)) st = moe_mat_interleave(mat, &tmp)
+    const bool tied = m->output.data == m->tok_embd.data;
+    IL(&m->tok_embd);
+    if (tied) m->output = m->tok_embd;
+    else IL(&m->output);
+    for (int64_t il = 0; il < m->hp.n_layer && !st; il++) {
+        moe_layer_weights *ly = &m->layers[il];
+        moe_ffn_weights *ffn[2] = {&ly->dense, &ly->shared};
+        IL(&ly->attn.wq);
+        IL(&ly->attn.wk);
+        IL(&ly->attn.wv);
+        IL(&ly->attn.wo);
+        IL(&ly->router);
+        IL(&ly->shared_gate);
+        for (int k = 0; k < 2; k++) {
+            IL(&ffn[k]->gate);
+            IL(&ffn[k]->up);
+            IL(&ffn[k]->down);
+        }
+        for (int e = 0; e < m->hp.n_expert && ly->is_moe; e++) {
+            moe_expert_weights *w = moe_mapped_provider_slot(m->experts, (int)il, e);
+            IL(&w->gate);
+            IL(&w->up);
+            IL(&w->down);
+        }
+    }
+#undef IL
+    moe_buf_free(&tmp);
+    return st;
+}
+
 moe_model *moe_model_load(const char *path, const moe_model_params *params) {
-    moe_gguf *g = moe_gguf_open_ex(path, params && params->no_mmap);
+    const bool in_memory = params && params->no_mmap;
+    moe_gguf *g = in_memory ? moe_gguf_open_writable(path) : moe_gguf_open(path);
     if (!g) return NULL;
     moe_model *m = moe_calloc(1, sizeof *m);
     if (!m) {
@@ -359,6 +400,8 @@ moe_model *moe_model_load(const char *path, const moe_model_params *params) {
     }
     for (int il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(&L, il))) goto fail;
+    if (in_memory && (st = interleave_weights(m))) goto fail;
+    moe_gguf_seal(g);
     return m;
 fail:
     (void)st;
