@@ -2,7 +2,7 @@
  * DRAM read bandwidth, measured in the same run: GB/s of weights streamed by
  * moe_matmul_prepared (n = 1, the decode case) and its % of a plain streaming read.
  *
- *   build/bench/matmul [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B]
+ *   build/bench/matmul [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B] [--cols N]
  *
  * Method: the weights are ~N MiB (default 256, ≫ the caches) of random values quantized
  * per type; each rep quantizes an activation row and multiplies the weights with it once
@@ -11,8 +11,12 @@
  * timed just before each rep of each type, so that a machine shared with other work skews
  * both alike: "% DRAM" is the median over the reps of (product GB/s) / (read GB/s of the
  * read just before it). "L2 GB/s" runs the same product on 512 KiB of the weights
- * (cache-resident), best of R: the kernel's compute speed. --batch B also times B tokens at
- * once (the prompt case), reported as weight bytes × B per second. */
+ * (cache-resident), best of R: the kernel's compute speed. "il GB/s" and "% il" are GB/s
+ * and % DRAM again with the weights interleaved (core/matmul.h: moe_mat_interleave), the
+ * layout `--no-mmap` loads them in; "-" for types that are not interleaved. --batch B also
+ * times B tokens at once (the prompt case, on the weights as last laid out), reported as
+ * weight bytes × B per second. --cols N sets the row length (default 4096; the experts of
+ * the mix-1b benchmark model have rows of 1024 and 2816). */
 #include "core/cpu.h"
 #include "core/matmul.h"
 #include "core/membw.h"
@@ -33,6 +37,28 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The decode product of W (rows × cols) against x, reps times, each rep timed together
+ * with the read of the bandwidth buffer just before it; returns the median of the
+ * per-rep ratios (product GB/s / read GB/s) and sets the median product and read times. */
+static double dram_ratio(moe_pool *pool, const moe_mat *W, const float *x, void *xq, float *y, int reps, const void *bwbuf,
+                         size_t bw_size, double *sec, double *bw_sec) {
+    double tm[64], tb[64], ratio[64];
+    const double bytes = (double)W->rows * (double)W->row_bytes;
+    moe_act_prepare(pool, W->type, x, xq, 1, W->cols);
+    moe_matmul_prepared(pool, y, W->rows, W, xq, 1); /* warm-up */
+    for (int r = 0; r < reps; r++) {
+        tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
+        double t0 = moe_time_s();
+        moe_act_prepare(pool, W->type, x, xq, 1, W->cols);
+        moe_matmul_prepared(pool, y, W->rows, W, xq, 1);
+        tm[r] = moe_time_s() - t0;
+        ratio[r] = (bytes / tm[r]) / ((double)bw_size / tb[r]);
+    }
+    *sec = median(tm, reps);
+    *bw_sec = median(tb, reps);
+    return median(ratio, reps);
+}
+
 /* ------------------------------------------------------------------ main */
 static bool in_list(const char *list, const char *name) {
     if (!list) return true;
@@ -47,7 +73,7 @@ static bool in_list(const char *list, const char *name) {
 }
 
 int main(int argc, char **argv) {
-    int64_t mib = 256, reps = 7, batch = 0;
+    int64_t mib = 256, reps = 7, batch = 0, cols = 4096;
     const char *types = NULL, *threads = "1,2";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoll(argv[++i]);
@@ -55,12 +81,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--cols") && i + 1 < argc) cols = atoll(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--mib N] [--reps R] [--threads 1,2] [--types q8_0,q4_0] [--batch B] [--cols N]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (mib < 1 || reps < 1 || reps > 64 || batch < 0) { fprintf(stderr, "bad arguments\n"); return 2; }
+    if (cols < 256 || cols > 65536 || cols % 256) {
+        fprintf(stderr, "--cols %lld: must be a multiple of 256 (the K-quants' block) in [256, 65536]\n", (long long)cols);
+        return 2;
+    }
 
     int nthr[8], n_nthr = 0;
     for (const char *p = threads; *p && n_nthr < 8;) {
@@ -70,7 +102,6 @@ int main(int argc, char **argv) {
         p = c + 1;
     }
 
-    const int64_t cols = 4096;
     const size_t bw_size = (size_t)1 << 30;
     uint8_t *bwbuf = moe_aligned_alloc(bw_size);
     /* the largest weight matrix: F32 at `mib` MiB */
@@ -103,7 +134,8 @@ int main(int argc, char **argv) {
         for (int r = 0; r < reps; r++) tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
         printf("\nthreads %d: DRAM read bandwidth %.1f GB/s (AVX2 read of 1 GiB, median of %lld)\n", nt,
                (double)bw_size / median(tb, (int)reps) / 1e9, (long long)reps);
-        printf("  %-6s %9s %9s %8s %9s %8s %9s", "type", "MiB", "ms", "GB/s", "DRAM GB/s", "% DRAM", "L2 GB/s");
+        printf("  %-6s %9s %9s %8s %9s %8s %9s %8s %8s", "type", "MiB", "ms", "GB/s", "DRAM GB/s", "% DRAM", "L2 GB/s",
+               "il GB/s", "% il");
         if (batch) printf(" %10s", "batch GB/s");
         printf("\n");
         for (int t = 0; t < MOE_TYPE_COUNT; t++) {
@@ -121,23 +153,11 @@ int main(int argc, char **argv) {
                 if (r < 64) tt->from_float_ref(src + r * cols, w + (size_t)r * rb, cols);
                 else memcpy(w + (size_t)r * rb, w + (size_t)(r % 64) * rb, rb);
             moe_mat W = moe_mat_make(w, t, rows, cols);
-            double tm[64];
-            moe_act_prepare(pool, t, x, xq, 1, cols);
-            moe_matmul_prepared(pool, y, rows, &W, xq, 1); /* warm-up */
+            double tm[64], sec, bsec;
             /* The machine may be shared: the bandwidth yardstick is re-measured between the
              * reps of each type, so that the ratio compares like with like. */
-            for (int r = 0; r < reps; r++) {
-                tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
-                double t0 = moe_time_s();
-                moe_act_prepare(pool, t, x, xq, 1, cols);
-                moe_matmul_prepared(pool, y, rows, &W, xq, 1);
-                tm[r] = moe_time_s() - t0;
-            }
-            const double bytes = (double)rows * (double)rb;
-            double ratio[64]; /* per rep: the product against the read timed just before it */
-            for (int r = 0; r < reps; r++) ratio[r] = (bytes / tm[r]) / ((double)bw_size / tb[r]);
-            const double sec = median(tm, (int)reps), bw = (double)bw_size / median(tb, (int)reps) / 1e9;
-            const double pct = 100.0 * median(ratio, (int)reps);
+            const double pct = 100.0 * dram_ratio(pool, &W, x, xq, y, (int)reps, bwbuf, bw_size, &sec, &bsec);
+            const double bytes = (double)rows * (double)rb, bw = (double)bw_size / bsec / 1e9;
             /* the same kernel on the first 512 KiB of the matrix, which stays in L2: where
              * this is not well above the DRAM figure, the kernel is compute-bound */
             const int64_t crows = MOE_MIN(rows, MOE_MAX(4, (int64_t)((512 << 10) / rb) & ~(int64_t)3));
@@ -153,6 +173,16 @@ int main(int argc, char **argv) {
             const double cbytes = (double)crows * (double)rb;
             printf("  %-6s %9.1f %9.2f %8.1f %9.1f %7.1f%% %9.1f", tt->name, bytes / 1048576.0, sec * 1e3, bytes / sec / 1e9,
                    bw, pct, cbytes / csec / 1e9);
+            /* the same weights interleaved (core/matmul.h), as `--no-mmap` loads them */
+            moe_buf tmp = {0};
+            if (moe_mat_can_interleave(&W) && moe_mat_interleave(&W, &tmp) == MOE_OK) {
+                double isec, ibsec;
+                const double ipct = 100.0 * dram_ratio(pool, &W, x, xq, y, (int)reps, bwbuf, bw_size, &isec, &ibsec);
+                printf(" %8.1f %7.1f%%", bytes / isec / 1e9, ipct);
+            } else {
+                printf(" %8s %8s", "-", "-");
+            }
+            moe_buf_free(&tmp);
             if (batch) {
                 moe_act_prepare(pool, t, x, xq, batch, cols);
                 for (int r = 0; r < reps; r++) {
