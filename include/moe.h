@@ -218,9 +218,12 @@ typedef struct moe_hparams {
 typedef struct moe_model_params {
     int n_threads;               /* threads of each context's pool; <= 0: all cores */
     bool no_mmap;                /* read the file into memory (2 MiB-aligned, huge pages where the
-                                    kernel allows) instead of mapping it: slower to load, the same
-                                    RSS, often faster to decode (docs/BENCHMARKS.md); not with an
-                                    offloader, whose budget counts on experts staying on disk */
+                                    kernel allows) instead of mapping it, and interleave the weight
+                                    matrices there for the four-row kernels: slower to load, the
+                                    same RSS and logits, faster to decode (docs/BENCHMARKS.md). The
+                                    tensor bytes seen through moe_model_gguf are then interleaved.
+                                    Not with an offloader, whose budget counts on experts staying
+                                    on disk. The CLI sets it when the file fits in memory. */
 } moe_model_params;
 moe_model_params moe_model_default_params(void);
 

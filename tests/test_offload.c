@@ -243,7 +243,7 @@ TEST(offload_cli_logits_mem_bit_identical) {
     snprintf(a, sizeof a, "%s/a.f32", test_tmpdir());
     snprintf(b, sizeof b, "%s/b.f32", test_tmpdir());
     const char *model = test_fixture("gguf/qwen2moe-q8_0.gguf"), *toks = test_fixture("gguf/tokens.txt");
-    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s", test_moe_bin(), model, toks, a);
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --mmap", test_moe_bin(), model, toks, a);
     REQUIRE_MSG(test_run(cmd, &out) == 0, "%s", out);
     free(out);
     /* a budget that leaves 9 slots for 16 experts, one token at a time: the cache must
@@ -267,11 +267,21 @@ TEST(offload_cli_logits_mem_bit_identical) {
     CHECK_EQ_INT(test_run(cmd, &out), 1);
     CHECK_STR_CONTAINS(out, "need at least");
     free(out);
-    /* --no-mmap: the same logits; with --mem, a usage error (exit 2) that says why */
+    /* --no-mmap (and the default, here: the fixture fits in memory) read the model into
+     * memory, interleaved: the same logits; with --mem or --mmap, a usage error (exit 2)
+     * that says why */
     snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --no-mmap", test_moe_bin(), model, toks, b);
     REQUIRE_MSG(test_run(cmd, &out) == 0, "%s", out);
     free(out);
     CHECK_MSG(same_file(a, b), "logits with --no-mmap differ from the mapped model's");
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s", test_moe_bin(), model, toks, b);
+    REQUIRE_MSG(test_run(cmd, &out) == 0, "%s", out);
+    free(out);
+    CHECK_MSG(same_file(a, b), "logits by default differ from the mapped model's");
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --no-mmap --mmap", test_moe_bin(), model, toks, b);
+    CHECK_EQ_INT(test_run(cmd, &out), 2);
+    CHECK_STR_CONTAINS(out, "contradict");
+    free(out);
     snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s -o %s --no-mmap --mem 24M", test_moe_bin(), model, toks, b);
     CHECK_EQ_INT(test_run(cmd, &out), 2);
     CHECK_STR_CONTAINS(out, "cannot be combined with --mem");

@@ -225,6 +225,39 @@ TEST(run_errors) {
     CHECK(rc == 0);
     CHECK_STR_CONTAINS(out, "--repeat-last-n");
     free(out);
+    /* contradicting load options: usage errors (exit 2), before anything is opened */
+    out = run_moe("run -m x.gguf -p hi --mmap --no-mmap 2>&1", &rc);
+    CHECK(rc == 2);
+    CHECK_STR_CONTAINS(out, "contradict");
+    free(out);
+    out = run_moe("chat -m x.gguf --mem 1G --no-mmap 2>&1 </dev/null", &rc);
+    CHECK(rc == 2);
+    CHECK_STR_CONTAINS(out, "cannot be combined with --mem");
+    free(out);
+}
+
+/* Where the weights go: by default (a fixture fits in memory) read into memory, with
+ * --mmap or --mem mapped; --json says which, and the tokens are the same. */
+TEST(run_weights_in_memory_or_mapped) {
+    const char *how[] = {"", "--mmap", "--mem 1G", "--no-mmap"}, *want[] = {"memory", "mapped", "mapped", "memory"};
+    char *first = NULL;
+    for (int k = 0; k < 4; k++) {
+        char cmd[1024], key[64];
+        snprintf(cmd, sizeof cmd, "%s run -m %s --prompt-tokens '1 2554 1049' -n 6 --temp 0 --ignore-eos -t 2 --json %s 2>/dev/null",
+                 test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"), how[k]);
+        char *out = NULL;
+        int rc = test_run(cmd, &out);
+        CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+        snprintf(key, sizeof key, "\"weights\": \"%s\"", want[k]);
+        CHECK_MSG(out && strstr(out, key), "%s: %s", how[k], out ? out : "");
+        const char *toks = out ? strstr(out, "\"tokens\": [") : NULL;
+        REQUIRE(toks);
+        const size_t len = strcspn(toks, "]");
+        if (!first) first = strndup(toks, len);
+        else CHECK_MSG(strncmp(first, toks, len) == 0 && strlen(first) == len, "%s: %.*s vs %s", how[k], (int)len, toks, first);
+        free(out);
+    }
+    free(first);
 }
 
 /* Timings reach stderr, the text stdout. */

@@ -41,14 +41,21 @@ typedef struct cli_offload_opts {
     const char *profile_path;     /* --profile: the statistical predictor's table */
     moe_profile *profile;         /* loaded by cli_offload_attach, freed by cli_offload_close */
     bool no_mmap;                 /* --no-mmap: read the model into memory (moe_model_params.no_mmap) */
+    bool mmap;                    /* --mmap: map it (the library's default) */
 } cli_offload_opts;
 void cli_offload_opts_default(cli_offload_opts *o);
 /* 1 if argv[*i] was an offload option (value consumed), 0 if not, -1 on a usage error. */
 int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_offload_opts *o);
 void cli_offload_print_help(FILE *f);
-/* The model parameters these options imply; false (with a usage message) when they
- * contradict each other (--no-mmap with --mem). */
-bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int threads, moe_model_params *mp);
+/* false (with a usage message) when the options contradict each other: run and chat
+ * check before opening anything, so that a usage error exits 2. */
+bool cli_offload_opts_check(const char *sub, const cli_offload_opts *o);
+/* The model parameters these options imply for the model file at `path`; false (with a
+ * usage message) when cli_offload_opts_check fails. Without
+ * --mem, --mmap or --no-mmap the model is read into memory if it fits in the memory
+ * available now with room to spare, and mapped otherwise (with a note on stderr). */
+bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int threads, const char *path,
+                              moe_model_params *mp);
 /* With --mem: creates the offloader and attaches it to c (NULL + message on failure;
  * NULL without --mem too: check o->params.budget). Free it after the context. */
 moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c);

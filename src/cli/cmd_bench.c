@@ -102,7 +102,7 @@ int cmd_bench(int argc, char **argv) {
     int nt = threads > 0 ? (int)threads : moe_default_threads();
 
     moe_model_params mp;
-    if (!cli_offload_model_params(sub, &off_opts, nt, &mp)) return 2;
+    if (!cli_offload_model_params(sub, &off_opts, nt, model, &mp)) return 2;
     double t0 = moe_time_s();
     moe_model *m = moe_model_load(model, &mp);
     if (!m) return cli_fail_lib(sub);
@@ -194,8 +194,8 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"model\":");
         cli_json_str(stdout, model, strlen(model));
-        printf(",\"arch\":\"%s\",\"threads\":%d,\"n_prompt\":%lld,\"n_gen\":%lld,\"reps\":%lld,\"load_s\":", moe_model_arch(m), nt,
-               (long long)n_prompt, (long long)n_gen, (long long)reps);
+        printf(",\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"n_prompt\":%lld,\"n_gen\":%lld,\"reps\":%lld,\"load_s\":",
+               moe_model_arch(m), nt, mp.no_mmap ? "memory" : "mapped", (long long)n_prompt, (long long)n_gen, (long long)reps);
         cli_json_num(stdout, load_s);
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
                               "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
@@ -214,7 +214,8 @@ int cmd_bench(int argc, char **argv) {
         cli_offload_json_stats(off, stdout);
         printf("}\n");
     } else {
-        printf("model %s (%s), %d threads\n", model, moe_model_arch(m), nt);
+        printf("model %s (%s), %d threads, weights %s\n", model, moe_model_arch(m), nt,
+               mp.no_mmap ? "read into memory (interleaved)" : "mapped");
         if (n_prompt > 0)
             printf("  pp%-5lld %9.2f tokens/s  (min %.2f, max %.2f, %lld reps)\n", (long long)n_prompt, sp.median, sp.min,
                    sp.max, (long long)reps);

@@ -97,6 +97,7 @@ int cmd_chat(int argc, char **argv) {
         pick_template(sub, NULL, tmpl_name);
         return 2;
     }
+    if (!cli_offload_opts_check(sub, &o.offload)) return 2;
     cli_gen *g = cli_gen_open(sub, &o);
     if (!g) return 1;
     int tmpl = pick_template(sub, g, tmpl_name);

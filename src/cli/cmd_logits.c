@@ -174,7 +174,7 @@ int cmd_logits(int argc, char **argv) {
     int rc = read_tokens(tok_path, &tokens, &n);
     if (rc) return rc;
     moe_model_params mp;
-    if (!cli_offload_model_params("logits", &off_opts, (int)n_threads, &mp)) {
+    if (!cli_offload_model_params("logits", &off_opts, (int)n_threads, model_path, &mp)) {
         free(tokens);
         return 2;
     }

@@ -200,6 +200,7 @@ struct cli_gen {
     bool ignore_eos;
     char bos_text[64], eos_text[64];
     double t_load;
+    bool in_memory;         /* the model was read into memory (moe_model_params.no_mmap) */
     double t_prompt;
     int64_t n_prompt;
     double t_gen;
@@ -212,11 +213,11 @@ cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     char defpath[PATH_MAX + 64];
     const char *path = o->model;
     moe_model_params mp;
-    if (!cli_offload_model_params(sub, &o->offload, o->threads, &mp)) return NULL;
     if (!path) {
         if (!cli_default_model(sub, defpath, sizeof defpath)) return NULL;
         path = defpath;
     }
+    if (!cli_offload_model_params(sub, &o->offload, o->threads, path, &mp)) return NULL;
     cli_gen *g = calloc(1, sizeof *g);
     if (!g) {
         cli_fail(sub, "out of memory");
@@ -266,6 +267,7 @@ cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     g->smpl = moe_sampler_init(&sp);
     if (!g->smpl) goto fail_lib;
     g->t_load = now_s() - t0;
+    g->in_memory = mp.no_mmap;
     if (o->verbose)
         fprintf(stderr,
                 "moe %s: sampler: repeat_last_n = %d, repeat_penalty = %.3f, frequency_penalty = %.3f, "
@@ -447,7 +449,7 @@ bool cli_gen_generate(cli_gen *g, int64_t n_max, FILE *out, char **text, size_t 
 }
 
 void cli_gen_print_stats(const cli_gen *g, FILE *f) {
-    fprintf(f, "\nmoe %s: load time   = %10.2f ms\n", g->sub, 1e3 * g->t_load);
+    fprintf(f, "\nmoe %s: load time   = %10.2f ms (%s)\n", g->sub, 1e3 * g->t_load, g->in_memory ? "read into memory" : "mapped");
     fprintf(f, "moe %s: prompt eval = %10.2f ms / %5lld tokens (%8.2f tokens/s)\n", g->sub, 1e3 * g->t_prompt,
             (long long)g->n_prompt, g->t_prompt > 0 ? (double)g->n_prompt / g->t_prompt : 0.0);
     fprintf(f, "moe %s: generation  = %10.2f ms / %5lld tokens (%8.2f tokens/s)\n", g->sub, 1e3 * g->t_gen,
@@ -456,7 +458,7 @@ void cli_gen_print_stats(const cli_gen *g, FILE *f) {
 }
 
 void cli_gen_json_stats(const cli_gen *g, FILE *f) {
-    fprintf(f, "\"seed\": %u, \"load_ms\": ", moe_sampler_seed(g->smpl));
+    fprintf(f, "\"seed\": %u, \"weights\": \"%s\", \"load_ms\": ", moe_sampler_seed(g->smpl), g->in_memory ? "memory" : "mapped");
     cli_json_num(f, 1e3 * g->t_load);
     fprintf(f, ", \"n_prompt\": %lld, \"prompt_ms\": ", (long long)g->n_prompt);
     cli_json_num(f, 1e3 * g->t_prompt);
@@ -588,6 +590,10 @@ int cmd_run(int argc, char **argv) {
         free(text);
         text = NULL;
         if (!ok) return 2;
+    }
+    if (!cli_offload_opts_check(sub, &o.offload)) {
+        free(ids);
+        return 2;
     }
     if (prompt_file && !read_file(sub, prompt_file, &text, &text_len)) return 1;
 
