@@ -16,9 +16,10 @@ typedef struct {
 } ref_case;
 
 static const ref_case g_cases[] = {
-    /* Qwen3-MoE: per-head q/k norm, head size 32 with n_embd 64 / 4 heads = 16, GQA,
-     * renormalised top-2 (no expert_weights_norm key, as real files), RoPE base 1e6. */
-    {"qwen3moe", {.arch = "qwen3moe", .n_layer = 2, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 32,
+    /* Qwen3-MoE: per-head q/k norm, head size 128 (as the real models; the attention's
+     * register path for 128) with n_embd 64 / 4 heads = 16, GQA, renormalised top-2 (no
+     * expert_weights_norm key, as real files), RoPE base 1e6. */
+    {"qwen3moe", {.arch = "qwen3moe", .n_layer = 2, .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 128,
                   .n_vocab = 300, .n_expert = 8, .n_expert_used = 2, .n_ff_exp = 48, .qk_norm = 1,
                   .rope_base = 1e6f, .expert_weights_norm = -1, .router_scale = 4, .seed = 101}},
     /* DeepSeek-MoE v1: one dense leading layer, 2 shared experts, fine-grained top-3 of
@@ -40,8 +41,9 @@ static const ref_case g_cases[] = {
                .n_expert = 8, .n_expert_used = 2, .n_ff_exp = 32, .qk_norm = 2, .expert_weights_norm = -1,
                .router_scale = 4, .seed = 105}},
     /* OLMoE with YaRN RoPE scaling (factor 4 over an original context of 32 positions,
-     * so the ramp between interpolated and extrapolated frequencies is exercised). */
-    {"olmoe-yarn", {.arch = "olmoe", .n_layer = 2, .n_embd = 64, .n_head = 2, .n_head_kv = 2, .n_vocab = 300,
+     * so the ramp between interpolated and extrapolated frequencies is exercised), heads
+     * of 64 (the attention's register path for 64). */
+    {"olmoe-yarn", {.arch = "olmoe", .n_layer = 2, .n_embd = 128, .n_head = 2, .n_head_kv = 2, .n_vocab = 300,
                     .n_expert = 8, .n_expert_used = 2, .n_ff_exp = 32, .qk_norm = 2, .rope_yarn_factor = 4,
                     .rope_orig_ctx = 32, .expert_weights_norm = -1, .router_scale = 4, .seed = 107}},
     /* A dense llama (no experts): the same forward pass without the MoE block. */

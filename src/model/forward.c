@@ -189,6 +189,33 @@ static inline void axpy_head(float *o, float p, const float *v, int64_t n) {
     for (; i < n; i++) o[i] += p * v[i];
 }
 
+/* o = Σ_s w[s]·inv · v_s over n positions (v_s = v + s·stride), hv values: axpy_head for
+ * each position in turn, but for heads of 64 or 128 values the sum stays in registers
+ * instead of going through memory at every position. The same multiply and add per
+ * element in the same order, so the same bits. */
+#if defined(__AVX2__)
+#define ATTN_V_REGS(NV)                                                                                             \
+    do {                                                                                                            \
+        __m256 acc[NV];                                                                                             \
+        _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) acc[k] = _mm256_setzero_ps();                       \
+        for (int64_t s = 0; s < n; s++) {                                                                           \
+            const __m256 vp = _mm256_set1_ps(w[s] * inv);                                                           \
+            const float *vs = v + s * stride;                                                                       \
+            _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++)                                                 \
+                acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(vp, _mm256_loadu_ps(vs + 8 * k)));                     \
+        }                                                                                                           \
+        _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) _mm256_storeu_ps(o + 8 * k, acc[k]);                \
+    } while (0)
+#endif
+static void attn_values(float *o, const float *w, float inv, const float *v, size_t stride, int64_t n, int64_t hv) {
+#if defined(__AVX2__)
+    if (hv == 64) { ATTN_V_REGS(8); return; }
+    if (hv == 128) { ATTN_V_REGS(16); return; }
+#endif
+    memset(o, 0, (size_t)hv * sizeof *o);
+    for (int64_t s = 0; s < n; s++) axpy_head(o, w[s] * inv, v + (size_t)s * stride, hv);
+}
+
 typedef struct {
     moe_context *c;
     int il;
@@ -226,9 +253,7 @@ static void attn_task(void *arg, int ith, int nth) {
             sum += (double)ev;
         }
         const float inv = (float)(1.0 / sum);
-        float *o = c->att + t * na + h * hv;
-        memset(o, 0, (size_t)hv * sizeof *o);
-        for (int64_t s = 0; s < n_kv; s++) axpy_head(o, p[s] * inv, moe_kv_v(&c->kv, j->il, s) + kvh * hv, hv);
+        attn_values(c->att + t * na + h * hv, p, inv, moe_kv_v(&c->kv, j->il, 0) + kvh * hv, (size_t)c->kv.v_dim, n_kv, hv);
     }
 }
 
