@@ -34,7 +34,9 @@ struct moe_context {
     float *x;            /* [nb × d] residual stream */
     float *xn;           /* [nb × d] normalised input of the current block */
     float *y;            /* [nb × d] output of the current block */
-    float *q;            /* [nb × nq] queries (keys and values go straight into the cache) */
+    float *q;            /* [nb × nq] queries */
+    float *kb, *vb;      /* [nb × nk], [nb × nv] keys and values of the batch, then copied into
+                            the cache's heads (kv_cache.h) */
     float *att;          /* [nb × na] attention output, heads concatenated */
     float *rope;         /* [nb × n_rot] (cos, sin) per rotated pair and token */
     float *probs;        /* [threads × n_ctx] attention probabilities, a row per thread */
@@ -240,9 +242,10 @@ static void attn_task(void *arg, int ith, int nth) {
         const int64_t t = it / H, h = it % H, kvh = h / group;
         const float *q = c->q + t * nq + h * hk;
         const int64_t n_kv = j->pos0 + t + 1;
+        const float *kk = moe_kv_k(&c->kv, j->il, kvh, 0);
         float mx = -INFINITY;
         for (int64_t s = 0; s < n_kv; s++) {
-            const float v = dot_head(moe_kv_k(&c->kv, j->il, s) + kvh * hk, q, hk) * j->scale;
+            const float v = dot_head(kk + s * hk, q, hk) * j->scale;
             p[s] = v;
             mx = v > mx ? v : mx;
         }
@@ -253,7 +256,7 @@ static void attn_task(void *arg, int ith, int nth) {
             sum += (double)ev;
         }
         const float inv = (float)(1.0 / sum);
-        attn_values(c->att + t * na + h * hv, p, inv, moe_kv_v(&c->kv, j->il, 0) + kvh * hv, (size_t)c->kv.v_dim, n_kv, hv);
+        attn_values(c->att + t * na + h * hv, p, inv, moe_kv_v(&c->kv, j->il, kvh, 0), (size_t)hv, n_kv, hv);
     }
 }
 
@@ -263,11 +266,9 @@ static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
     const moe_attn_weights *a = &c->m->layers[il].attn;
     const int64_t d = hp->n_embd, hk = hp->n_embd_head_k;
     const int64_t nq = hp->n_head * hk, nk = hp->n_head_kv * hk, nv = hp->n_head_kv * hp->n_embd_head_v;
-    float *k = moe_kv_k(&c->kv, il, pos0), *v = moe_kv_v(&c->kv, il, pos0);
+    float *k = c->kb, *v = c->vb; /* [n × nk], [n × nv]: copied into the cache's heads below */
 
     for (int64_t t = 0; t < n; t++) rms_norm(c->xn + t * d, c->x + t * d, a->norm, d, hp->rms_eps);
-    /* K and V rows of consecutive positions are consecutive in the cache: the projections
-     * write there directly. */
     if (n == 1 && same_act(a->wq.type, a->wk.type) && same_act(a->wq.type, a->wv.type)) {
         /* decode: q, k and v in one pool run over one prepared activation row */
         moe_act_prepare(c->pool, a->wq.type, c->xn, c->xq, 1, d);
@@ -293,6 +294,12 @@ static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
         rope_apply(hp, qt, hp->n_head, hk, c->rope + t * hp->n_rot);
         rope_apply(hp, kt, hp->n_head_kv, hk, c->rope + t * hp->n_rot);
     }
+    const int64_t hv = hp->n_embd_head_v;
+    for (int64_t h = 0; h < hp->n_head_kv; h++)
+        for (int64_t t = 0; t < n; t++) {
+            memcpy(moe_kv_k(&c->kv, il, h, pos0 + t), k + t * nk + h * hk, (size_t)hk * sizeof(float));
+            memcpy(moe_kv_v(&c->kv, il, h, pos0 + t), v + t * nv + h * hv, (size_t)hv * sizeof(float));
+        }
     attn_job j = {c, il, n, pos0, 1.0f / sqrtf((float)hk)};
     moe_pool_run(c->pool, attn_task, &j);
     mm(c, &a->wo, c->att, n, c->y, d);
@@ -642,7 +649,7 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     const int64_t d = hp->n_embd, hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
     const int64_t nq = hp->n_head * hk, na = hp->n_head * hv;
     if (!(c->pool = moe_pool_create(m->params.n_threads)) ||
-        moe_kv_cache_init(&c->kv, hp->n_layer, n_ctx, hp->n_head_kv * hk, hp->n_head_kv * hv)) {
+        moe_kv_cache_init(&c->kv, hp->n_layer, n_ctx, hp->n_head_kv, hk, hv)) {
         moe_context_free(c);
         return NULL;
     }
@@ -658,6 +665,8 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     c->xn = scratch(c, nb * d, 4, &ok);
     c->y = scratch(c, nb * d, 4, &ok);
     c->q = scratch(c, nb * nq, 4, &ok);
+    c->kb = scratch(c, nb * (uint64_t)(hp->n_head_kv * hk), 4, &ok);
+    c->vb = scratch(c, nb * (uint64_t)(hp->n_head_kv * hv), 4, &ok);
     c->att = scratch(c, nb * na, 4, &ok);
     c->rope = scratch(c, nb * MOE_MAX(hp->n_rot, 1), 4, &ok);
     c->probs = scratch(c, (uint64_t)moe_pool_size(c->pool) * (uint64_t)n_ctx, 4, &ok);
@@ -727,7 +736,8 @@ moe_pool *moe_context_pool(moe_context *c) { return c->pool; }
 void moe_context_set_lookahead(moe_context *c, int n) { c->lookahead_n = n > 0 ? n : 0; }
 
 uint64_t moe_context_memory_bytes(const moe_context *c) {
-    return (uint64_t)c->arena.used_total + moe_kv_cache_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.k_dim, c->kv.v_dim);
+    return (uint64_t)c->arena.used_total +
+           moe_kv_cache_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.n_head, c->kv.k_head, c->kv.v_head);
 }
 
 void moe_context_set_expert_provider(moe_context *c, moe_expert_provider *p) {

@@ -3,23 +3,25 @@
 
 #include <stdlib.h>
 
-uint64_t moe_kv_cache_bytes(int64_t n_layer, int64_t n_ctx, int64_t k_dim, int64_t v_dim) {
+uint64_t moe_kv_cache_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_head, int64_t k_head, int64_t v_head) {
     uint64_t cells, per, total;
-    if (n_layer < 0 || n_ctx < 0 || k_dim < 0 || v_dim < 0) return 0;
-    if (!moe_mul_ok((uint64_t)n_layer, (uint64_t)n_ctx, &cells) || !moe_add_ok((uint64_t)k_dim, (uint64_t)v_dim, &per) ||
-        !moe_mul_ok(cells, per, &total) || !moe_mul_ok(total, sizeof(float), &total))
+    if (n_layer < 0 || n_ctx < 0 || n_head < 0 || k_head < 0 || v_head < 0) return 0;
+    if (!moe_mul_ok((uint64_t)n_layer, (uint64_t)n_ctx, &cells) || !moe_mul_ok(cells, (uint64_t)n_head, &cells) ||
+        !moe_add_ok((uint64_t)k_head, (uint64_t)v_head, &per) || !moe_mul_ok(cells, per, &total) ||
+        !moe_mul_ok(total, sizeof(float), &total))
         return 0;
     return total;
 }
 
-moe_status moe_kv_cache_init(moe_kv_cache *kv, int64_t n_layer, int64_t n_ctx, int64_t k_dim, int64_t v_dim) {
+moe_status moe_kv_cache_init(moe_kv_cache *kv, int64_t n_layer, int64_t n_ctx, int64_t n_head, int64_t k_head,
+                             int64_t v_head) {
     memset(kv, 0, sizeof *kv);
-    uint64_t total = moe_kv_cache_bytes(n_layer, n_ctx, k_dim, v_dim);
+    uint64_t total = moe_kv_cache_bytes(n_layer, n_ctx, n_head, k_head, v_head);
     if (total == 0 || total > SIZE_MAX / 2)
         return moe_error(MOE_ERR_NOMEM, "KV cache of %lld positions × %lld layers is too large", (long long)n_ctx,
                          (long long)n_layer);
-    size_t kb = (size_t)n_layer * (size_t)n_ctx * (size_t)k_dim * sizeof(float);
-    size_t vb = (size_t)n_layer * (size_t)n_ctx * (size_t)v_dim * sizeof(float);
+    size_t kb = (size_t)n_layer * (size_t)n_head * (size_t)n_ctx * (size_t)k_head * sizeof(float);
+    size_t vb = (size_t)n_layer * (size_t)n_head * (size_t)n_ctx * (size_t)v_head * sizeof(float);
     kv->k = moe_aligned_alloc(kb ? kb : 64);
     kv->v = moe_aligned_alloc(vb ? vb : 64);
     if (!kv->k || !kv->v) {
@@ -30,8 +32,9 @@ moe_status moe_kv_cache_init(moe_kv_cache *kv, int64_t n_layer, int64_t n_ctx, i
      * large context cost no memory until used. */
     kv->n_layer = n_layer;
     kv->n_ctx = n_ctx;
-    kv->k_dim = k_dim;
-    kv->v_dim = v_dim;
+    kv->n_head = n_head;
+    kv->k_head = k_head;
+    kv->v_head = v_head;
     return MOE_OK;
 }
 
