@@ -43,6 +43,8 @@ int moe_default_threads(void);
 double moe_time_s(void);
 /* The process's peak resident set size so far (VmHWM), in bytes; 0 if unknown. */
 uint64_t moe_peak_rss_bytes(void);
+/* The memory the kernel reports available now (MemAvailable), in bytes; 0 if unknown. */
+uint64_t moe_mem_available_bytes(void);
 /* This machine's DRAM read bandwidth in bytes/s: the median of `reps` streaming reads of
  * a buffer of `bytes` (≥ 64 MiB; pick one much larger than the caches) over n_threads. */
 double moe_measure_read_bandwidth(int n_threads, size_t bytes, int reps);

@@ -6,6 +6,7 @@
 #include "core/types.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 TEST(error_message_and_status) {
@@ -120,4 +121,32 @@ TEST(type_table_sizes_match_ggml) {
     CHECK_EQ_INT(moe_type_from_name("nope"), -1);
     CHECK(moe_type_check_compute(MOE_TYPE_IQ2_XXS) != MOE_OK);
     CHECK_STR_CONTAINS(moe_last_error(), "iq2_xxs");
+}
+
+/* The /proc readers: the peak RSS (restarted from the current RSS through clear_refs, as
+ * `moe bench` does) grows by what this test touches, and the available memory is what
+ * /proc/meminfo says (read here independently), within what may change between the two
+ * reads. */
+TEST(proc_memory_readers) {
+    FILE *cr = fopen("/proc/self/clear_refs", "w");
+    REQUIRE(cr);
+    fputs("5", cr);
+    fclose(cr);
+    const uint64_t before = moe_peak_rss_bytes();
+    const size_t n = (size_t)64 << 20;
+    volatile char *p = malloc(n); /* volatile: the stores must happen */
+    REQUIRE(p);
+    for (size_t i = 0; i < n; i += 4096) p[i] = 1;
+    const uint64_t after = moe_peak_rss_bytes();
+    CHECK_MSG(before > 0 && after >= before + n / 2, "VmHWM %llu -> %llu", (unsigned long long)before,
+              (unsigned long long)after);
+    free((void *)p);
+    FILE *f = fopen("/proc/meminfo", "r");
+    REQUIRE(f);
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kb) != 1) {}
+    fclose(f);
+    const double ours = (double)moe_mem_available_bytes(), theirs = (double)kb * 1024.0;
+    CHECK_MSG(theirs > 0 && fabs(ours - theirs) < 0.25 * theirs + (double)(256 << 20), "%.0f vs %.0f", ours, theirs);
 }

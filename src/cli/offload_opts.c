@@ -42,18 +42,6 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
     return 0;
 }
 
-/* MemAvailable of /proc/meminfo in bytes, 0 where unknown. */
-static uint64_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (uint64_t)kb << 10;
-}
-
 bool cli_offload_opts_check(const char *sub, const cli_offload_opts *o) {
     if (o->no_mmap && o->params.budget) {
         cli_usage(sub, "--no-mmap reads the whole model into memory; it cannot be combined with --mem");
@@ -80,7 +68,7 @@ bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int th
      * docs/BENCHMARKS.md), unless that would crowd the machine: a mapping can still run
      * a model larger than the memory, slowly, where reading it in would fail. */
     struct stat sb;
-    const uint64_t avail = mem_available();
+    const uint64_t avail = moe_mem_available_bytes();
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return true; /* mapped: the loader names the problem */
     const uint64_t need = (uint64_t)sb.st_size + (uint64_t)sb.st_size / 8 + ((uint64_t)256 << 20);
     mp->no_mmap = avail >= need;

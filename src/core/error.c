@@ -79,13 +79,18 @@ double moe_time_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-uint64_t moe_peak_rss_bytes(void) {
-    FILE *f = fopen("/proc/self/status", "r");
+/* The value of a "Key: N kB" line of a /proc file, in bytes; 0 if absent. fmt is the
+ * line's scanf format, e.g. "VmHWM: %llu kB". */
+static uint64_t proc_kb(const char *path, const char *fmt) {
+    FILE *f = fopen(path, "r");
     if (!f) return 0;
     char line[256];
     unsigned long long kb = 0;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+        if (sscanf(line, fmt, &kb) == 1) break;
     fclose(f);
     return (uint64_t)kb * 1024u;
 }
+
+uint64_t moe_peak_rss_bytes(void) { return proc_kb("/proc/self/status", "VmHWM: %llu kB"); }
+uint64_t moe_mem_available_bytes(void) { return proc_kb("/proc/meminfo", "MemAvailable: %llu kB"); }
