@@ -142,19 +142,34 @@ bool moe_mat_can_interleave(const moe_mat *W) {
            W->row_bytes == moe_row_size((moe_type)W->type, W->cols);
 }
 
+/* One group of four rows (a copy in tmp) written back block by block. Inlined with the
+ * block size as a constant for the small legacy blocks, where a call per block would
+ * cost more than the copy (the offloader interleaves every expert it reads). */
+static inline __attribute__((always_inline)) void interleave_group(uint8_t *group, const uint8_t *tmp, size_t rb,
+                                                                   int64_t nb, size_t ts) {
+    for (int64_t i = 0; i < nb; i++)
+        for (int r = 0; r < 4; r++) memcpy(group + (size_t)(4 * i + r) * ts, tmp + (size_t)r * rb + (size_t)i * ts, ts);
+}
+
 moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     if (!moe_mat_can_interleave(W))
         return moe_error(MOE_ERR_INVALID, "a %lld×%lld %s matrix cannot be interleaved", (long long)W->rows,
                          (long long)W->cols, moe_type_name(W->type));
-    const size_t ts = moe_type_get(W->type)->type_size, gb = 4 * W->row_bytes;
-    const int64_t nb = (int64_t)(W->row_bytes / ts);
+    const size_t ts = moe_type_get(W->type)->type_size, rb = W->row_bytes, gb = 4 * rb;
+    const int64_t nb = (int64_t)(rb / ts);
     uint8_t *tmp = moe_buf_reserve(scratch, gb);
     if (!tmp) return MOE_ERR_NOMEM;
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
-        for (int64_t i = 0; i < nb; i++)
-            for (int r = 0; r < 4; r++) memcpy(group + (size_t)(4 * i + r) * ts, tmp + (size_t)r * W->row_bytes + (size_t)i * ts, ts);
+        switch (ts) {
+        case 18: interleave_group(group, tmp, rb, nb, 18); break; /* q4_0 */
+        case 20: interleave_group(group, tmp, rb, nb, 20); break; /* q4_1 */
+        case 22: interleave_group(group, tmp, rb, nb, 22); break; /* q5_0 */
+        case 24: interleave_group(group, tmp, rb, nb, 24); break; /* q5_1 */
+        case 34: interleave_group(group, tmp, rb, nb, 34); break; /* q8_0 */
+        default: interleave_group(group, tmp, rb, nb, ts); break;
+        }
     }
     W->interleaved = true;
     return MOE_OK;
