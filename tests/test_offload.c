@@ -3,6 +3,7 @@
  * thread; read errors, short reads and a file changing under the process fail clearly. */
 #include "test.h"
 #include "moe.h"
+#include "model/model.h" /* the mapped experts, to compare a slot's rows with */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -88,6 +89,38 @@ TEST(offload_logits_bit_identical_at_every_budget_and_policy) {
     }
     CHECK_EQ_INT(runs, 6);
     free(ref);
+    moe_model_free(m);
+}
+
+/* A slot holds the expert's rows interleaved for the kernels (where the type has such
+ * kernels), the same values as the mapped expert row by row. */
+TEST(offload_slots_hold_interleaved_experts) {
+    moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    moe_context *c = moe_context_init(m, 64);
+    REQUIRE(c);
+    moe_offload_params prm = moe_offload_default_params();
+    prm.budget = (uint64_t)1 << 30;
+    prm.prefetch = false;
+    moe_offload *o = moe_offload_init(m, c, &prm);
+    REQUIRE_MSG(o, "%s", moe_last_error());
+    moe_expert_provider *p = (moe_expert_provider *)o; /* its first member (provider.c) */
+    const moe_expert_weights *w = p->ops->get(p, 1, 3), *ref = moe_mapped_provider_slot(m->experts, 1, 3);
+    REQUIRE_MSG(w, "%s", moe_last_error());
+    const bool simd = moe_type_vec_dot_x4i(w->gate.type) != NULL;
+    CHECK(w->gate.interleaved == simd && w->up.interleaved == simd && w->down.interleaved == simd && !ref->gate.interleaved);
+    float *a = malloc((size_t)w->down.cols * sizeof *a), *b = malloc((size_t)w->down.cols * sizeof *b);
+    REQUIRE(a && b);
+    for (int64_t r = 0; r < w->down.rows; r += 7) {
+        moe_mat_get_row(&w->down, r, a);
+        moe_mat_get_row(&ref->down, r, b);
+        CHECK_MSG(memcmp(a, b, (size_t)w->down.cols * sizeof *a) == 0, "row %lld", (long long)r);
+    }
+    free(a);
+    free(b);
+    p->ops->release(p, 1, 3);
+    moe_context_free(c);
+    moe_offload_free(o);
     moe_model_free(m);
 }
 

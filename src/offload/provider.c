@@ -3,7 +3,8 @@
  * pool of slots sized from the memory budget; the cache policy of xcache.c decides what
  * to evict; an I/O thread loads the experts the router picked (and those a predictor
  * guessed) while the compute threads work. A wrong guess costs time, never results:
- * the bytes in a slot are the bytes of the file. */
+ * a slot holds the file's bytes, each matrix with its rows interleaved in fours from its
+ * first use on (core/matmul.h: the kernels then stream it, with the same results). */
 #include "offload/xcache.h"
 #include "io/gguf.h"
 #include "model/model.h"
@@ -69,6 +70,7 @@ struct moe_offload {
     uint64_t min_budget;
     /* I/O thread */
     pthread_t io_thread;
+    moe_buf il_tmp;               /* four rows of scratch for op_get's moe_mat_interleave */
     bool io_running, io_quit;
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
@@ -268,6 +270,19 @@ static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int e
     }
     pthread_mutex_unlock(&o->mu);
     o->stats.stall_seconds += moe_time_s() - t0;
+    /* The slot is our memory: at its first use its matrices are interleaved for the
+     * kernels, as the loader does for a model read into memory (core/matmul.h; the same
+     * results). Here rather than after the read: the I/O thread gets little CPU while
+     * the compute threads run, and rearranging there raised the time decoding waited on
+     * I/O from 0.2 to 1.0 s over mix-1b's 128 first loads. Here it costs about what the
+     * first product would have spent reading the freshly read slot (docs/BENCHMARKS.md).
+     * The slot is pinned and READY, so no other thread touches it; without memory for
+     * the four rows of scratch it stays row-major, which the kernels read as well. */
+    if (w) {
+        moe_mat *mats[3] = {&o->slots[s].w.gate, &o->slots[s].w.up, &o->slots[s].w.down};
+        for (int k = 0; k < 3; k++)
+            if (moe_mat_can_interleave(mats[k]) && moe_mat_interleave(mats[k], &o->il_tmp) != MOE_OK) moe_clear_error();
+    }
     return w;
 }
 
@@ -553,6 +568,7 @@ void moe_offload_free(moe_offload *o) {
     free(o->hinted);
     free(o->layer_pred);
     free(o->loc);
+    moe_buf_free(&o->il_tmp);
     pthread_mutex_destroy(&o->mu);
     pthread_cond_destroy(&o->cv_work);
     pthread_cond_destroy(&o->cv_done);
