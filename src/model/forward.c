@@ -360,10 +360,15 @@ static void swiglu_quant_task(void *arg, int ith, int nth) {
     }
 }
 
-/* Decode (one token) with the model's own mapped experts: the gate and up projections
- * of every chosen expert in one pool run, SwiGLU and quantization in a second, all their
- * down projections in a third, instead of four runs per expert. Same kernels, same results as the loop below. The
- * offloading providers keep the loop: they pin one expert at a time. */
+/* Decode (one token): the gate and up projections of every chosen expert in one pool
+ * run, SwiGLU and quantization in a second, all their down projections in a third,
+ * instead of four runs per expert. Same kernels, same results as the loop of moe_block.
+ * Every chosen expert is held (get) at once and released at the end (moe_block fuses
+ * only as many as a provider is sure to hold). */
+static void release_experts(moe_expert_provider *p, int il, const int32_t *ids, int n) {
+    for (int ai = 0; ai < n && p->ops->release; ai++) p->ops->release(p, il, ids[ai]);
+}
+
 static moe_status experts_decode(moe_context *c, int il, int n_active) {
     moe_expert_provider *p = c->experts;
     const int64_t d = c->m->hp.n_embd, ff = c->m->hp.n_ff_exp;
@@ -371,7 +376,11 @@ static moe_status experts_decode(moe_context *c, int il, int n_active) {
     moe_mv_seg sg[2 * MAX_FUSED_EXPERTS];
     for (int ai = 0; ai < n_active; ai++) {
         W[ai] = p->ops->get(p, il, c->active[ai]);
-        if (!W[ai]) return moe_last_status() ? moe_last_status() : MOE_ERR_IO;
+        if (!W[ai]) {
+            const moe_status st = moe_last_status() ? moe_last_status() : MOE_ERR_IO;
+            release_experts(p, il, c->active, ai);
+            return st;
+        }
     }
     bool fuse = n_active > 0; /* experts stored at different bitwidths may want other activation types */
     for (int ai = 0; ai < n_active; ai++)
@@ -408,6 +417,7 @@ static moe_status experts_decode(moe_context *c, int il, int n_active) {
     if (n_active * ff >= 2048) moe_pool_run(c->pool, swiglu_quant_task, &sj);
     else swiglu_quant_task(&sj, 0, 1);
     moe_matvec_multi(c->pool, sg, n_active);
+    release_experts(p, il, c->active, n_active);
     return MOE_OK;
 }
 
@@ -516,7 +526,9 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
         p->ops->hint(p, il, c->active, n_active, false);
         if (c->lookahead_n > 0 && n == 1) lookahead(c, il, &cfg);
     }
-    const bool fused = n == 1 && p == c->m->experts && n_active <= MAX_FUSED_EXPERTS;
+    /* fused decode holds all chosen experts at once: another provider (the offloader)
+     * is only sure to hold n_expert_used of a layer (its smallest budget) */
+    const bool fused = n == 1 && n_active <= MAX_FUSED_EXPERTS && (p == c->m->experts || n_active <= hp->n_expert_used);
     if (fused) {
         moe_status st = experts_decode(c, il, n_active);
         if (st) return st;
