@@ -92,8 +92,9 @@ TEST(offload_logits_bit_identical_at_every_budget_and_policy) {
     moe_model_free(m);
 }
 
-/* A slot holds the expert's rows interleaved for the kernels (where the type has such
- * kernels), the same values as the mapped expert row by row. */
+/* A slot holds the expert's rows as read at its first use and interleaved for the
+ * kernels from its second on (where the type has such kernels), the same values as the
+ * mapped expert row by row either way. */
 TEST(offload_slots_hold_interleaved_experts) {
     moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
     REQUIRE_MSG(m, "%s", moe_last_error());
@@ -107,6 +108,9 @@ TEST(offload_slots_hold_interleaved_experts) {
     moe_expert_provider *p = (moe_expert_provider *)o; /* its first member (provider.c) */
     const moe_expert_weights *w = p->ops->get(p, 1, 3), *ref = moe_mapped_provider_slot(m->experts, 1, 3);
     REQUIRE_MSG(w, "%s", moe_last_error());
+    CHECK(!w->gate.interleaved && !w->down.interleaved);
+    p->ops->release(p, 1, 3);
+    CHECK(p->ops->get(p, 1, 3) == w); /* a hit: the same slot */
     const bool simd = moe_type_vec_dot_x4i(w->gate.type) != NULL;
     CHECK(w->gate.interleaved == simd && w->up.interleaved == simd && w->down.interleaved == simd && !ref->gate.interleaved);
     float *a = malloc((size_t)w->down.cols * sizeof *a), *b = malloc((size_t)w->down.cols * sizeof *b);

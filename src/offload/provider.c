@@ -41,6 +41,7 @@ typedef struct {
     moe_expert_weights w;
     int state;
     int pins;             /* users: the forward pass (get..release) and the I/O thread */
+    int uses;             /* gets since it was loaded (op_get interleaves at the second) */
     char err[512];
 } slot_info;
 
@@ -167,6 +168,7 @@ static int64_t claim_slot(moe_offload *o, int layer, int expert, bool *fresh) {
     if (s < 0) return -1;
     *fresh = true;
     o->slots[s].state = SLOT_LOADING;
+    o->slots[s].uses = 0;
     return s;
 }
 
@@ -270,15 +272,16 @@ static const moe_expert_weights *op_get(moe_expert_provider *p, int layer, int e
     }
     pthread_mutex_unlock(&o->mu);
     o->stats.stall_seconds += moe_time_s() - t0;
-    /* The slot is our memory: at its first use its matrices are interleaved for the
+    /* The slot is our memory: at its second use its matrices are interleaved for the
      * kernels, as the loader does for a model read into memory (core/matmul.h; the same
-     * results). Here rather than after the read: the I/O thread gets little CPU while
-     * the compute threads run, and rearranging there raised the time decoding waited on
-     * I/O from 0.2 to 1.0 s over mix-1b's 128 first loads. Here it costs about what the
-     * first product would have spent reading the freshly read slot (docs/BENCHMARKS.md).
-     * The slot is pinned and READY, so no other thread touches it; without memory for
-     * the four rows of scratch it stays row-major, which the kernels read as well. */
-    if (w) {
+     * results). Not at the first: when the budget forces misses, an expert is often
+     * evicted before it is used again, and rearranging every expert read cost 25 % of
+     * the decode speed (mix-1b Q8_0 at --mem 900M: 37 -> 27 tok/s). Not on the I/O
+     * thread either: it gets little CPU while the compute threads run (the decode's I/O
+     * wait went from 0.2 to 1.0 s over mix-1b's first 128 loads). The slot is pinned and
+     * READY, so no other thread touches it; without memory for the four rows of scratch
+     * it stays row-major, which the kernels read as well. */
+    if (w && ++o->slots[s].uses == 2) {
         moe_mat *mats[3] = {&o->slots[s].w.gate, &o->slots[s].w.up, &o->slots[s].w.down};
         for (int k = 0; k < 3; k++)
             if (moe_mat_can_interleave(mats[k]) && moe_mat_interleave(mats[k], &o->il_tmp) != MOE_OK) moe_clear_error();
