@@ -64,7 +64,7 @@ bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int th
         return true;
     }
     /* The default: in memory, where the loader interleaves the weights for the kernels
-     * (decode ran 16-45 % faster than from the mapping on the benchmark host,
+     * (decode ran 22-49 % faster than from the mapping on the benchmark host,
      * docs/BENCHMARKS.md), unless that would crowd the machine: a mapping can still run
      * a model larger than the memory, slowly, where reading it in would fail. */
     struct stat sb;

@@ -25,7 +25,6 @@ static inline moe_mat moe_mat_make(const void *data, int type, int64_t rows, int
     return m;
 }
 
-
 /* A growable scratch buffer (64-byte aligned). */
 typedef struct moe_buf {
     void *ptr;
@@ -35,8 +34,8 @@ void *moe_buf_reserve(moe_buf *b, size_t n);   /* NULL + error on failure */
 void moe_buf_free(moe_buf *b);
 
 /* Interleaving: each group of four rows keeps its 4·row_bytes bytes, but ordered block by
- * block, block i of rows 0, 1, 2, 3 side by side (llama.cpp repacks Q4_0 this way for its
- * AArch64 and AVX kernels). The four-row kernels then read one sequential stream instead
+ * block, block i of rows 0, 1, 2, 3 side by side (llama.cpp repacks Q4_0 and Q4_K into
+ * blocks of four or eight rows for the same reason). The four-row kernels then read one sequential stream instead
  * of four: on the Zen 5 host of docs/BENCHMARKS.md four interleaved streams of 1-3 KB
  * rows read at 18-25 GB/s per core where one stream reads at ~30. The kernels do the same
  * float operations in either layout, so results are bit-identical. Possible where the

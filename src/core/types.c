@@ -98,6 +98,7 @@ static const moe_vec_dot_x4_fn g_dot_x4i[MOE_TYPE_COUNT] = {
     [MOE_TYPE_Q4_K] = moe_q4_K_vec_dot_x4i,
     [MOE_TYPE_Q5_K] = moe_q5_K_vec_dot_x4i,
     [MOE_TYPE_Q6_K] = moe_q6_K_vec_dot_x4i,
+    [MOE_TYPE_Q8_K] = moe_q8_K_vec_dot_x4i,
 };
 #endif
 
