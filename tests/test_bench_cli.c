@@ -15,6 +15,7 @@ TEST(bench_json_keys_and_bound) {
              "    assert k in d and d[k] is not None and d[k] > 0, k\n"
              "assert abs(d[\"tg_bound_tps\"] - d[\"dram_gbps\"] * 1e9 / d[\"bytes_per_token\"]) < 1e-6 * d[\"tg_bound_tps\"]\n"
              "assert abs(d[\"tg_pct_of_bound\"] - 100 * d[\"tg_tps\"] / d[\"tg_bound_tps\"]) < 1e-6 * d[\"tg_pct_of_bound\"]\n"
+             "assert d[\"weights\"] == \"memory\", d[\"weights\"]\n"
              "print(d[\"bytes_per_token\"])'",
              test_moe_bin(), test_fixture("gguf/mixtral-q8_0.gguf"));
     int rc = test_run(cmd, &out);

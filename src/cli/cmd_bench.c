@@ -24,7 +24,8 @@ static void help(void) {
            "  -r, --repetitions N repetitions (default 5)\n"
            "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 512M)\n"
            "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
-           "                      tg_pct_of_bound, peak_rss_bytes, pool_wait_us_per_token, ...\n");
+           "                      tg_pct_of_bound, peak_rss_bytes, weights (memory or mapped),\n"
+           "                      pool_wait_us_per_token, ...\n");
     cli_offload_print_help(stdout);
 }
 

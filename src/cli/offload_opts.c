@@ -83,7 +83,7 @@ bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int th
 void cli_offload_print_help(FILE *f) {
     fprintf(f,
             "  --mem SIZE               memory budget (700M, 2G): non-expert weights stay resident, routed\n"
-            "                           experts are read from the file into a cache (default: map everything)\n"
+            "                           experts are read from the file into a cache (default: no budget)\n"
             "  --cache-policy P         expert cache eviction: lru, lfu, fifo, edgemoe (default edgemoe)\n"
             "  --cache-per-layer        split the expert cache evenly between layers (default: shared)\n"
             "  --profile FILE           prefetch with EdgeMoE's statistical predictor (from `moe profile`)\n"
