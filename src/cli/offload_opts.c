@@ -70,6 +70,7 @@ bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int th
     struct stat sb;
     const uint64_t avail = moe_mem_available_bytes();
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return true; /* mapped: the loader names the problem */
+    if (avail == 0) return true; /* no /proc/meminfo: mapped, the safe choice */
     const uint64_t need = (uint64_t)sb.st_size + (uint64_t)sb.st_size / 8 + ((uint64_t)256 << 20);
     mp->no_mmap = avail >= need;
     if (!mp->no_mmap)
