@@ -7,6 +7,7 @@
 #include "moe.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #define N_PROMPT 64
 #define N_VOCAB 4096
@@ -234,6 +235,27 @@ TEST(run_errors) {
     CHECK(rc == 2);
     CHECK_STR_CONTAINS(out, "cannot be combined with --mem");
     free(out);
+}
+
+/* A model larger than the available memory is mapped by default, with a note that says
+ * why (a sparse file of that size: the loader then rejects its contents, exit 1). */
+TEST(run_maps_a_model_larger_than_memory) {
+    const uint64_t avail = moe_mem_available_bytes();
+    if (!avail) { test_skip("no MemAvailable in /proc/meminfo"); return; }
+    char path[512], cmd[1024];
+    snprintf(path, sizeof path, "%s/huge.gguf", test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f);
+    const int ok = ftruncate(fileno(f), (off_t)(4 * avail)) == 0;
+    fclose(f);
+    if (!ok) { test_skip("cannot make a sparse file of %llu bytes", (unsigned long long)(4 * avail)); return; }
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p hi -n 1 2>&1", test_moe_bin(), path);
+    char *out = NULL;
+    CHECK_EQ_INT(test_run(cmd, &out), 1);
+    CHECK_STR_CONTAINS(out, "does not fit in the available memory");
+    CHECK_STR_CONTAINS(out, "mapping it");
+    free(out);
+    remove(path);
 }
 
 /* Where the weights go: by default (a fixture fits in memory) read into memory, with
