@@ -4,7 +4,7 @@
  * to evict; an I/O thread loads the experts the router picked (and those a predictor
  * guessed) while the compute threads work. A wrong guess costs time, never results:
  * a slot holds the file's bytes, each matrix with its rows interleaved in fours from its
- * first use on (core/matmul.h: the kernels then stream it, with the same results). */
+ * second use on (op_get; core/matmul.h: the kernels then stream it, with the same results). */
 #include "offload/xcache.h"
 #include "io/gguf.h"
 #include "model/model.h"
