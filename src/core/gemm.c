@@ -33,7 +33,7 @@ static void mv_task(void *arg, int ith, int nth) {
         const int64_t g1 = MOE_MIN(ng, (int64_t)((hi - o + gb - 1) / gb));
         if (g0 >= g1) continue;
         const int64_t r0 = g0 * 4, r1 = MOE_MIN(W->rows, g1 * 4);
-        const moe_vec_dot_x4_fn dot4 = W->interleaved ? moe_type_vec_dot_x4i(W->type) : moe_type_vec_dot_x4(W->type);
+        const moe_vec_dot_x4_fn dot4 = moe_mat_dot_x4(W);
         const moe_vec_dot_fn dot = moe_type_get(W->type)->vec_dot;
         const uint8_t *wd = (const uint8_t *)W->data;
         int64_t r = r0;

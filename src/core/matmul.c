@@ -104,7 +104,7 @@ void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W
      * (a small matrix in a batch) are the tokens split as well. */
     const int64_t align = n > 1 ? MM_ROW_BLOCK : 4;
     const int64_t row_chunks = (W->rows + align - 1) / align;
-    mm_job j = {W, wt->vec_dot, W->interleaved ? moe_type_vec_dot_x4i(W->type) : moe_type_vec_dot_x4(W->type), xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
+    mm_job j = {W, wt->vec_dot, moe_mat_dot_x4(W), xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
     if (n == 1 && W->rows * W->cols < 16384) { /* tiny: not worth waking the pool */
         mm_task(&j, 0, 1);
         return;

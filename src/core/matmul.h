@@ -44,6 +44,10 @@ void moe_buf_free(moe_buf *b);
  * W->interleaved; scratch holds four rows. */
 bool moe_mat_can_interleave(const moe_mat *W);
 moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch);
+/* The four-row kernel for W's layout (NULL: the type has none; W is then row-major). */
+static inline moe_vec_dot_x4_fn moe_mat_dot_x4(const moe_mat *W) {
+    return W->interleaved ? moe_type_vec_dot_x4i(W->type) : moe_type_vec_dot_x4(W->type);
+}
 
 /* Bytes of one activation row of `cols` values prepared for weights of type wtype. */
 size_t moe_act_row_size(int wtype, int64_t cols);
