@@ -92,6 +92,41 @@ TEST(offload_logits_bit_identical_at_every_budget_and_policy) {
     moe_model_free(m);
 }
 
+/* The smallest budget (one layer's experts) with the I/O thread guessing ahead, 64 tokens
+ * decoded one at a time: a guess being read holds a slot, and decoding must still get
+ * every expert it needs, with the same logits as without the offloader. */
+TEST(offload_smallest_budget_with_lookahead_decodes) {
+    moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q4_0.gguf"), NULL);
+    REQUIRE_MSG(m, "%s", moe_last_error());
+    enum { N = 64 };
+    int32_t *toks = fixture_tokens(N);
+    const int64_t nv = moe_model_n_vocab(m);
+    float *a = malloc((size_t)nv * sizeof *a), *b = malloc((size_t)nv * sizeof *b);
+    moe_context *ca = moe_context_init(m, N), *cb = moe_context_init(m, N);
+    REQUIRE(toks && a && b && ca && cb);
+    moe_offload_params p = moe_offload_default_params();
+    p.budget = min_budget(m);
+    p.gate_lookahead = true;
+    moe_offload *o = moe_offload_init(m, cb, &p);
+    REQUIRE_MSG(o, "%s", moe_last_error());
+    moe_offload_attach(o, cb);
+    for (int t = 0; t < N; t++) {
+        REQUIRE_MSG(moe_eval(cb, toks + t, 1, b, 0) == MOE_OK, "token %d: %s", t, moe_last_error());
+        REQUIRE(moe_eval(ca, toks + t, 1, a, 0) == MOE_OK);
+        CHECK_MSG(memcmp(a, b, (size_t)nv * sizeof *a) == 0, "token %d: logits differ", t);
+    }
+    moe_offload_stats st;
+    moe_offload_get_stats(o, &st);
+    CHECK(st.predicted > 0 && st.n_slots == 2);
+    moe_context_free(cb);
+    moe_offload_free(o);
+    moe_context_free(ca);
+    free(toks);
+    free(a);
+    free(b);
+    moe_model_free(m);
+}
+
 /* A slot holds the expert's rows as read at its first use and interleaved for the
  * kernels from its second on (where the type has such kernels), the same values as the
  * mapped expert row by row either way. */

@@ -363,22 +363,30 @@ static void swiglu_quant_task(void *arg, int ith, int nth) {
 /* Decode (one token): the gate and up projections of every chosen expert in one pool
  * run, SwiGLU and quantization in a second, all their down projections in a third,
  * instead of four runs per expert. Same kernels, same results as the loop of moe_block.
- * Every chosen expert is held (get) at once and released at the end (moe_block fuses
- * only as many as a provider is sure to hold). */
+ * Every chosen expert is held (get) at once and released at the end. An offloader may
+ * not have the slots for that at a given moment (at its smallest budget, one layer's
+ * experts, while its I/O thread holds a slot for a guess it is reading): then *held is
+ * set false, nothing is held, and the caller takes the experts one at a time. */
 static void release_experts(moe_expert_provider *p, int il, const int32_t *ids, int n) {
     for (int ai = 0; ai < n && p->ops->release; ai++) p->ops->release(p, il, ids[ai]);
 }
 
-static moe_status experts_decode(moe_context *c, int il, int n_active) {
+static moe_status experts_decode(moe_context *c, int il, int n_active, bool *held) {
     moe_expert_provider *p = c->experts;
     const int64_t d = c->m->hp.n_embd, ff = c->m->hp.n_ff_exp;
     const moe_expert_weights *W[MAX_FUSED_EXPERTS] = {0};
     moe_mv_seg sg[2 * MAX_FUSED_EXPERTS];
+    *held = true;
     for (int ai = 0; ai < n_active; ai++) {
         W[ai] = p->ops->get(p, il, c->active[ai]);
         if (!W[ai]) {
             const moe_status st = moe_last_status() ? moe_last_status() : MOE_ERR_IO;
             release_experts(p, il, c->active, ai);
+            if (st == MOE_ERR_NOMEM && p != c->m->experts) { /* no slot free now: one at a time */
+                moe_clear_error();
+                *held = false;
+                return MOE_OK;
+            }
             return st;
         }
     }
@@ -528,9 +536,9 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
     }
     /* fused decode holds all chosen experts at once: another provider (the offloader)
      * is only sure to hold n_expert_used of a layer (its smallest budget) */
-    const bool fused = n == 1 && n_active <= MAX_FUSED_EXPERTS && (p == c->m->experts || n_active <= hp->n_expert_used);
+    bool fused = n == 1 && n_active <= MAX_FUSED_EXPERTS && (p == c->m->experts || n_active <= hp->n_expert_used);
     if (fused) {
-        moe_status st = experts_decode(c, il, n_active);
+        moe_status st = experts_decode(c, il, n_active, &fused);
         if (st) return st;
     }
     for (int ai = 0; !fused && ai < n_active; ai++) {
