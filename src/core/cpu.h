@@ -49,9 +49,12 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
         else dot_##t(n, s, x, bx, y, 4, false, false);                                        \
     }
 #define MOE_DEFINE_VEC_DOT_X4I(t)                                                             \
-    void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true, true);         \
-        else dot_##t(n, s, x, bx, y, 4, false, true);                                         \
+    void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) { \
+        const uint8_t *g = x;                                                                 \
+        for (int64_t k = 0; k < ngroups; k++, g += 4 * bx, s += 4) {                          \
+            if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, g, bx, y, 4, true, true);     \
+            else dot_##t(n, s, g, bx, y, 4, false, true);                                     \
+        }                                                                                     \
     }
 /* The same entry points where there are no SIMD kernels: the scalar reference, row by row. */
 #define MOE_DEFINE_REF_DOTS(t)                                                                \

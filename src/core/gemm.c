@@ -32,14 +32,7 @@ static void mv_task(void *arg, int ith, int nth) {
         const int64_t g0 = lo <= o ? 0 : (int64_t)((lo - o + gb - 1) / gb);
         const int64_t g1 = MOE_MIN(ng, (int64_t)((hi - o + gb - 1) / gb));
         if (g0 >= g1) continue;
-        const int64_t r0 = g0 * 4, r1 = MOE_MIN(W->rows, g1 * 4);
-        const moe_vec_dot_x4_fn dot4 = moe_mat_dot_x4(W);
-        const moe_vec_dot_fn dot = moe_type_get(W->type)->vec_dot;
-        const uint8_t *wd = (const uint8_t *)W->data;
-        int64_t r = r0;
-        if (dot4)
-            for (; r + 4 <= r1; r += 4) dot4(W->cols, sg->y + r, wd + (size_t)r * W->row_bytes, W->row_bytes, sg->xq);
-        for (; r < r1; r++) dot(W->cols, sg->y + r, wd + (size_t)r * W->row_bytes, sg->xq);
+        moe_mat_dot_rows(W, g0 * 4, MOE_MIN(W->rows, g1 * 4), sg->xq, sg->y);
     }
 }
 

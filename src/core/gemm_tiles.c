@@ -73,31 +73,49 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
 
+/* Q4_0's order of sums (quant_legacy.c): per block and token, the four rows' exact sums
+ * [A0..A3 | B0..B3], then one FMA. Rows of the interleaved layout are taken back out of
+ * their chunks (a 4×4 transpose of dwords: chunk k holds qs[4k..4k+3] of rows 0-3). */
 INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
-    ACC_ZERO(acc);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4];
-        __m256 dx[4];
-        FOR_R(r) {
-            const moe_block_q4_0 *x = MOE_GROUP_BLOCK(moe_block_q4_0, wx, bx, r, i, il);
-            qx[r] = nibbles32(x->qs);
-            dx[r] = bcast_f16(x->d);
+        __m256 d;
+        if (il) {
+            const uint8_t *b = wx + (size_t)i * 72;
+            const __m128i c0 = _mm_loadu_si128((const __m128i *)(b + 8)), c1 = _mm_loadu_si128((const __m128i *)(b + 24)),
+                          c2 = _mm_loadu_si128((const __m128i *)(b + 40)), c3 = _mm_loadu_si128((const __m128i *)(b + 56));
+            const __m128i t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
+            const __m128i t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
+            const __m128i rows[4] = {_mm_unpacklo_epi64(t0, t2), _mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t1, t3),
+                                     _mm_unpackhi_epi64(t1, t3)};
+            for (int r = 0; r < 4; r++) /* as nibbles32 */
+                qx[r] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(rows[r]), shift), m4);
+            d = _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
+            d = _mm256_permute2f128_ps(d, d, 0x00);
+        } else {
+            const moe_block_q4_0 *x[4];
+            FOR_R(r) {
+                x[r] = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
+                qx[r] = nibbles32(x[r]->qs);
+            }
+            d = nr == 4 ? q4_0_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         }
         FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
-            const __m256 dy = bcast_f16(y->d);
             const __m256i off = _mm256_sub_epi32(
                 _mm256_setzero_si256(),
                 _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), qy), _mm256_set1_epi16(1)));
-            FOR_R(r) {
-                const __m256i p = dot_u8s8(off, qx[r], qy);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(p), acc[r][t]);
-            }
+            __m256i p[4];
+            FOR_R(r) p[r] = dot_u8s8(off, qx[r], qy);
+            const __m256i ab = nr == 4 ? q4_0_halves(p[0], p[1], p[2], p[3]) : q4_0_halves(p[0], p[0], p[0], p[0]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y->d)), _mm256_cvtepi32_ps(ab), acc[t]);
         }
     }
-    store_tile(out, ldy, acc, nr, nt);
+    FOR_T(t) q4_0_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */

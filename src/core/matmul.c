@@ -2,6 +2,7 @@
  * plugs in through its traits (from_float of the vec_dot_type, vec_dot); the threading
  * and blocking live here once. */
 #include "core/matmul.h"
+#include "core/quant_legacy.h" /* Q4_0's interleaved layout */
 
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +53,6 @@ void moe_act_prepare(moe_pool *pool, int wtype, const float *x, void *xq, int64_
 
 typedef struct {
     const moe_mat *W;
-    moe_vec_dot_fn dot;
-    moe_vec_dot_x4_fn dot4; /* NULL: dot row by row */
     const uint8_t *xq;
     size_t xq_row_bytes;
     float *y;
@@ -61,18 +60,18 @@ typedef struct {
     int64_t row_parts, tok_parts; /* thread ith takes row part ith % row_parts, token part ith / row_parts */
 } mm_job;
 
-/* Rows [r0, r1) of W against one prepared activation row; outputs yr[r0..r1). Four rows
- * at a time where the type has a four-row kernel: the activation block is then loaded
- * (and its scale converted) once per four rows, and four independent accumulations are
- * in flight, which is what keeps the decode matmul at the memory's speed. (An interleaved
- * W has rows in fours and r0, r1 are multiples of 4, so it never reaches the row loop.) */
-static inline void mm_rows(const mm_job *j, int64_t r0, int64_t r1, const uint8_t *xr, float *yr) {
-    const moe_mat *W = j->W;
+void moe_mat_dot_rows(const moe_mat *W, int64_t r0, int64_t r1, const void *xq, float *y) {
     const uint8_t *wd = (const uint8_t *)W->data;
+    if (W->interleaved) {
+        moe_type_vec_dot_x4i(W->type)(W->cols, y + r0, wd + (size_t)r0 * W->row_bytes, W->row_bytes, xq, (r1 - r0) / 4);
+        return;
+    }
+    const moe_vec_dot_x4_fn dot4 = moe_type_vec_dot_x4(W->type);
+    const moe_vec_dot_fn dot = moe_type_get(W->type)->vec_dot;
     int64_t r = r0;
-    if (j->dot4)
-        for (; r + 4 <= r1; r += 4) j->dot4(W->cols, yr + r, wd + (size_t)r * W->row_bytes, W->row_bytes, xr);
-    for (; r < r1; r++) j->dot(W->cols, yr + r, wd + (size_t)r * W->row_bytes, xr);
+    if (dot4)
+        for (; r + 4 <= r1; r += 4) dot4(W->cols, y + r, wd + (size_t)r * W->row_bytes, W->row_bytes, xq);
+    for (; r < r1; r++) dot(W->cols, y + r, wd + (size_t)r * W->row_bytes, xq);
 }
 
 /* Batches: within a thread, a block of rows is multiplied with every token before moving
@@ -88,23 +87,23 @@ static void mm_task(void *arg, int ith, int nth) {
     moe_split(j->W->rows, (int)(ith % parts), (int)parts, j->n > 1 ? MM_ROW_BLOCK : 4, &r0, &r1);
     moe_split(j->n, (int)(ith / parts), (int)tparts, 1, &t0, &t1);
     if (j->n == 1) { /* decode: one pass over this thread's rows */
-        mm_rows(j, r0, r1, j->xq, j->y);
+        moe_mat_dot_rows(j->W, r0, r1, j->xq, j->y);
         return;
     }
     for (int64_t rb = r0; rb < r1; rb += MM_ROW_BLOCK) {
         const int64_t re = MOE_MIN(rb + MM_ROW_BLOCK, r1);
-        for (int64_t t = t0; t < t1; t++) mm_rows(j, rb, re, j->xq + (size_t)t * j->xq_row_bytes, j->y + t * j->ldy);
+        for (int64_t t = t0; t < t1; t++)
+            moe_mat_dot_rows(j->W, rb, re, j->xq + (size_t)t * j->xq_row_bytes, j->y + t * j->ldy);
     }
 }
 
 void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
-    const moe_type_traits *wt = moe_type_get(W->type);
     const int nth = moe_pool_size(pool);
     /* Rows are split between threads; only when there are too few row blocks to go round
      * (a small matrix in a batch) are the tokens split as well. */
     const int64_t align = n > 1 ? MM_ROW_BLOCK : 4;
     const int64_t row_chunks = (W->rows + align - 1) / align;
-    mm_job j = {W, wt->vec_dot, moe_mat_dot_x4(W), xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
+    mm_job j = {W, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
     if (n == 1 && W->rows * W->cols < 16384) { /* tiny: not worth waking the pool */
         mm_task(&j, 0, 1);
         return;
@@ -131,10 +130,17 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         t->to_float(row, out, W->cols);
         return;
     }
-    /* block i of row r is block 4i + r % 4 of the row's group */
+    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0: a layout of its own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
-    for (int64_t i = 0; i < W->cols / t->block_size; i++)
-        t->to_float(group + (size_t)(4 * i + (r & 3)) * t->type_size, out + i * t->block_size, t->block_size);
+    for (int64_t i = 0; i < W->cols / t->block_size; i++) {
+        moe_block_q4_0 b;
+        const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
+        if (W->type == MOE_TYPE_Q4_0) {
+            moe_q4_0_group_block(group, i, (int)(r & 3), &b);
+            blk = &b;
+        }
+        t->to_float(blk, out + i * t->block_size, t->block_size);
+    }
 }
 
 bool moe_mat_can_interleave(const moe_mat *W) {
@@ -162,8 +168,11 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
+        if (W->type == MOE_TYPE_Q4_0) {
+            moe_q4_0_interleave_group(group, tmp, rb, nb);
+            continue;
+        }
         switch (ts) {
-        case 18: interleave_group(group, tmp, rb, nb, 18); break; /* q4_0 */
         case 20: interleave_group(group, tmp, rb, nb, 20); break; /* q4_1 */
         case 22: interleave_group(group, tmp, rb, nb, 22); break; /* q5_0 */
         case 24: interleave_group(group, tmp, rb, nb, 24); break; /* q5_1 */

@@ -35,19 +35,23 @@ void moe_buf_free(moe_buf *b);
 
 /* Interleaving: each group of four rows keeps its 4·row_bytes bytes, but ordered block by
  * block, block i of rows 0, 1, 2, 3 side by side (llama.cpp repacks Q4_0 and Q4_K into
- * blocks of four or eight rows for the same reason). The four-row kernels then read one sequential stream instead
- * of four: on the Zen 5 host of docs/BENCHMARKS.md four interleaved streams of 1-3 KB
- * rows read at 18-25 GB/s per core where one stream reads at ~30. The kernels do the same
- * float operations in either layout, so results are bit-identical. Possible where the
+ * blocks of four or eight rows for the same reason). The four-row kernels then read one
+ * sequential stream instead of four: on the Zen 5 host of docs/BENCHMARKS.md four
+ * interleaved streams of 1-3 KB rows read at 18-25 GB/s per core where one stream reads at
+ * ~30. Q4_0 goes further: the bytes of each block of four rows are rearranged as well, so
+ * that its kernel needs no horizontal sums (quant_legacy.c). The kernels do the same float
+ * operations in either layout, so results are bit-identical. Possible where the
  * type has an interleaved kernel (moe_type_vec_dot_x4i) and rows is a multiple of 4.
  * moe_mat_interleave rewrites W->data in place (it must be writable) and sets
  * W->interleaved; scratch holds four rows. */
 bool moe_mat_can_interleave(const moe_mat *W);
 moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch);
-/* The four-row kernel for W's layout (NULL: the type has none; W is then row-major). */
-static inline moe_vec_dot_x4_fn moe_mat_dot_x4(const moe_mat *W) {
-    return W->interleaved ? moe_type_vec_dot_x4i(W->type) : moe_type_vec_dot_x4(W->type);
-}
+/* y[r] = dot(W row r, xq) for r0 <= r < r1, with the kernel for W's layout: row-major,
+ * four rows at a time where the type has a four-row kernel (each activation block is then
+ * loaded once for four rows, and four accumulations are in flight, which is what keeps
+ * decode at the memory's speed), the rest one by one; interleaved, one call for all the
+ * groups (r0 and r1 are then multiples of 4). xq: a prepared activation row. */
+void moe_mat_dot_rows(const moe_mat *W, int64_t r0, int64_t r1, const void *xq, float *y);
 
 /* Bytes of one activation row of `cols` values prepared for weights of type wtype. */
 size_t moe_act_row_size(int wtype, int64_t cols);

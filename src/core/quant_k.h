@@ -106,13 +106,14 @@ void moe_q4_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const vo
 void moe_q5_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void moe_q6_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void moe_q8_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
-/* The same on four rows interleaved by moe_mat_interleave (SIMD builds only). */
-void moe_q2_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
-void moe_q3_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
-void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
-void moe_q5_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
-void moe_q6_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
-void moe_q8_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y);
+/* The same on ngroups groups of four rows interleaved by moe_mat_interleave (SIMD builds
+ * only; moe_vec_dot_x4i_fn). */
+void moe_q2_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
+void moe_q3_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
+void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
+void moe_q5_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
+void moe_q6_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
+void moe_q8_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 
 /* True when the fast functions above are SIMD (for test and benchmark reports). */
 bool moe_quant_k_simd(void);

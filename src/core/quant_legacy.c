@@ -52,6 +52,31 @@ static inline uint32_t load_u32(const uint8_t *p) {
     memcpy(&v, p, 4);
     return v;
 }
+static inline uint64_t load_u64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* ------------------------------------------------------------ Q4_0's interleaved layout */
+/* Per block i of a group of four rows, 72 bytes: d0..d3, then chunk k = 0..3 holding
+ * qs[4k..4k+3] of rows 0, 1, 2, 3 (why: moe_q4_0_vec_dot_x4i below). */
+
+void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += 72)
+        for (int r = 0; r < 4; r++) {
+            const moe_block_q4_0 *x = (const moe_block_q4_0 *)(src + (size_t)r * bx) + i;
+            memcpy(dst + 2 * r, &x->d, 2);
+            for (int k = 0; k < 4; k++) memcpy(dst + 8 + 16 * k + 4 * r, x->qs + 4 * k, 4);
+        }
+}
+
+void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * 72;
+    moe_block_q4_0 *x = out;
+    memcpy(&x->d, b + 2 * r, 2);
+    for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + 8 + 16 * k + 4 * r, 4);
+}
 
 void moe_q5_0_to_float(const void *src, float *y, int64_t n) {
     const moe_block_q5_0 *x = src;
@@ -476,33 +501,142 @@ INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) 
 
 #define ACC_INIT __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}
 
-/* Q4_0·Q8_0 and Q5_0·Q8_0: unsigned values with an offset (8 or 16). */
-INLINE void q4_0_block(__m256 *acc, const uint8_t *vx, size_t bx, size_t pfd, const moe_block_q8_0 *y, int64_t i, int nr,
-                       bool l2, bool il) {
-    const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-    const __m256i off = offset_term(qy, Q4_OFFSET);
-    const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
-    FOR_ROWS(r) {
-        const moe_block_q4_0 *x = MOE_GROUP_BLOCK(moe_block_q4_0, vx, bx, r, i, il);
-        PREFETCH(x, pfd, nr, i, l2);
-        const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, q4_nibbles(x->qs), qy));
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
-    }
-}
-/* Two blocks per iteration: the prefetch of every other block needs no test, and the loop
- * overhead is halved (+5 % in cache on Zen 4). Same operations in the same order. */
+/* Q4_0·Q8_0. Every Q4_0 kernel (one row, four rows, the interleaved layout below, the
+ * batch tiles of gemm_tiles.c) sums in one order, so that all of them give the same bits:
+ * per block and row, the exact integer sums A = Σ (q−8)·y over values 0–15 and B over
+ * values 16–31; then acc_A += (d·dy)·A and acc_B += (d·dy)·B in float; the row's result
+ * is acc_A + acc_B. Four rows fill one vector [A0..A3 | B0..B3] (q4_0_halves), so the
+ * float work is one convert, one multiply and one FMA per block for four rows. Why
+ * halves: the interleaved kernel forms them with no horizontal sums at all. With VNNI the
+ * B lanes carry 16·B and dy/16 (Q4_LANES): the same floats, powers of two being exact.
+ * (llama.cpp's own AVX2 kernel sums in another order: its results and these agree to
+ * float rounding, which tests/test_quant_legacy.c bounds.) */
 INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+    (void)il; /* the interleaved layout has its own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
-    ACC_INIT;
-    const int64_t nb = n / QK;
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        q4_0_block(acc, vx, bx, pfd, y, i, nr, l2, il);
-        q4_0_block(acc, vx, bx, pfd, y, i + 1, nr, l2, il);
+    const moe_block_q4_0 *x[4];
+    FOR_ROWS(r) x[r] = (const moe_block_q4_0 *)(vx + (size_t)r * bx);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256i off = offset_term(qy, Q4_OFFSET);
+        __m256i p[4];
+        FOR_ROWS(r) {
+            PREFETCH(x[r] + i, pfd, nr, i, l2);
+            p[r] = dot_offset(off, q4_nibbles(x[r][i].qs), qy);
+        }
+        const __m256i ab = nr == 4 ? q4_0_halves(p[0], p[1], p[2], p[3]) : q4_0_halves(p[0], p[0], p[0], p[0]);
+        const __m256 d = nr == 4 ? q4_0_scales(x[0][i].d, x[1][i].d, x[2][i].d, x[3][i].d) : bcast_f16(x[0][i].d);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES)), _mm256_cvtepi32_ps(ab), acc);
     }
-    if (i < nb) q4_0_block(acc, vx, bx, pfd, y, i, nr, l2, il);
-    store_sums(s, acc, NULL, nr);
+    q4_0_store(s, acc, nr);
+}
+
+/* The interleaved Q4_0 layout (moe_q4_0_interleave_group): a group of four rows holds,
+ * for each block i, 72 bytes: the four scales d0..d3, then four chunks of 16 bytes, chunk
+ * k holding qs[4k..4k+3] of rows 0, 1, 2, 3. Two 32-byte loads then give every row's
+ * values in lanes of their own: the low nibbles of chunks 0-1 are values 0-7, their high
+ * nibbles 16-23, those of chunks 2-3 values 8-15 and 24-31. Against activation vectors
+ * prepared once per call (each lane holding the four y that meet it), four dot products
+ * and two lane shuffles give [A0..A3 | B0..B3] directly: 1.4× the four-row kernel on
+ * standard blocks, in cache on Zen 5 (docs/BENCHMARKS.md). */
+typedef struct {
+    __m256i a[4];       /* y dwords [0 | 1], [4 | 5], [2 | 3], [6 | 7], each over four lanes */
+    __m256i s_lo, s_hi; /* the offsets: [−8·Σ y0..15 | 0] and [−8·Σ y16..31 (×16 with VNNI) | 0] */
+    __m256 dy;          /* dy · Q4_LANES */
+} q4_0_act;
+
+#define Q4I_CHUNK 128  /* activation blocks prepared at a time (28 KB of stack) */
+#define Q4I_GROUPS 32  /* groups whose sums are carried from one chunk to the next */
+
+static void q4_0_prepare(q4_0_act *a, const moe_block_q8_0 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        a[i].a[0] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+        a[i].a[1] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5));
+        a[i].a[2] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3));
+        a[i].a[3] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7));
+        /* Σ y of each half in every lane of that half, then −8·Σ (−128·Σ for VNNI's 16·B) */
+        __m256i h = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qy), _mm256_set1_epi16(1));
+        h = _mm256_hadd_epi32(h, h);
+        h = _mm256_hadd_epi32(h, h);
+        const __m256i lo = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(h, 3));
+        a[i].s_lo = _mm256_blend_epi32(lo, _mm256_setzero_si256(), 0xF0);
+#if defined(__AVXVNNI__)
+        const __m256i hi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(h, 7));
+#else
+        const __m256i hi = lo;
+#endif
+        a[i].s_hi = _mm256_permute2x128_si256(hi, hi, 0x81); /* [high half | 0] */
+        a[i].dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
+    }
+}
+
+/* acc + Σ u·s over two pairs of vectors (u: 0..15 or, with VNNI, 16·(0..15)), 4-value lanes */
+INLINE __m256i dot2_u8s8(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, u0, s0), u1, s1);
+#else
+    /* int16 pairs of at most 2·15·128 each: two of them added still fit */
+    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+#endif
+}
+
+/* Blocks [0, nb) of one interleaved group (b: its first block) against prepared
+ * activations, into acc = [acc_A | acc_B]. */
+INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const q4_0_act *a, int64_t nb, size_t pfd, bool l2) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+#if defined(__AVXVNNI__)
+    const __m256i m4h = _mm256_set1_epi8((char)0xF0);
+#define Q4I_HIGH(v) _mm256_and_si256(v, m4h)
+#else
+#define Q4I_HIGH(v) _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+#endif
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += 72) {
+        if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
+        else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(b + 8)), v1 = _mm256_loadu_si256((const __m256i *)(b + 40));
+        const __m256i lo = dot2_u8s8(a[i].s_lo, _mm256_and_si256(v0, m4), a[i].a[0], _mm256_and_si256(v1, m4), a[i].a[2]);
+        const __m256i hi = dot2_u8s8(a[i].s_hi, Q4I_HIGH(v0), a[i].a[1], Q4I_HIGH(v1), a[i].a[3]);
+        /* lanes (r, 0) and (r, 1) of each: [lo low + lo high | hi low + hi high] */
+        const __m256i ab = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+        const __m256 d = _mm256_cvtph_ps(_mm_set1_epi64x((long long)load_u64(b)));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
+    }
+#undef Q4I_HIGH
+    return acc;
+}
+
+/* Columns are taken Q4I_CHUNK blocks at a time (the prepared activations live on the
+ * stack); past one chunk, Q4I_GROUPS groups at a time carry their sums between chunks.
+ * Each group still adds its blocks in order: the same bits for any n. */
+INLINE void q4_0_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2) {
+    const int64_t nb = n / QK;
+    const size_t gb = 4 * bx, pfd = moe_prefetch_distance(bx);
+    q4_0_act a[Q4I_CHUNK];
+    if (nb <= Q4I_CHUNK) {
+        q4_0_prepare(a, y, nb);
+        for (int64_t g = 0; g < ngroups; g++) q4_0_store(s + 4 * g, q4_0_group(_mm256_setzero_ps(), x + g * gb, a, nb, pfd, l2), 4);
+        return;
+    }
+    __m256 acc[Q4I_GROUPS];
+    for (int64_t g0 = 0; g0 < ngroups; g0 += Q4I_GROUPS) {
+        const int64_t ng = MOE_MIN(Q4I_GROUPS, ngroups - g0);
+        for (int64_t g = 0; g < ng; g++) acc[g] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < nb; c += Q4I_CHUNK) {
+            const int64_t cn = MOE_MIN(Q4I_CHUNK, nb - c);
+            q4_0_prepare(a, y + c, cn);
+            for (int64_t g = 0; g < ng; g++) acc[g] = q4_0_group(acc[g], x + (g0 + g) * gb + c * 72, a, cn, pfd, l2);
+        }
+        for (int64_t g = 0; g < ng; g++) q4_0_store(s + 4 * (g0 + g), acc[g], 4);
+    }
+}
+
+void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    if (moe_prefetch_level == MOE_PF_L2) q4_0_x4i(n, s, x, bx, y, ngroups, true);
+    else q4_0_x4i(n, s, x, bx, y, ngroups, false);
 }
 
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
@@ -585,8 +719,10 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, NULL, nr);
 }
 
+/* Q4_0's interleaved kernel is the one above; the other types read standard blocks. */
+MOE_DEFINE_VEC_DOTS(q4_0)
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
+DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1) DEFINE_DOTS(q8_0)
 #else
-#define DEFINE_DOTS MOE_DEFINE_REF_DOTS
+MOE_LEGACY_DOTS(MOE_DEFINE_REF_DOTS)
 #endif
-MOE_LEGACY_DOTS(DEFINE_DOTS)

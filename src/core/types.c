@@ -87,7 +87,7 @@ moe_vec_dot_x4_fn moe_type_vec_dot_x4(int type) {
 /* The same kernels on interleaved rows: the quantized weight types, where the SIMD
  * kernels are compiled in (the conditions of quant_legacy.c and quant_k_avx2.c). */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-static const moe_vec_dot_x4_fn g_dot_x4i[MOE_TYPE_COUNT] = {
+static const moe_vec_dot_x4i_fn g_dot_x4i[MOE_TYPE_COUNT] = {
     [MOE_TYPE_Q4_0] = moe_q4_0_vec_dot_x4i,
     [MOE_TYPE_Q4_1] = moe_q4_1_vec_dot_x4i,
     [MOE_TYPE_Q5_0] = moe_q5_0_vec_dot_x4i,
@@ -102,7 +102,7 @@ static const moe_vec_dot_x4_fn g_dot_x4i[MOE_TYPE_COUNT] = {
 };
 #endif
 
-moe_vec_dot_x4_fn moe_type_vec_dot_x4i(int type) {
+moe_vec_dot_x4i_fn moe_type_vec_dot_x4i(int type) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     return type >= 0 && type < MOE_TYPE_COUNT ? g_dot_x4i[type] : NULL;
 #else
