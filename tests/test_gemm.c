@@ -40,6 +40,7 @@ static const int g_types[] = {MOE_TYPE_Q8_0, MOE_TYPE_Q4_0, MOE_TYPE_Q4_K};
 TEST(gemm_tiles_bit_identical_to_vec_dot_and_near_reference) {
     const struct { int64_t rows, cols, n; } shapes[] = {
         {4, 256, 4}, {1, 256, 2}, {7, 512, 5}, {45, 512, 1}, {17, 256, 9}, {33, 768, 13}, {64, 256, 3}, {21, 1024, 32},
+        {12, 256, 7}, {8, 512, 14}, /* Q4_0 passes of up to 8 tokens: every remainder */
     };
     const int threads[] = {1, 2, 3};
     for (size_t ty = 0; ty < MOE_ARRAY_LEN(g_types); ty++) {

@@ -134,7 +134,8 @@ TEST(matmul_interleaved_bit_identical) {
     /* 400 × 4352: wider than Q4_0's chunk of 128 blocks, and more groups per thread than it
      * carries between chunks (quant_legacy.c, Q4I_CHUNK and Q4I_GROUPS) */
     const struct { int64_t rows, cols, n; } shapes[] = {{4, 256, 1},  {132, 512, 1}, {512, 256, 1}, {16, 256, 2},
-                                                        {68, 512, 9}, {8, 256, 64},  {400, 4352, 1}, {8, 4352, 3}};
+                                                        {68, 512, 9}, {8, 256, 64},  {400, 4352, 1}, {8, 4352, 3},
+                                                        {16, 256, 7},  {8, 512, 14}};
     moe_pool *pool = moe_pool_create(3);
     REQUIRE(pool);
     int types = 0;

@@ -21,6 +21,7 @@
 #define INLINE static inline __attribute__((always_inline))
 #define FOR_R(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
 #define FOR_T(t) _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
+#define FOR_T8(t) _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
 
 
 #define ACC_ZERO(acc) \
@@ -78,7 +79,8 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
  * their chunks (a 4×4 transpose of dwords: chunk k holds qs[4k..4k+3] of rows 0-3). */
 INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4];
@@ -103,7 +105,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             }
             d = nr == 4 ? q4_0_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         }
-        FOR_T(t) {
+        FOR_T8(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
             const __m256i off = _mm256_sub_epi32(
@@ -115,7 +117,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y->d)), _mm256_cvtepi32_ps(ab), acc[t]);
         }
     }
-    FOR_T(t) q4_0_store(out + t * ldy, acc[t], nr);
+    FOR_T8(t) q4_0_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
@@ -184,7 +186,17 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 2, il); break;                                                   \
     default: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 1, il); break;                                                  \
     }
-#define TILE_DRIVER(T, QK_, TT)                                                                                        \
+/* Q4_0's tile keeps one accumulator per token (its four rows share a vector): eight
+ * tokens per pass over the blocks halve the per-block work on the weights per token. */
+#define TILE_NT8(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                             \
+    switch (nt) {                                                                                                     \
+    case 8: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 8, il); break;                                                   \
+    case 7: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 7, il); break;                                                   \
+    case 6: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 6, il); break;                                                   \
+    case 5: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 5, il); break;                                                   \
+    default: TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                       \
+    }
+#define TILE_DRIVER(T, QK_, TT, NT)                                                                                      \
     static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
                          float *y, int64_t ldy) {                                                                       \
         const int64_t nb = W->cols / (QK_);                                                                           \
@@ -197,11 +209,11 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 const uint8_t *yt = xq + (size_t)t * xb;                                                              \
                 float *o = y + t * ldy + r;                                                                           \
                 if (nr == 4 && W->interleaved) {                                                                      \
-                    TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, true)                                               \
+                    NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, true)                                               \
                 } else if (nr == 4) {                                                                                 \
-                    TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, false)                                              \
+                    NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, false)                                              \
                 } else {                                                                                              \
-                    for (int rr = 0; rr < nr; rr++) TILE_NT(T, wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, nt, false) \
+                    for (int rr = 0; rr < nr; rr++) NT(T, wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, nt, false) \
                 }                                                                                                     \
             }                                                                                                         \
         }                                                                                                             \
@@ -210,14 +222,14 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 #define TT_Q8 4
 #endif
 #ifndef TT_Q4
-#define TT_Q4 4
+#define TT_Q4 8
 #endif
 #ifndef TT_K
 #define TT_K 4
 #endif
-TILE_DRIVER(q8_0, 32, TT_Q8)
-TILE_DRIVER(q4_0, 32, TT_Q4)
-TILE_DRIVER(q4_K, MOE_QK_K, TT_K)
+TILE_DRIVER(q8_0, 32, TT_Q8, TILE_NT)
+TILE_DRIVER(q4_0, 32, TT_Q4, TILE_NT8)
+TILE_DRIVER(q4_K, MOE_QK_K, TT_K, TILE_NT)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
