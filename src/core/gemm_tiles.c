@@ -33,43 +33,70 @@ INLINE void store_tile(float *y, int64_t ldy, __m256 acc[4][4], int nr, int nt) 
 }
 
 /* ---------------------------------------------------------------- Q8_0 × Q8_0 */
-/* vec_dot: acc += (dx·dy) · float(Σ x·y per lane), the lanes holding 4 adjacent products.
- * With VNNI the tile forms the same lane sums as (y+128)·x − 128·Σx with one dpbusd per
- * pair (y+128 is unsigned; Σx per lane once per row); without it, ggml's sign trick. */
+/* Q8_0's order of sums is Q4_0's (quant_legacy.c): per block and token, the four rows'
+ * exact sums of values 0-15 and 16-31 as [A0..A3 | B0..B3], then one FMA; one
+ * accumulator per token, eight tokens per pass. With VNNI the tile forms the 4-value sums
+ * as (y+128)·x − 128·Σx with one dpbusd per pair (y+128 is unsigned; Σx per lane once per
+ * row); without it, ggml's sign trick. Rows of the interleaved layout are taken back out
+ * of its vectors (vector k: qs[8k..8k+3] of rows 0-3, then qs[8k+4..8k+7]) in an order of
+ * their own within each half, which the activations are permuted to (Y_ORDER). */
 INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
-    ACC_ZERO(acc);
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4], ox[4];
-        __m256 dx[4];
+        __m256 d;
+        if (il) {
+            const uint8_t *b = wx + (size_t)i * 136;
+            const __m256i *v = (const __m256i *)(b + 8);
+            const __m256i l0 = load256(v), l1 = load256(v + 1), l2 = load256(v + 2), l3 = load256(v + 3);
+            /* [row r: vector 0, vector 1, then the same from their high halves] per half */
+            const __m256i a01 = _mm256_permute4x64_epi64(_mm256_unpacklo_epi32(l0, l1), 0xD8), /* rows 0 | 1, values 0-15 */
+                a23 = _mm256_permute4x64_epi64(_mm256_unpackhi_epi32(l0, l1), 0xD8),           /* rows 2 | 3 */
+                b01 = _mm256_permute4x64_epi64(_mm256_unpacklo_epi32(l2, l3), 0xD8),           /* values 16-31 */
+                b23 = _mm256_permute4x64_epi64(_mm256_unpackhi_epi32(l2, l3), 0xD8);
+            qx[0] = _mm256_permute2x128_si256(a01, b01, 0x20);
+            qx[1] = _mm256_permute2x128_si256(a01, b01, 0x31);
+            qx[2] = _mm256_permute2x128_si256(a23, b23, 0x20);
+            qx[3] = _mm256_permute2x128_si256(a23, b23, 0x31);
+            d = _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
+            d = _mm256_permute2f128_ps(d, d, 0x00);
+        } else {
+            const moe_block_q8_0 *x[4];
+            FOR_R(r) {
+                x[r] = (const moe_block_q8_0 *)(wx + (size_t)r * bx) + i;
+                qx[r] = load256(x[r]->qs);
+            }
+            d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
+        }
         FOR_R(r) {
-            const moe_block_q8_0 *x = MOE_GROUP_BLOCK(moe_block_q8_0, wx, bx, r, i, il);
-            qx[r] = load256(x->qs);
-            dx[r] = bcast_f16(x->d);
 #if defined(__AVXVNNI__)
             ox[r] = _mm256_sub_epi32(_mm256_setzero_si256(), dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), qx[r]));
 #else
             ox[r] = _mm256_sign_epi8(qx[r], qx[r]); /* |x| */
 #endif
         }
-        FOR_T(t) {
+        FOR_T8(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
-            const __m256i qy = load256(y->qs);
-            const __m256 dy = bcast_f16(y->d);
+            __m256i qy = load256(y->qs);
+            if (il) qy = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7)); /* Y_ORDER */
 #if defined(__AVXVNNI__)
             const __m256i yu = _mm256_xor_si256(qy, _mm256_set1_epi8((char)0x80));
 #endif
+            __m256i p[4];
             FOR_R(r) {
 #if defined(__AVXVNNI__)
-                const __m256i p = dot_u8s8(ox[r], yu, qx[r]);
+                p[r] = dot_u8s8(ox[r], yu, qx[r]);
 #else
-                const __m256i p = dot_u8s8(_mm256_setzero_si256(), ox[r], _mm256_sign_epi8(qy, qx[r]));
+                p[r] = dot_u8s8(_mm256_setzero_si256(), ox[r], _mm256_sign_epi8(qy, qx[r]));
 #endif
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(p), acc[r][t]);
             }
+            const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y->d)), _mm256_cvtepi32_ps(ab), acc[t]);
         }
     }
-    store_tile(out, ldy, acc, nr, nt);
+    FOR_T8(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
@@ -103,7 +130,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 x[r] = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
                 qx[r] = nibbles32(x[r]->qs);
             }
-            d = nr == 4 ? q4_0_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
+            d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         }
         FOR_T8(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
@@ -113,11 +140,11 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), qy), _mm256_set1_epi16(1)));
             __m256i p[4];
             FOR_R(r) p[r] = dot_u8s8(off, qx[r], qy);
-            const __m256i ab = nr == 4 ? q4_0_halves(p[0], p[1], p[2], p[3]) : q4_0_halves(p[0], p[0], p[0], p[0]);
+            const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y->d)), _mm256_cvtepi32_ps(ab), acc[t]);
         }
     }
-    FOR_T8(t) q4_0_store(out + t * ldy, acc[t], nr);
+    FOR_T8(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
@@ -186,8 +213,8 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 2, il); break;                                                   \
     default: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 1, il); break;                                                  \
     }
-/* Q4_0's tile keeps one accumulator per token (its four rows share a vector): eight
- * tokens per pass over the blocks halve the per-block work on the weights per token. */
+/* The Q4_0 and Q8_0 tiles keep one accumulator per token (their four rows share a
+ * vector): eight tokens per pass over the blocks halve the work on the weights per token. */
 #define TILE_NT8(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                             \
     switch (nt) {                                                                                                     \
     case 8: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 8, il); break;                                                   \
@@ -219,7 +246,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         }                                                                                                             \
     }
 #ifndef TT_Q8
-#define TT_Q8 4
+#define TT_Q8 8
 #endif
 #ifndef TT_Q4
 #define TT_Q4 8
@@ -227,7 +254,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 #ifndef TT_K
 #define TT_K 4
 #endif
-TILE_DRIVER(q8_0, 32, TT_Q8, TILE_NT)
+TILE_DRIVER(q8_0, 32, TT_Q8, TILE_NT8)
 TILE_DRIVER(q4_0, 32, TT_Q4, TILE_NT8)
 TILE_DRIVER(q4_K, MOE_QK_K, TT_K, TILE_NT)
 

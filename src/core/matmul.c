@@ -2,7 +2,7 @@
  * plugs in through its traits (from_float of the vec_dot_type, vec_dot); the threading
  * and blocking live here once. */
 #include "core/matmul.h"
-#include "core/quant_legacy.h" /* Q4_0's interleaved layout */
+#include "core/quant_legacy.h" /* the interleaved layouts of Q4_0 and Q8_0 */
 
 #include <stdlib.h>
 #include <string.h>
@@ -130,13 +130,13 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         t->to_float(row, out, W->cols);
         return;
     }
-    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0: a layout of its own) */
+    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0: layouts of their own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     for (int64_t i = 0; i < W->cols / t->block_size; i++) {
-        moe_block_q4_0 b;
+        moe_block_q8_0 b; /* the larger of the two blocks with a layout of their own */
         const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
-        if (W->type == MOE_TYPE_Q4_0) {
-            moe_q4_0_group_block(group, i, (int)(r & 3), &b);
+        if (W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0) {
+            (W->type == MOE_TYPE_Q4_0 ? moe_q4_0_group_block : moe_q8_0_group_block)(group, i, (int)(r & 3), &b);
             blk = &b;
         }
         t->to_float(blk, out + i * t->block_size, t->block_size);
@@ -168,15 +168,14 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
-        if (W->type == MOE_TYPE_Q4_0) {
-            moe_q4_0_interleave_group(group, tmp, rb, nb);
+        if (W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0) {
+            (W->type == MOE_TYPE_Q4_0 ? moe_q4_0_interleave_group : moe_q8_0_interleave_group)(group, tmp, rb, nb);
             continue;
         }
         switch (ts) {
         case 20: interleave_group(group, tmp, rb, nb, 20); break; /* q4_1 */
         case 22: interleave_group(group, tmp, rb, nb, 22); break; /* q5_0 */
         case 24: interleave_group(group, tmp, rb, nb, 24); break; /* q5_1 */
-        case 34: interleave_group(group, tmp, rb, nb, 34); break; /* q8_0 */
         default: interleave_group(group, tmp, rb, nb, ts); break;
         }
     }

@@ -78,6 +78,30 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + 8 + 16 * k + 4 * r, 4);
 }
 
+/* Q8_0's: per block i, 136 bytes: d0..d3, then four 32-byte vectors, vector k holding
+ * qs[8k..8k+3] of rows 0-3, then qs[8k+4..8k+7] of rows 0-3 (moe_q8_0_vec_dot_x4i). */
+void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += 136)
+        for (int r = 0; r < 4; r++) {
+            const moe_block_q8_0 *x = (const moe_block_q8_0 *)(src + (size_t)r * bx) + i;
+            memcpy(dst + 2 * r, &x->d, 2);
+            for (int k = 0; k < 4; k++) {
+                memcpy(dst + 8 + 32 * k + 4 * r, x->qs + 8 * k, 4);
+                memcpy(dst + 8 + 32 * k + 16 + 4 * r, x->qs + 8 * k + 4, 4);
+            }
+        }
+}
+
+void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * 136;
+    moe_block_q8_0 *x = out;
+    memcpy(&x->d, b + 2 * r, 2);
+    for (int k = 0; k < 4; k++) {
+        memcpy(x->qs + 8 * k, b + 8 + 32 * k + 4 * r, 4);
+        memcpy(x->qs + 8 * k + 4, b + 8 + 32 * k + 16 + 4 * r, 4);
+    }
+}
+
 void moe_q5_0_to_float(const void *src, float *y, int64_t n) {
     const moe_block_q5_0 *x = src;
     for (int64_t i = 0; i < n / QK; i++, y += QK) {
@@ -505,7 +529,7 @@ INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) 
  * batch tiles of gemm_tiles.c) sums in one order, so that all of them give the same bits:
  * per block and row, the exact integer sums A = Σ (q−8)·y over values 0–15 and B over
  * values 16–31; then acc_A += (d·dy)·A and acc_B += (d·dy)·B in float; the row's result
- * is acc_A + acc_B. Four rows fill one vector [A0..A3 | B0..B3] (q4_0_halves), so the
+ * is acc_A + acc_B. Four rows fill one vector [A0..A3 | B0..B3] (rows4_halves), so the
  * float work is one convert, one multiply and one FMA per block for four rows. Why
  * halves: the interleaved kernel forms them with no horizontal sums at all. With VNNI the
  * B lanes carry 16·B and dy/16 (Q4_LANES): the same floats, powers of two being exact.
@@ -526,11 +550,11 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
             PREFETCH(x[r] + i, pfd, nr, i, l2);
             p[r] = dot_offset(off, q4_nibbles(x[r][i].qs), qy);
         }
-        const __m256i ab = nr == 4 ? q4_0_halves(p[0], p[1], p[2], p[3]) : q4_0_halves(p[0], p[0], p[0], p[0]);
-        const __m256 d = nr == 4 ? q4_0_scales(x[0][i].d, x[1][i].d, x[2][i].d, x[3][i].d) : bcast_f16(x[0][i].d);
+        const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
+        const __m256 d = nr == 4 ? rows4_scales(x[0][i].d, x[1][i].d, x[2][i].d, x[3][i].d) : bcast_f16(x[0][i].d);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES)), _mm256_cvtepi32_ps(ab), acc);
     }
-    q4_0_store(s, acc, nr);
+    rows4_store(s, acc, nr);
 }
 
 /* The interleaved Q4_0 layout (moe_q4_0_interleave_group): a group of four rows holds,
@@ -541,26 +565,34 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * prepared once per call (each lane holding the four y that meet it), four dot products
  * and two lane shuffles give [A0..A3 | B0..B3] directly: 1.4× the four-row kernel on
  * standard blocks, in cache on Zen 5 (docs/BENCHMARKS.md). */
+/* One prepared activation block for the interleaved Q4_0 and Q8_0 kernels: the vectors
+ * the four weight vectors of a block meet, and the start values of the two sums. */
 typedef struct {
-    __m256i a[4];       /* y dwords [0 | 1], [4 | 5], [2 | 3], [6 | 7], each over four lanes */
-    __m256i s_lo, s_hi; /* the offsets: [−8·Σ y0..15 | 0] and [−8·Σ y16..31 (×16 with VNNI) | 0] */
-    __m256 dy;          /* dy · Q4_LANES */
-} q4_0_act;
+    __m256i a[4];       /* Q4_0: y dwords [0 | 1], [4 | 5], [2 | 3], [6 | 7]; Q8_0: [2k | 2k+1] */
+    __m256i s_lo, s_hi; /* the offsets taken off the sums of values 0-15 and 16-31 */
+    __m256 dy;          /* the activation scale (Q4_0: times Q4_LANES) */
+} x4i_act;
 
-#define Q4I_CHUNK 128  /* activation blocks prepared at a time (28 KB of stack) */
-#define Q4I_GROUPS 32  /* groups whose sums are carried from one chunk to the next */
+#define X4I_CHUNK 128  /* activation blocks prepared at a time (28 KB of stack) */
+#define X4I_GROUPS 32  /* groups whose sums are carried from one chunk to the next */
 
-static void q4_0_prepare(q4_0_act *a, const moe_block_q8_0 *y, int64_t nb) {
+/* Σ y over values 0-15 in every lane of the low half, over 16-31 in the high half */
+INLINE __m256i half_sums(__m256i qy) {
+    __m256i h = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qy), _mm256_set1_epi16(1));
+    h = _mm256_hadd_epi32(h, h);
+    return _mm256_hadd_epi32(h, h);
+}
+
+/* Q4_0: the offsets are [−8·Σ y0..15 | 0] and [−8·Σ y16..31 (×16 with VNNI) | 0]. */
+static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         a[i].a[0] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
         a[i].a[1] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5));
         a[i].a[2] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3));
         a[i].a[3] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7));
-        /* Σ y of each half in every lane of that half, then −8·Σ (−128·Σ for VNNI's 16·B) */
-        __m256i h = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qy), _mm256_set1_epi16(1));
-        h = _mm256_hadd_epi32(h, h);
-        h = _mm256_hadd_epi32(h, h);
+        /* −8·Σ y of each half (−128·Σ for VNNI's 16·B) */
+        const __m256i h = half_sums(qy);
         const __m256i lo = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(h, 3));
         a[i].s_lo = _mm256_blend_epi32(lo, _mm256_setzero_si256(), 0xF0);
 #if defined(__AVXVNNI__)
@@ -586,7 +618,7 @@ INLINE __m256i dot2_u8s8(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256
 
 /* Blocks [0, nb) of one interleaved group (b: its first block) against prepared
  * activations, into acc = [acc_A | acc_B]. */
-INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const q4_0_act *a, int64_t nb, size_t pfd, bool l2) {
+INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
 #if defined(__AVXVNNI__)
     const __m256i m4h = _mm256_set1_epi8((char)0xF0);
@@ -609,35 +641,6 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const q4_0_act *a, int64_
     return acc;
 }
 
-/* Columns are taken Q4I_CHUNK blocks at a time (the prepared activations live on the
- * stack); past one chunk, Q4I_GROUPS groups at a time carry their sums between chunks.
- * Each group still adds its blocks in order: the same bits for any n. */
-INLINE void q4_0_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2) {
-    const int64_t nb = n / QK;
-    const size_t gb = 4 * bx, pfd = moe_prefetch_distance(bx);
-    q4_0_act a[Q4I_CHUNK];
-    if (nb <= Q4I_CHUNK) {
-        q4_0_prepare(a, y, nb);
-        for (int64_t g = 0; g < ngroups; g++) q4_0_store(s + 4 * g, q4_0_group(_mm256_setzero_ps(), x + g * gb, a, nb, pfd, l2), 4);
-        return;
-    }
-    __m256 acc[Q4I_GROUPS];
-    for (int64_t g0 = 0; g0 < ngroups; g0 += Q4I_GROUPS) {
-        const int64_t ng = MOE_MIN(Q4I_GROUPS, ngroups - g0);
-        for (int64_t g = 0; g < ng; g++) acc[g] = _mm256_setzero_ps();
-        for (int64_t c = 0; c < nb; c += Q4I_CHUNK) {
-            const int64_t cn = MOE_MIN(Q4I_CHUNK, nb - c);
-            q4_0_prepare(a, y + c, cn);
-            for (int64_t g = 0; g < ng; g++) acc[g] = q4_0_group(acc[g], x + (g0 + g) * gb + c * 72, a, cn, pfd, l2);
-        }
-        for (int64_t g = 0; g < ng; g++) q4_0_store(s + 4 * (g0 + g), acc[g], 4);
-    }
-}
-
-void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    if (moe_prefetch_level == MOE_PF_L2) q4_0_x4i(n, s, x, bx, y, ngroups, true);
-    else q4_0_x4i(n, s, x, bx, y, ngroups, false);
-}
 
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
@@ -700,29 +703,129 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, summs, nr);
 }
 
-/* Q8_0·Q8_0: both signed, so ggml's sign trick: |x| (unsigned) times y with x's sign. */
+/* Q8_0·Q8_0: both signed, so ggml's sign trick: |x| (unsigned) times y with x's sign.
+ * The order of sums is Q4_0's (above), for the same reason: per block and row the exact
+ * integer sums of values 0–15 and 16–31, then one FMA per block for four rows; every
+ * Q8_0 kernel (one row, four rows, the interleaved layout, the batch tiles) follows it. */
 INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+    (void)il; /* the interleaved layout has its own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
-    ACC_INIT;
+    const moe_block_q8_0 *x[4];
+    FOR_ROWS(r) x[r] = (const moe_block_q8_0 *)(vx + (size_t)r * bx);
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 dy = bcast_f16(y[i].d);
+        __m256i p[4];
         FOR_ROWS(r) {
-            const moe_block_q8_0 *x = MOE_GROUP_BLOCK(moe_block_q8_0, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, l2);
-            const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
-            const __m256i p = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), _mm256_cvtepi32_ps(p), acc[r]);
+            PREFETCH(x[r] + i, pfd, nr, i, l2);
+            const __m256i qx = _mm256_loadu_si256((const __m256i *)x[r][i].qs);
+            p[r] = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
         }
+        const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
+        const __m256 d = nr == 4 ? rows4_scales(x[0][i].d, x[1][i].d, x[2][i].d, x[3][i].d) : bcast_f16(x[0][i].d);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y[i].d)), _mm256_cvtepi32_ps(ab), acc);
     }
-    store_sums(s, acc, NULL, nr);
+    rows4_store(s, acc, nr);
 }
 
-/* Q4_0's interleaved kernel is the one above; the other types read standard blocks. */
+/* The interleaved Q8_0 layout (moe_q8_0_interleave_group): per block of four rows, the
+ * four scales, then four 32-byte vectors, vector k holding qs[8k..8k+3] of rows 0-3 and
+ * then qs[8k+4..8k+7] of rows 0-3: lanes of one row each, against the activation vector
+ * [y dword 2k | y dword 2k+1] (x4i_act). Vectors 0-1 hold values 0-15, 2-3 values 16-31.
+ * With VNNI the weights go in as x + 128 (unsigned, one XOR), 128·Σy coming off through
+ * the prepared start values; without it, the sign trick. */
+static void q8_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        for (int k = 0; k < 4; k++)
+            a[i].a[k] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1,
+                                                                          2 * k + 1, 2 * k + 1));
+#if defined(__AVXVNNI__)
+        const __m256i lo = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 7));
+        a[i].s_lo = _mm256_blend_epi32(lo, _mm256_setzero_si256(), 0xF0);
+        a[i].s_hi = _mm256_permute2x128_si256(lo, lo, 0x81);
+#else
+        a[i].s_lo = a[i].s_hi = _mm256_setzero_si256();
+#endif
+        a[i].dy = bcast_f16(y[i].d);
+    }
+}
+
+/* acc + Σ x·y over two pairs of vectors of signed weights, in 4-value lanes */
+INLINE __m256i dot2_s8s8(__m256i acc, __m256i x0, __m256i y0, __m256i x1, __m256i y1) {
+#if defined(__AVXVNNI__)
+    const __m256i f = _mm256_set1_epi8((char)0x80);
+    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, _mm256_xor_si256(x0, f), y0), _mm256_xor_si256(x1, f), y1);
+#else
+    acc = dot_u8s8(acc, _mm256_sign_epi8(x0, x0), _mm256_sign_epi8(y0, x0));
+    return dot_u8s8(acc, _mm256_sign_epi8(x1, x1), _mm256_sign_epi8(y1, x1));
+#endif
+}
+
+INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += 136) {
+        for (int k = 0; k < 136; k += 64) {
+            if (l2) _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T1);
+            else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
+        }
+        const __m256i *v = (const __m256i *)(b + 8);
+        const __m256i lo = dot2_s8s8(a[i].s_lo, _mm256_loadu_si256(v), a[i].a[0], _mm256_loadu_si256(v + 1), a[i].a[1]);
+        const __m256i hi = dot2_s8s8(a[i].s_hi, _mm256_loadu_si256(v + 2), a[i].a[2], _mm256_loadu_si256(v + 3), a[i].a[3]);
+        const __m256i ab = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+        const __m256 d = _mm256_cvtph_ps(_mm_set1_epi64x((long long)load_u64(b)));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
+    }
+    return acc;
+}
+
+/* The interleaved kernels' driver. Columns are taken X4I_CHUNK blocks at a time (the
+ * prepared activations live on the stack); past one chunk, X4I_GROUPS groups at a time
+ * carry their sums between chunks. Each group still adds its blocks in order: the same
+ * bits for any n. */
+INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2,
+                    bool q8) {
+    const int64_t nb = n / QK;
+    const size_t gb = 4 * bx, pfd = moe_prefetch_distance(bx), blk = q8 ? 136 : 72;
+    x4i_act a[X4I_CHUNK];
+#define X4I_PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
+#define X4I_GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
+    if (nb <= X4I_CHUNK) {
+        X4I_PREPARE(a, y, nb);
+        for (int64_t g = 0; g < ngroups; g++) rows4_store(s + 4 * g, X4I_GROUP(_mm256_setzero_ps(), x + g * gb, a, nb), 4);
+        return;
+    }
+    __m256 acc[X4I_GROUPS];
+    for (int64_t g0 = 0; g0 < ngroups; g0 += X4I_GROUPS) {
+        const int64_t ng = MOE_MIN(X4I_GROUPS, ngroups - g0);
+        for (int64_t g = 0; g < ng; g++) acc[g] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < nb; c += X4I_CHUNK) {
+            const int64_t cn = MOE_MIN(X4I_CHUNK, nb - c);
+            X4I_PREPARE(a, y + c, cn);
+            for (int64_t g = 0; g < ng; g++) acc[g] = X4I_GROUP(acc[g], x + (g0 + g) * gb + (size_t)c * blk, a, cn);
+        }
+        for (int64_t g = 0; g < ng; g++) rows4_store(s + 4 * (g0 + g), acc[g], 4);
+    }
+#undef X4I_PREPARE
+#undef X4I_GROUP
+}
+
+void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    if (moe_prefetch_level == MOE_PF_L2) x4i_run(n, s, x, bx, y, ngroups, true, false);
+    else x4i_run(n, s, x, bx, y, ngroups, false, false);
+}
+
+void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    if (moe_prefetch_level == MOE_PF_L2) x4i_run(n, s, x, bx, y, ngroups, true, true);
+    else x4i_run(n, s, x, bx, y, ngroups, false, true);
+}
+
+/* Q4_0's and Q8_0's interleaved kernels are the ones above; the other types read
+ * standard blocks. */
 MOE_DEFINE_VEC_DOTS(q4_0)
+MOE_DEFINE_VEC_DOTS(q8_0)
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
-DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1) DEFINE_DOTS(q8_0)
+DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1)
 #else
 MOE_LEGACY_DOTS(MOE_DEFINE_REF_DOTS)
 #endif

@@ -53,13 +53,16 @@ void moe_q8_1_quantize_scalar(const float *src, void *dst, int64_t n);
  * names: AVX2+FMA where compiled in. _x4: four weight rows, `bx` bytes apart, against one
  * activation row (s[0..3]) so that each activation block is loaded once per four rows.
  * _x4i: the same on ngroups groups of four rows interleaved by moe_mat_interleave (Q4_0's
- * interleaving is a layout of its own: quant_legacy.c); defined only where the
+ * and Q8_0's interleaving is a layout of their own: quant_legacy.c); defined only where the
  * SIMD kernels are compiled in (moe_type_vec_dot_x4i says which). */
 /* Q4_0's interleaved layout (moe_mat_interleave): moe_q4_0_interleave_group writes the
  * group of four rows at src (rows bx bytes apart, nb blocks each) to dst (4·bx bytes, not
  * overlapping src); moe_q4_0_group_block reads block i of row r back from such a group. */
 void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
+/* The same for Q8_0's interleaved layout. */
+void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
 
 #define MOE_LEGACY_DOTS(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0)
 #define MOE_DECLARE_DOTS(t)                                                            \
