@@ -8,14 +8,14 @@
  * quant_legacy.c / quant_k_avx2.c, in the same order (the integer sums may be formed
  * differently: they are exact), so a batch gives bit-identical results to token-by-token
  * decoding. The reference each tile is tested against is that vec_dot (tests/test_gemm.c);
- * without AVX2 there are no tiles and moe_gemm_prepared falls back to the matmul. */
+ * without AVX2 (FMA, F16C) there are no tiles and moe_gemm_prepared falls back to the matmul. */
 #include "core/gemm.h"
 #include "core/cpu.h" /* MOE_GROUP_BLOCK */
 #include "core/f16.h"
 #include "core/quant_k.h"
 #include "core/quant_legacy.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "core/simd.h" /* the helpers the vec_dot kernels use: same operations, same bits */
 
 #define INLINE static inline __attribute__((always_inline))
@@ -157,10 +157,45 @@ static const uint8_t SHUF_PAIR[8][32] = {
 };
 
 
+/* The four rows of a block of Q4_K's interleaved layout (quant_k.c) taken back out: their
+ * quants in block order into rowq (a 4×4 transpose of dwords per 32-byte chunk), their
+ * [scales | mins] as scales_mins_k4 gives them, their (d, dmin). */
+INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint32_t *dm, const uint8_t **qs) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int j = 0; j < 4; j++) {
+        const __m256i *v = (const __m256i *)(b + 64 + 128 * j);
+        const __m256i l0 = load256(v), l1 = load256(v + 1), l2 = load256(v + 2), l3 = load256(v + 3);
+        /* [row 0 bytes 0-15 | row 1 bytes 0-15], then bytes 16-31; rows 2-3 from the high dwords */
+        const __m256i a01 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(l0, l1), order),
+                      b01 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(l2, l3), order),
+                      a23 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(l0, l1), order),
+                      b23 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(l2, l3), order);
+        _mm256_store_si256((__m256i *)(rowq[0] + 32 * j), _mm256_permute2x128_si256(a01, b01, 0x20));
+        _mm256_store_si256((__m256i *)(rowq[1] + 32 * j), _mm256_permute2x128_si256(a01, b01, 0x31));
+        _mm256_store_si256((__m256i *)(rowq[2] + 32 * j), _mm256_permute2x128_si256(a23, b23, 0x20));
+        _mm256_store_si256((__m256i *)(rowq[3] + 32 * j), _mm256_permute2x128_si256(a23, b23, 0x31));
+    }
+    __m256i sc, mn;
+    q4_K_scales_mins(b, &sc, &mn);
+    for (int r = 0; r < 4; r++) {
+        /* bytes r, 4+r, 8+r, 12+r of each lane: sub-blocks 0-3 (low lane) and 4-7 (high lane) */
+        const __m256i pick = _mm256_setr_epi8(r, 4 + r, 8 + r, 12 + r, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              r, 4 + r, 8 + r, 12 + r, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m256i u = _mm256_unpacklo_epi32(_mm256_shuffle_epi8(sc, pick), _mm256_shuffle_epi8(mn, pick));
+        const __m256i w = _mm256_permutevar8x32_epi32(u, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        smv[r] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(w));
+        memcpy(&dm[r], b + 4 * r, 4);
+        qs[r] = rowq[r];
+    }
+}
+
+/* Q4_K's order of sums (quant_k_avx2.c, dot_q45_K): per block, row and token the exact
+ * integers T = Σ sc·Σ q·y and M = Σ m·bsum; per token [T0..T3 | M0..M3] times
+ * [d·dy | −dmin·dy] in one FMA. */
 INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    ACC_ZERO(acc);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < nb; i++) {
         __m128i q8s[4];
         FOR_T(t) {
@@ -168,23 +203,32 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             const __m256i bsums = load256(y->bsums);
             q8s[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
         }
+        __m256i v[4][4]; /* [row][token]: [4-lane parts of T | of M] */
+        uint32_t dm[4];
+        __m256i smv[4];                  /* each row's [scales | mins] as int16 (scales_mins_k4) */
+        const uint8_t *qs[4];
+        _Alignas(32) uint8_t rowq[4][128]; /* the interleaved layout's rows, in block order */
+        if (il)
+            q4_K_rows(wx + (size_t)i * Q4K_GB, rowq, smv, dm, qs);
+        else
+            FOR_R(r) {
+                const moe_block_q4_K *x = (const moe_block_q4_K *)(wx + (size_t)r * bx) + i;
+                memcpy(&dm[r], &x->d, 4);
+                smv[r] = scales_mins_k4(x->scales);
+                qs[r] = x->qs;
+            }
         FOR_R(r) {
-            const moe_block_q4_K *x = MOE_GROUP_BLOCK(moe_block_q4_K, wx, bx, r, i, il);
-            const __m128 dxm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)x->d | ((uint32_t)x->dmin << 16))));
-            const __m256i sm = scales_mins_k4(x->scales);
+            const __m256i sm = smv[r];
             const __m128i mins = _mm256_extracti128_si256(sm, 1);
             const __m256i sc = _mm256_permute2x128_si256(sm, sm, 0x00);
             __m256i lo[4], hi[4];
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                const __m256i bits = load256(x->qs + 32 * j);
+                const __m256i bits = load256(qs[r] + 32 * j);
                 lo[j] = _mm256_and_si256(bits, m4);
                 hi[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
             }
             FOR_T(t) {
-                const moe_block_q8_K *y = (const moe_block_q8_K *)(yq + (size_t)t * by) + i;
-                const int8_t *q8 = y->qs;
-                const __m128 dd = _mm_mul_ps(dxm, _mm_set1_ps(y->d));
-                const __m128i prod = _mm_madd_epi16(mins, q8s[t]);
+                const int8_t *q8 = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs;
                 __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
                     s0 = madd_acc(s0, _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[2 * j])),
@@ -192,13 +236,20 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                     s1 = madd_acc(s1, _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[2 * j + 1])),
                                   _mm256_maddubs_epi16(hi[j], load256(q8 + 64 * j + 32)));
                 }
-                __m256 a = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc[r][t]);
-                acc[r][t] = _mm256_fnmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
-                                             _mm256_zextps128_ps256(_mm_cvtepi32_ps(prod)), a);
+                const __m256i sum = _mm256_add_epi32(s0, s1);
+                v[r][t] = _mm256_set_m128i(_mm_madd_epi16(mins, q8s[t]),
+                                           _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1)));
             }
         }
+        FOR_T(t) {
+            const float dy = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->d;
+            const __m256i tm = nr == 4 ? rows4_halves(v[0][t], v[1][t], v[2][t], v[3][t])
+                                       : rows4_halves(v[0][t], v[0][t], v[0][t], v[0][t]);
+            const __m256 d = nr == 4 ? k_scales4(dm[0], dm[1], dm[2], dm[3], dy) : k_scales4(dm[0], dm[0], dm[0], dm[0], dy);
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(tm), acc[t]);
+        }
     }
-    store_tile(out, ldy, acc, nr, nt);
+    FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- dispatch */

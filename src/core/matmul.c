@@ -2,7 +2,8 @@
  * plugs in through its traits (from_float of the vec_dot_type, vec_dot); the threading
  * and blocking live here once. */
 #include "core/matmul.h"
-#include "core/quant_legacy.h" /* the interleaved layouts of Q4_0 and Q8_0 */
+#include "core/quant_k.h"      /* the interleaved layouts of Q4_0, Q8_0 and Q4_K */
+#include "core/quant_legacy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -130,13 +131,17 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         t->to_float(row, out, W->cols);
         return;
     }
-    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0: layouts of their own) */
+    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K: layouts of their own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     for (int64_t i = 0; i < W->cols / t->block_size; i++) {
-        moe_block_q8_0 b; /* the larger of the two blocks with a layout of their own */
+        moe_block_q4_K b; /* the largest of the blocks with a layout of their own */
         const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
-        if (W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0) {
-            (W->type == MOE_TYPE_Q4_0 ? moe_q4_0_group_block : moe_q8_0_group_block)(group, i, (int)(r & 3), &b);
+        void (*get)(const uint8_t *, int64_t, int, void *) = W->type == MOE_TYPE_Q4_0 ? moe_q4_0_group_block
+                                                             : W->type == MOE_TYPE_Q8_0 ? moe_q8_0_group_block
+                                                             : W->type == MOE_TYPE_Q4_K ? moe_q4_K_group_block
+                                                                                        : NULL;
+        if (get) {
+            get(group, i, (int)(r & 3), &b);
             blk = &b;
         }
         t->to_float(blk, out + i * t->block_size, t->block_size);
@@ -165,11 +170,16 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     const int64_t nb = (int64_t)(rb / ts);
     uint8_t *tmp = moe_buf_reserve(scratch, gb);
     if (!tmp) return MOE_ERR_NOMEM;
+    /* the types whose kernels read a layout of their own; the others, blocks side by side */
+    void (*own)(uint8_t *, const uint8_t *, size_t, int64_t) = W->type == MOE_TYPE_Q4_0 ? moe_q4_0_interleave_group
+                                                               : W->type == MOE_TYPE_Q8_0 ? moe_q8_0_interleave_group
+                                                               : W->type == MOE_TYPE_Q4_K ? moe_q4_K_interleave_group
+                                                                                          : NULL;
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
-        if (W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0) {
-            (W->type == MOE_TYPE_Q4_0 ? moe_q4_0_interleave_group : moe_q8_0_interleave_group)(group, tmp, rb, nb);
+        if (own) {
+            own(group, tmp, rb, nb);
             continue;
         }
         switch (ts) {

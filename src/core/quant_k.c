@@ -7,6 +7,7 @@
 #include "core/quant_k.h"
 
 #include <math.h>
+#include <string.h>
 
 #define QK MOE_QK_K
 
@@ -84,6 +85,59 @@ void moe_q3_K_to_float(const void *src, float *y, int64_t n) {
             q += 32;
         }
     }
+}
+
+/* ------------------------------------------------- Q4_K's interleaved layout (matmul.h) */
+/* Per block i of a group of four rows, 576 bytes (why: moe_q4_K_vec_dot_x4i):
+ *   0..15    (d, dmin) of rows 0..3
+ *   16..47   byte e = 4s + r (sub-block s, row r): sc & 15 | (m & 15) << 4
+ *   48..63   byte e & 15, nibble e >> 4: sc >> 4 | (m >> 4) << 2
+ *   64..575  for j, k = 0..3, 32 bytes at 64 + 128j + 32k: qs[32j + 8k ..+3] of rows 0-3,
+ *            then qs[32j + 8k + 4 ..+7] of rows 0-3. */
+void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += 4 * sizeof(moe_block_q4_K)) {
+        memset(dst + 48, 0, 16);
+        for (int r = 0; r < 4; r++) {
+            const moe_block_q4_K *x = (const moe_block_q4_K *)(src + (size_t)r * bx) + i;
+            memcpy(dst + 4 * r, &x->d, 2);
+            memcpy(dst + 4 * r + 2, &x->dmin, 2);
+            for (int sb = 0; sb < 8; sb++) {
+                uint8_t sc, m;
+                get_scale_min_k4(sb, x->scales, &sc, &m);
+                const int e = 4 * sb + r;
+                dst[16 + e] = (uint8_t)((sc & 15) | (m & 15) << 4);
+                dst[48 + (e & 15)] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (4 * (e >> 4)));
+            }
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 4; k++) {
+                    memcpy(dst + 64 + 128 * j + 32 * k + 4 * r, x->qs + 32 * j + 8 * k, 4);
+                    memcpy(dst + 64 + 128 * j + 32 * k + 16 + 4 * r, x->qs + 32 * j + 8 * k + 4, 4);
+                }
+        }
+    }
+}
+
+void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * 4 * sizeof(moe_block_q4_K);
+    moe_block_q4_K *x = out;
+    memcpy(&x->d, b + 4 * r, 2);
+    memcpy(&x->dmin, b + 4 * r + 2, 2);
+    uint8_t sc[8], m[8];
+    for (int sb = 0; sb < 8; sb++) {
+        const int e = 4 * sb + r, h = b[48 + (e & 15)] >> (4 * (e >> 4)) & 15;
+        sc[sb] = (uint8_t)((b[16 + e] & 15) | (h & 3) << 4);
+        m[sb] = (uint8_t)((b[16 + e] >> 4) | (h >> 2) << 4);
+    }
+    for (int j = 0; j < 4; j++) { /* the inverse of get_scale_min_k4 */
+        x->scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        x->scales[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+        x->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+    }
+    for (int j = 0; j < 4; j++)
+        for (int k = 0; k < 4; k++) {
+            memcpy(x->qs + 32 * j + 8 * k, b + 64 + 128 * j + 32 * k + 4 * r, 4);
+            memcpy(x->qs + 32 * j + 8 * k + 4, b + 64 + 128 * j + 32 * k + 16 + 4 * r, 4);
+        }
 }
 
 void moe_q4_K_to_float(const void *src, float *y, int64_t n) {

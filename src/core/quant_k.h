@@ -115,6 +115,12 @@ void moe_q5_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
 void moe_q6_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 void moe_q8_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 
+/* Q4_K's interleaved layout (moe_mat_interleave): moe_q4_K_interleave_group writes the
+ * group of four rows at src (rows bx bytes apart, nb blocks each) to dst (not overlapping
+ * src); moe_q4_K_group_block reads block i of row r back, byte for byte as it was. */
+void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out);
+
 /* True when the fast functions above are SIMD (for test and benchmark reports). */
 bool moe_quant_k_simd(void);
 

@@ -175,21 +175,27 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* Q4_K and Q5_K: x = d·sc·q − dmin·m per sub-block of 32; the mins go through the sums
- * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. */
+ * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. Every
+ * Q4_K and Q5_K kernel (one row, four rows, Q4_K's interleaved layout and batch tile) sums
+ * in one order: per block and row the exact integers T = Σ sc·Σ q·y and M = Σ m·bsum,
+ * then [T0..T3 | M0..M3] of four rows times k_scales4 in one FMA, the row's result
+ * acc_T + acc_M (rows4_halves, rows4_store: simd.h). */
 INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il, bool q5) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    ACC_INIT;
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i bsums = load256(y[i].bsums);
         const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
         const int8_t *q8 = y[i].qs;
+        __m256i v[4];
+        uint32_t dm[4];
         FOR_ROWS(r) {
             const moe_block_q4_K *x4 = MOE_GROUP_BLOCK(moe_block_q4_K, vx, bx, r, i, il);
             const moe_block_q5_K *x5 = MOE_GROUP_BLOCK(moe_block_q5_K, vx, bx, r, i, il);
             PREFETCH(q5 ? (const void *)x5 : (const void *)x4, pfd, nr, q5 ? sizeof *x5 : sizeof *x4, l2);
-            const __m128 dd = scales_f16x2(q5 ? &x5->d : &x4->d, y[i].d);
+            dm[r] = load_u32(q5 ? &x5->d : &x4->d);
             const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
             const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), q8s);
             const __m256i sc = dup_lo(sm);
@@ -207,11 +213,14 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
                 sumi[0] = madd_acc(sumi[0], bcast_scale(sc, 2 * j), _mm256_maddubs_epi16(lo, load256(q8 + 64 * j)));
                 sumi[1] = madd_acc(sumi[1], bcast_scale(sc, 2 * j + 1), _mm256_maddubs_epi16(hi, load256(q8 + 64 * j + 32)));
             }
-            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
-            acc[r] = _mm256_fnmadd_ps(lane1(dd), _mm256_zextps128_ps256(_mm_cvtepi32_ps(prod)), acc[r]);
+            const __m256i t = _mm256_add_epi32(sumi[0], sumi[1]);
+            v[r] = _mm256_set_m128i(prod, _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1)));
         }
+        const __m256i tm = nr == 4 ? rows4_halves(v[0], v[1], v[2], v[3]) : rows4_halves(v[0], v[0], v[0], v[0]);
+        const __m256 d = nr == 4 ? k_scales4(dm[0], dm[1], dm[2], dm[3], y[i].d) : k_scales4(dm[0], dm[0], dm[0], dm[0], y[i].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(tm), acc);
     }
-    store_sums(s, acc, nr);
+    rows4_store(s, acc, nr);
 }
 INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     dot_q45_K(n, s, vx, bx, vy, nr, l2, il, false);
@@ -283,10 +292,135 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, nr);
 }
 
+/* The interleaved Q4_K layout (moe_q4_K_interleave_group, quant_k.c): per block of four
+ * rows, the four (d, dmin) pairs, the 64 six-bit scales and mins repacked so that one
+ * 32-byte load and a few shifts give all of them (entry 4·sub-block + row), then the quants
+ * in 32-byte vectors of 4-byte chunks of each row, lanes of one row each. Against
+ * activation vectors prepared once per call, a sub-block's sums for four rows are four
+ * dpbusd (or maddubs), and the scales and mins multiply four rows at once: about 2.5×
+ * fewer instructions per weight than dot_q45_K. Same integers and float operations as
+ * dot_q45_K, so the same bits. */
+typedef struct {
+    __m256i a[4][2][4]; /* [j][low/high nibbles][k]: y dwords [2k | 2k+1] of values 64j (+32) */
+    __m256i ys[4];      /* [Σy of sub-block 2j, four times | of 2j+1] */
+    float d;
+} q4k_act;
+
+#define Q4KI_CHUNK 16  /* activation blocks prepared at a time (18 KB of stack) */
+#define Q4KI_GROUPS 32 /* groups whose sums are carried from one chunk to the next */
+
+static void q4_K_prepare(q4k_act *a, const moe_block_q8_K *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        for (int j = 0; j < 4; j++)
+            for (int h = 0; h < 2; h++) {
+                const __m256i q = load256(y[i].qs + 64 * j + 32 * h);
+                for (int k = 0; k < 4; k++)
+                    a[i].a[j][h][k] = _mm256_permutevar8x32_epi32(
+                        q, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1));
+            }
+        const __m256i bsums = load256(y[i].bsums);
+        const __m256i sums = _mm256_cvtepi16_epi32(
+            _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1)));
+        for (int j = 0; j < 4; j++)
+            a[i].ys[j] = _mm256_permutevar8x32_epi32(
+                sums, _mm256_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1));
+        a[i].d = y[i].d;
+    }
+}
+
+/* Σ over four pairs of u·s in 4-value lanes (u: 0..15, or with VNNI also 16·(0..15)) */
+INLINE __m256i dot4_u8s8(const __m256i *u, const __m256i *s) {
+#if defined(__AVXVNNI__)
+    __m256i acc = _mm256_setzero_si256();
+    UNROLL for (int k = 0; k < 4; k++) acc = _mm256_dpbusd_avx_epi32(acc, u[k], s[k]);
+    return acc;
+#else /* int16 pairs of at most 2·15·128: four of them added still fit */
+    __m256i p = _mm256_maddubs_epi16(u[0], s[0]);
+    UNROLL for (int k = 1; k < 4; k++) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[k], s[k]));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
+}
+
+/* The 8 bytes of a 32-byte vector at offset 8j, as 8 int32 */
+INLINE __m256i bytes8_epi32(__m256i v, int j) {
+    const __m128i h = j < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+    return _mm256_cvtepu8_epi32(j & 1 ? _mm_unpackhi_epi64(h, h) : h);
+}
+
+
+INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, bool l2) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    for (int64_t i = 0; i < nb; i++, b += Q4K_GB) {
+        UNROLL for (int p = 0; p < (int)Q4K_GB; p += 64) {
+            if (l2) _mm_prefetch((const char *)b + pfd + p, _MM_HINT_T1);
+            else _mm_prefetch((const char *)b + pfd + p, _MM_HINT_T0);
+        }
+        __m256i sc, mn;
+        q4_K_scales_mins(b, &sc, &mn);
+        /* t: [Σ sc·S of the even sub-blocks | of the odd ones (×16 with VNNI)] per row; m the same for the mins */
+        __m256i t = _mm256_setzero_si256(), m = _mm256_setzero_si256();
+        UNROLL for (int j = 0; j < 4; j++) {
+            __m256i lo[4], hi[4];
+            UNROLL for (int k = 0; k < 4; k++) {
+                const __m256i w = load256(b + 64 + 128 * j + 32 * k);
+                lo[k] = _mm256_and_si256(w, m4);
+#if defined(__AVXVNNI__)
+                hi[k] = _mm256_andnot_si256(m4, w); /* 16 × the high nibbles */
+#else
+                hi[k] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+#endif
+            }
+            const __m256i slo = dot4_u8s8(lo, a[i].a[j][0]), shi = dot4_u8s8(hi, a[i].a[j][1]);
+            /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
+            const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(slo, shi, 0x20), _mm256_permute2x128_si256(slo, shi, 0x31));
+            t = _mm256_add_epi32(t, _mm256_mullo_epi32(s, bytes8_epi32(sc, j)));
+            m = _mm256_add_epi32(m, _mm256_mullo_epi32(a[i].ys[j], bytes8_epi32(mn, j)));
+        }
+#if defined(__AVXVNNI__)
+        const __m128i todd = _mm_srai_epi32(_mm256_extracti128_si256(t, 1), 4); /* exact: multiples of 16 */
+#else
+        const __m128i todd = _mm256_extracti128_si256(t, 1);
+#endif
+        const __m128i tv = _mm_add_epi32(_mm256_castsi256_si128(t), todd);
+        const __m128i mv = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+        const __m256 d = k_scales4_v(_mm_loadu_si128((const __m128i *)b), a[i].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_set_m128i(mv, tv)), acc);
+    }
+    return acc;
+}
+
+/* Columns Q4KI_CHUNK blocks at a time, as x4i_run in quant_legacy.c */
+INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, bool l2) {
+    const int64_t nb = n / QK;
+    const size_t gb = 4 * bx, pfd = moe_prefetch_distance(bx);
+    q4k_act a[Q4KI_CHUNK];
+    if (nb <= Q4KI_CHUNK) {
+        q4_K_prepare(a, y, nb);
+        for (int64_t g = 0; g < ngroups; g++) rows4_store(s + 4 * g, q4_K_group(_mm256_setzero_ps(), x + g * gb, a, nb, pfd, l2), 4);
+        return;
+    }
+    __m256 acc[Q4KI_GROUPS];
+    for (int64_t g0 = 0; g0 < ngroups; g0 += Q4KI_GROUPS) {
+        const int64_t ng = MOE_MIN(Q4KI_GROUPS, ngroups - g0);
+        for (int64_t g = 0; g < ng; g++) acc[g] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < nb; c += Q4KI_CHUNK) {
+            const int64_t cn = MOE_MIN(Q4KI_CHUNK, nb - c);
+            q4_K_prepare(a, y + c, cn);
+            for (int64_t g = 0; g < ng; g++) acc[g] = q4_K_group(acc[g], x + (g0 + g) * gb + (size_t)c * Q4K_GB, a, cn, pfd, l2);
+        }
+        for (int64_t g = 0; g < ng; g++) rows4_store(s + 4 * (g0 + g), acc[g], 4);
+    }
+}
+
+void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    if (moe_prefetch_level == MOE_PF_L2) q4_K_x4i(n, s, x, bx, y, ngroups, true);
+    else q4_K_x4i(n, s, x, bx, y, ngroups, false);
+}
+
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
 DEFINE_DOTS(q2_K)
 DEFINE_DOTS(q3_K)
-DEFINE_DOTS(q4_K)
+MOE_DEFINE_VEC_DOTS(q4_K) /* its interleaved kernel is the one above */
 DEFINE_DOTS(q5_K)
 DEFINE_DOTS(q6_K)
 DEFINE_DOTS(q8_K)

@@ -73,6 +73,30 @@ SIMD_INLINE void rows4_store(float *s, __m256 acc, int nr) {
     else _mm_store_ss(s, r);
 }
 
+#if defined(__F16C__)
+/* Q4_K's and Q5_K's scales for the same four-row sums (quant_k_avx2.c, dot_q45_K):
+ * [d0 d1 d2 d3 | dmin0 dmin1 dmin2 dmin3] · [dy | −dy] from the (d, dmin) pairs of four
+ * blocks, each read as one u32 */
+SIMD_INLINE __m256 k_scales4_v(__m128i h, float dy) { /* h: the four pairs side by side */
+    const __m256 f = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(h), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    return _mm256_mul_ps(f, _mm256_setr_ps(dy, dy, dy, dy, -dy, -dy, -dy, -dy));
+}
+SIMD_INLINE __m256 k_scales4(uint32_t a, uint32_t b, uint32_t c, uint32_t e, float dy) {
+    return k_scales4_v(_mm_set_epi64x((long long)((uint64_t)e << 32 | c), (long long)((uint64_t)b << 32 | a)), dy);
+}
+#endif
+
+/* Q4_K's interleaved layout (quant_k.c): the scales (sc) and mins (mn) of a block of four
+ * rows, byte 4·sub-block + row. Q4K_GB: the bytes of a block of four rows. */
+#define Q4K_GB 576
+SIMD_INLINE void q4_K_scales_mins(const uint8_t *b, __m256i *sc, __m256i *mn) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+    const __m256i l = load256(b + 16), h = nibbles32(b + 48);
+    *sc = _mm256_or_si256(_mm256_and_si256(l, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+    *mn = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+}
+
 /* acc + Σ of each 2 adjacent s16·s16 products, in 8 int32 lanes */
 SIMD_INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
 #if defined(__AVXVNNI__)
