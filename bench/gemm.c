@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     for (int64_t k = 0; k < cols * n; k++) x[k] = rnd();
     printf("batch product %lld x %lld, %lld tokens, %lld thread(s), GFLOP/s (median of %lld)\n", (long long)rows,
            (long long)cols, (long long)n, (long long)threads, (long long)reps);
-    printf("  type   per-row vec_dot   tiles   speed-up\n");
+    printf("  type   per-row vec_dot   tiles   speed-up   tiles interleaved\n");
     for (int type = 0; type < MOE_TYPE_COUNT; type++) {
         const moe_type_traits *t = moe_type_get(type);
         if (!t || !t->from_float_ref || !strstr(types, t->name)) continue;
@@ -85,8 +85,16 @@ int main(int argc, char **argv) {
         const double flop = 2.0 * (double)rows * (double)cols * (double)n;
         const double a = time_product(moe_matmul_prepared, pool, y, &W, xq, n, (int)reps);
         const double b = time_product(moe_gemm_prepared, pool, y, &W, xq, n, (int)reps);
-        printf("  %-5s  %15.1f  %6.1f   %.2fx%s\n", t->name, flop / a / 1e9, flop / b / 1e9, a / b,
+        /* the same weights in the interleaved layout a model read into memory gets */
+        double c = 0;
+        moe_buf tmp = {0};
+        if (moe_mat_can_interleave(&W) && moe_mat_interleave(&W, &tmp) == MOE_OK)
+            c = time_product(moe_gemm_prepared, pool, y, &W, xq, n, (int)reps);
+        moe_buf_free(&tmp);
+        printf("  %-5s  %15.1f  %6.1f   %.2fx%s", t->name, flop / a / 1e9, flop / b / 1e9, a / b,
                moe_gemm_tile_for(type) ? "" : " (no tile kernel: same path)");
+        if (c > 0) printf("   %17.1f", flop / c / 1e9);
+        printf("\n");
         free(wq);
         free(xq);
     }

@@ -120,7 +120,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             const __m128i t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
             const __m128i rows[4] = {_mm_unpacklo_epi64(t0, t2), _mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t1, t3),
                                      _mm_unpackhi_epi64(t1, t3)};
-            for (int r = 0; r < 4; r++) /* as nibbles32 */
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) /* as nibbles32 */
                 qx[r] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(rows[r]), shift), m4);
             d = _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
             d = _mm256_permute2f128_ps(d, d, 0x00);
@@ -162,7 +162,7 @@ static const uint8_t SHUF_PAIR[8][32] = {
  * [scales | mins] as scales_mins_k4 gives them, their (d, dmin). */
 INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint32_t *dm, const uint8_t **qs) {
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int j = 0; j < 4; j++) {
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
         const __m256i *v = (const __m256i *)(b + 64 + 128 * j);
         const __m256i l0 = load256(v), l1 = load256(v + 1), l2 = load256(v + 2), l3 = load256(v + 3);
         /* [row 0 bytes 0-15 | row 1 bytes 0-15], then bytes 16-31; rows 2-3 from the high dwords */
@@ -177,7 +177,7 @@ INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint
     }
     __m256i sc, mn;
     q4_K_scales_mins(b, &sc, &mn);
-    for (int r = 0; r < 4; r++) {
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) { /* unrolled: the masks become constants */
         /* bytes r, 4+r, 8+r, 12+r of each lane: sub-blocks 0-3 (low lane) and 4-7 (high lane) */
         const __m256i pick = _mm256_setr_epi8(r, 4 + r, 8 + r, 12 + r, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                               r, 4 + r, 8 + r, 12 + r, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
@@ -195,15 +195,16 @@ INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint
 INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m128i q8s[4];
-        FOR_T(t) {
+        __m128i q8s[8];
+        FOR_T8(t) {
             const moe_block_q8_K *y = (const moe_block_q8_K *)(yq + (size_t)t * by) + i;
             const __m256i bsums = load256(y->bsums);
             q8s[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
         }
-        __m256i v[4][4]; /* [row][token]: [4-lane parts of T | of M] */
+        __m256i v[4][8]; /* [row][token]: [4-lane parts of T | of M] */
         uint32_t dm[4];
         __m256i smv[4];                  /* each row's [scales | mins] as int16 (scales_mins_k4) */
         const uint8_t *qs[4];
@@ -227,7 +228,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 lo[j] = _mm256_and_si256(bits, m4);
                 hi[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
             }
-            FOR_T(t) {
+            FOR_T8(t) {
                 const int8_t *q8 = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs;
                 __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
@@ -241,7 +242,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                                            _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1)));
             }
         }
-        FOR_T(t) {
+        FOR_T8(t) {
             const float dy = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->d;
             const __m256i tm = nr == 4 ? rows4_halves(v[0][t], v[1][t], v[2][t], v[3][t])
                                        : rows4_halves(v[0][t], v[0][t], v[0][t], v[0][t]);
@@ -249,7 +250,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(tm), acc[t]);
         }
     }
-    FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
+    FOR_T8(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -264,7 +265,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 2, il); break;                                                   \
     default: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 1, il); break;                                                  \
     }
-/* The Q4_0 and Q8_0 tiles keep one accumulator per token (their four rows share a
+/* The Q4_0, Q8_0 and Q4_K tiles keep one accumulator per token (their four rows share a
  * vector): eight tokens per pass over the blocks halve the work on the weights per token. */
 #define TILE_NT8(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                             \
     switch (nt) {                                                                                                     \
@@ -303,11 +304,11 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 #define TT_Q4 8
 #endif
 #ifndef TT_K
-#define TT_K 4
+#define TT_K 8
 #endif
 TILE_DRIVER(q8_0, 32, TT_Q8, TILE_NT8)
 TILE_DRIVER(q4_0, 32, TT_Q4, TILE_NT8)
-TILE_DRIVER(q4_K, MOE_QK_K, TT_K, TILE_NT)
+TILE_DRIVER(q4_K, MOE_QK_K, TT_K, TILE_NT8)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
