@@ -301,23 +301,20 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * fewer instructions per weight than dot_q45_K. Same integers and float operations as
  * dot_q45_K, so the same bits. */
 typedef struct {
-    __m256i a[4][2][4]; /* [j][low/high nibbles][k]: y dwords [2k | 2k+1] of values 64j (+32) */
-    __m256i ys[4];      /* [Σy of sub-block 2j, four times | of 2j+1] */
+    __m256i z[4][2]; /* [j][low/high nibbles]: the dwords of y's values 64j (+32) as [0 2 4 6 | 1 3 5 7] */
+    __m256i ys[4];   /* [Σy of sub-block 2j, four times | of 2j+1] */
     float d;
 } q4k_act;
 
-#define Q4KI_CHUNK 16  /* activation blocks prepared at a time (18 KB of stack) */
+#define Q4KI_CHUNK 64  /* activation blocks prepared at a time: 16384 columns, 26 KB of stack */
 #define Q4KI_GROUPS 32 /* groups whose sums are carried from one chunk to the next */
 
 static void q4_K_prepare(q4k_act *a, const moe_block_q8_K *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         for (int j = 0; j < 4; j++)
-            for (int h = 0; h < 2; h++) {
-                const __m256i q = load256(y[i].qs + 64 * j + 32 * h);
-                for (int k = 0; k < 4; k++)
-                    a[i].a[j][h][k] = _mm256_permutevar8x32_epi32(
-                        q, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1));
-            }
+            for (int h = 0; h < 2; h++)
+                a[i].z[j][h] = _mm256_permutevar8x32_epi32(load256(y[i].qs + 64 * j + 32 * h),
+                                                           _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
         const __m256i bsums = load256(y[i].bsums);
         const __m256i sums = _mm256_cvtepi16_epi32(
             _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1)));
@@ -370,7 +367,13 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
                 hi[k] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
 #endif
             }
-            const __m256i slo = dot4_u8s8(lo, a[i].a[j][0]), shi = dot4_u8s8(hi, a[i].a[j][1]);
+            /* [y dword 2k | y dword 2k+1] over four lanes each: one in-lane shuffle of z */
+            __m256i ylo[4], yhi[4];
+            UNROLL for (int k = 0; k < 4; k++) {
+                ylo[k] = _mm256_shuffle_epi32(a[i].z[j][0], k * 0x55);
+                yhi[k] = _mm256_shuffle_epi32(a[i].z[j][1], k * 0x55);
+            }
+            const __m256i slo = dot4_u8s8(lo, ylo), shi = dot4_u8s8(hi, yhi);
             /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
             const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(slo, shi, 0x20), _mm256_permute2x128_si256(slo, shi, 0x31));
             t = _mm256_add_epi32(t, _mm256_mullo_epi32(s, bytes8_epi32(sc, j)));

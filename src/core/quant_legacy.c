@@ -565,16 +565,22 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * prepared once per call (each lane holding the four y that meet it), four dot products
  * and two lane shuffles give [A0..A3 | B0..B3] directly: 1.4× the four-row kernel on
  * standard blocks, in cache on Zen 5 (docs/BENCHMARKS.md). */
-/* One prepared activation block for the interleaved Q4_0 and Q8_0 kernels: the vectors
- * the four weight vectors of a block meet, and the start values of the two sums. */
+/* One prepared activation block for the interleaved Q4_0 and Q8_0 kernels. Each lane of
+ * a weight vector meets four y of one dword; the four activation vectors a block needs,
+ * [y dword p | y dword q] each over four lanes, are one in-lane vpshufd of z away
+ * (x4i_a). 96 bytes, so that a 4096-wide row's 128 blocks (12 KB) stay in L1 with the
+ * stream of weights passing through it. */
 typedef struct {
-    __m256i a[4];       /* Q4_0: y dwords [0 | 1], [4 | 5], [2 | 3], [6 | 7]; Q8_0: [2k | 2k+1] */
-    __m256i s_lo, s_hi; /* the offsets taken off the sums of values 0-15 and 16-31 */
-    __m256 dy;          /* the activation scale (Q4_0: times Q4_LANES) */
+    __m256i z;  /* y dwords [0 2 4 6 | 1 3 5 7] */
+    __m256i s;  /* what comes off the sums [A | B] (the offsets), per half */
+    __m256 dy;  /* the activation scale (Q4_0: times Q4_LANES) */
 } x4i_act;
 
-#define X4I_CHUNK 128  /* activation blocks prepared at a time (28 KB of stack) */
+#define X4I_CHUNK 512  /* activation blocks prepared at a time: 16384 columns, 48 KB of stack */
 #define X4I_GROUPS 32  /* groups whose sums are carried from one chunk to the next */
+
+/* [y dword 2k | y dword 2k+1], each broadcast over its four lanes */
+#define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
 
 /* Σ y over values 0-15 in every lane of the low half, over 16-31 in the high half */
 INLINE __m256i half_sums(__m256i qy) {
@@ -583,24 +589,20 @@ INLINE __m256i half_sums(__m256i qy) {
     return _mm256_hadd_epi32(h, h);
 }
 
-/* Q4_0: the offsets are [−8·Σ y0..15 | 0] and [−8·Σ y16..31 (×16 with VNNI) | 0]. */
+/* The dwords of y in the order x4i_a takes them from */
+INLINE __m256i x4i_z(__m256i qy) { return _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)); }
+
+/* Q4_0: the offsets are [−8·Σ y0..15 | −8·Σ y16..31 (×16 with VNNI)]. */
 static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        a[i].a[0] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-        a[i].a[1] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5));
-        a[i].a[2] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3));
-        a[i].a[3] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7));
-        /* −8·Σ y of each half (−128·Σ for VNNI's 16·B) */
-        const __m256i h = half_sums(qy);
-        const __m256i lo = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(h, 3));
-        a[i].s_lo = _mm256_blend_epi32(lo, _mm256_setzero_si256(), 0xF0);
+        a[i].z = x4i_z(qy);
 #if defined(__AVXVNNI__)
-        const __m256i hi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(h, 7));
+        const __m256i shift = _mm256_setr_epi32(3, 3, 3, 3, 7, 7, 7, 7);
 #else
-        const __m256i hi = lo;
+        const __m256i shift = _mm256_set1_epi32(3);
 #endif
-        a[i].s_hi = _mm256_permute2x128_si256(hi, hi, 0x81); /* [high half | 0] */
+        a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sllv_epi32(half_sums(qy), shift));
         a[i].dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
     }
 }
@@ -630,10 +632,13 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
         else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
         const __m256i v0 = _mm256_loadu_si256((const __m256i *)(b + 8)), v1 = _mm256_loadu_si256((const __m256i *)(b + 40));
-        const __m256i lo = dot2_u8s8(a[i].s_lo, _mm256_and_si256(v0, m4), a[i].a[0], _mm256_and_si256(v1, m4), a[i].a[2]);
-        const __m256i hi = dot2_u8s8(a[i].s_hi, Q4I_HIGH(v0), a[i].a[1], Q4I_HIGH(v1), a[i].a[3]);
-        /* lanes (r, 0) and (r, 1) of each: [lo low + lo high | hi low + hi high] */
-        const __m256i ab = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+        const __m256i z = a[i].z, zero = _mm256_setzero_si256();
+        /* chunks 0-1 are values 0-7 (low nibbles) and 16-23, chunks 2-3 values 8-15 and 24-31 */
+        const __m256i lo = dot2_u8s8(zero, _mm256_and_si256(v0, m4), x4i_a(z, 0), _mm256_and_si256(v1, m4), x4i_a(z, 1));
+        const __m256i hi = dot2_u8s8(zero, Q4I_HIGH(v0), x4i_a(z, 2), Q4I_HIGH(v1), x4i_a(z, 3));
+        /* lanes (r, 0) and (r, 1) of each: [lo low + lo high | hi low + hi high], less the offsets */
+        const __m256i ab = _mm256_add_epi32(
+            _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
         const __m256 d = _mm256_cvtph_ps(_mm_set1_epi64x((long long)load_u64(b)));
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
@@ -738,15 +743,11 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 static void q8_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        for (int k = 0; k < 4; k++)
-            a[i].a[k] = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1,
-                                                                          2 * k + 1, 2 * k + 1));
+        a[i].z = x4i_z(qy);
 #if defined(__AVXVNNI__)
-        const __m256i lo = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 7));
-        a[i].s_lo = _mm256_blend_epi32(lo, _mm256_setzero_si256(), 0xF0);
-        a[i].s_hi = _mm256_permute2x128_si256(lo, lo, 0x81);
+        a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 7)); /* 128·Σy */
 #else
-        a[i].s_lo = a[i].s_hi = _mm256_setzero_si256();
+        a[i].s = _mm256_setzero_si256();
 #endif
         a[i].dy = bcast_f16(y[i].d);
     }
@@ -770,9 +771,11 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
             else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
         }
         const __m256i *v = (const __m256i *)(b + 8);
-        const __m256i lo = dot2_s8s8(a[i].s_lo, _mm256_loadu_si256(v), a[i].a[0], _mm256_loadu_si256(v + 1), a[i].a[1]);
-        const __m256i hi = dot2_s8s8(a[i].s_hi, _mm256_loadu_si256(v + 2), a[i].a[2], _mm256_loadu_si256(v + 3), a[i].a[3]);
-        const __m256i ab = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+        const __m256i z = a[i].z, zero = _mm256_setzero_si256();
+        const __m256i lo = dot2_s8s8(zero, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1));
+        const __m256i hi = dot2_s8s8(zero, _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
+        const __m256i ab = _mm256_add_epi32(
+            _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
         const __m256 d = _mm256_cvtph_ps(_mm_set1_epi64x((long long)load_u64(b)));
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
