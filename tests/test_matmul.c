@@ -131,11 +131,13 @@ TEST(matmul_f16_activation_conversion_rounds_to_nearest_even) {
  * the fused matvec and the batch tiles; matrices that cannot be interleaved are refused
  * with a message. */
 TEST(matmul_interleaved_bit_identical) {
-    /* 400 × 4352: wider than Q4_0's chunk of 128 blocks, and more groups per thread than it
-     * carries between chunks (quant_legacy.c, Q4I_CHUNK and Q4I_GROUPS) */
-    const struct { int64_t rows, cols, n; } shapes[] = {{4, 256, 1},  {132, 512, 1}, {512, 256, 1}, {16, 256, 2},
-                                                        {68, 512, 9}, {8, 256, 64},  {400, 4352, 1}, {8, 4352, 3},
-                                                        {16, 256, 7},  {8, 512, 14}};
+    /* 400 × 16640: wider than the column chunk of the kernels that prepare the activations
+     * (16384 columns: X4I_CHUNK, Q4KI_CHUNK), and more groups per thread than they carry
+     * between chunks (MOE_X4I_GROUPS, simd.h); 7 and 14 tokens: every remainder of the
+     * tiles' passes of eight */
+    const struct { int64_t rows, cols, n; } shapes[] = {{4, 256, 1},   {132, 512, 1},    {512, 256, 1}, {16, 256, 2},
+                                                        {68, 512, 9},  {8, 256, 64},     {400, 4352, 1}, {8, 4352, 3},
+                                                        {16, 256, 7},  {8, 512, 14},     {400, 16640, 1}, {8, 16640, 2}};
     moe_pool *pool = moe_pool_create(3);
     REQUIRE(pool);
     int types = 0;

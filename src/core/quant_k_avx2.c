@@ -307,7 +307,6 @@ typedef struct {
 } q4k_act;
 
 #define Q4KI_CHUNK 64  /* activation blocks prepared at a time: 16384 columns, 26 KB of stack */
-#define Q4KI_GROUPS 32 /* groups whose sums are carried from one chunk to the next */
 
 static void q4_K_prepare(q4k_act *a, const moe_block_q8_K *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
@@ -368,11 +367,12 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
 #endif
             }
             /* [y dword 2k | y dword 2k+1] over four lanes each: one in-lane shuffle of z */
-            __m256i ylo[4], yhi[4];
-            UNROLL for (int k = 0; k < 4; k++) {
-                ylo[k] = _mm256_shuffle_epi32(a[i].z[j][0], k * 0x55);
-                yhi[k] = _mm256_shuffle_epi32(a[i].z[j][1], k * 0x55);
-            }
+            /* (immediates written out: at -O1, as in the sanitizer build, k·0x55 in a loop is no constant) */
+            const __m256i zl = a[i].z[j][0], zh = a[i].z[j][1];
+            const __m256i ylo[4] = {_mm256_shuffle_epi32(zl, 0x00), _mm256_shuffle_epi32(zl, 0x55), _mm256_shuffle_epi32(zl, 0xAA),
+                                    _mm256_shuffle_epi32(zl, 0xFF)};
+            const __m256i yhi[4] = {_mm256_shuffle_epi32(zh, 0x00), _mm256_shuffle_epi32(zh, 0x55), _mm256_shuffle_epi32(zh, 0xAA),
+                                    _mm256_shuffle_epi32(zh, 0xFF)};
             const __m256i slo = dot4_u8s8(lo, ylo), shi = dot4_u8s8(hi, yhi);
             /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
             const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(slo, shi, 0x20), _mm256_permute2x128_si256(slo, shi, 0x31));
@@ -392,27 +392,11 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
     return acc;
 }
 
-/* Columns Q4KI_CHUNK blocks at a time, as x4i_run in quant_legacy.c */
 INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, bool l2) {
-    const int64_t nb = n / QK;
-    const size_t gb = 4 * bx, pfd = moe_prefetch_distance(bx);
-    q4k_act a[Q4KI_CHUNK];
-    if (nb <= Q4KI_CHUNK) {
-        q4_K_prepare(a, y, nb);
-        for (int64_t g = 0; g < ngroups; g++) rows4_store(s + 4 * g, q4_K_group(_mm256_setzero_ps(), x + g * gb, a, nb, pfd, l2), 4);
-        return;
-    }
-    __m256 acc[Q4KI_GROUPS];
-    for (int64_t g0 = 0; g0 < ngroups; g0 += Q4KI_GROUPS) {
-        const int64_t ng = MOE_MIN(Q4KI_GROUPS, ngroups - g0);
-        for (int64_t g = 0; g < ng; g++) acc[g] = _mm256_setzero_ps();
-        for (int64_t c = 0; c < nb; c += Q4KI_CHUNK) {
-            const int64_t cn = MOE_MIN(Q4KI_CHUNK, nb - c);
-            q4_K_prepare(a, y + c, cn);
-            for (int64_t g = 0; g < ng; g++) acc[g] = q4_K_group(acc[g], x + (g0 + g) * gb + (size_t)c * Q4K_GB, a, cn, pfd, l2);
-        }
-        for (int64_t g = 0; g < ng; g++) rows4_store(s + 4 * (g0 + g), acc[g], 4);
-    }
+    const size_t pfd = moe_prefetch_distance(bx);
+#define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, l2)
+    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)Q4K_GB, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
+#undef GROUP
 }
 
 void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {

@@ -577,7 +577,6 @@ typedef struct {
 } x4i_act;
 
 #define X4I_CHUNK 512  /* activation blocks prepared at a time: 16384 columns, 48 KB of stack */
-#define X4I_GROUPS 32  /* groups whose sums are carried from one chunk to the next */
 
 /* [y dword 2k | y dword 2k+1], each broadcast over its four lanes */
 #define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
@@ -782,35 +781,16 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
     return acc;
 }
 
-/* The interleaved kernels' driver. Columns are taken X4I_CHUNK blocks at a time (the
- * prepared activations live on the stack); past one chunk, X4I_GROUPS groups at a time
- * carry their sums between chunks. Each group still adds its blocks in order: the same
- * bits for any n. */
+/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0 (q8 false) or Q8_0. */
 INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2,
                     bool q8) {
     const int64_t nb = n / QK;
-    const size_t gb = 4 * bx, pfd = moe_prefetch_distance(bx), blk = q8 ? 136 : 72;
-    x4i_act a[X4I_CHUNK];
-#define X4I_PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
-#define X4I_GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
-    if (nb <= X4I_CHUNK) {
-        X4I_PREPARE(a, y, nb);
-        for (int64_t g = 0; g < ngroups; g++) rows4_store(s + 4 * g, X4I_GROUP(_mm256_setzero_ps(), x + g * gb, a, nb), 4);
-        return;
-    }
-    __m256 acc[X4I_GROUPS];
-    for (int64_t g0 = 0; g0 < ngroups; g0 += X4I_GROUPS) {
-        const int64_t ng = MOE_MIN(X4I_GROUPS, ngroups - g0);
-        for (int64_t g = 0; g < ng; g++) acc[g] = _mm256_setzero_ps();
-        for (int64_t c = 0; c < nb; c += X4I_CHUNK) {
-            const int64_t cn = MOE_MIN(X4I_CHUNK, nb - c);
-            X4I_PREPARE(a, y + c, cn);
-            for (int64_t g = 0; g < ng; g++) acc[g] = X4I_GROUP(acc[g], x + (g0 + g) * gb + (size_t)c * blk, a, cn);
-        }
-        for (int64_t g = 0; g < ng; g++) rows4_store(s + 4 * (g0 + g), acc[g], 4);
-    }
-#undef X4I_PREPARE
-#undef X4I_GROUP
+    const size_t pfd = moe_prefetch_distance(bx);
+#define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
+#define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
+    MOE_X4I_RUN(x4i_act, X4I_CHUNK, (size_t)(q8 ? 136 : 72), PREPARE, GROUP, s, x, bx, y, nb, ngroups);
+#undef PREPARE
+#undef GROUP
 }
 
 void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {

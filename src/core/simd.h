@@ -86,6 +86,38 @@ SIMD_INLINE __m256 k_scales4(uint32_t a, uint32_t b, uint32_t c, uint32_t e, flo
 }
 #endif
 
+/* The loop of the interleaved kernels that prepare the activation row once per call
+ * (quant_legacy.c: Q4_0, Q8_0; quant_k_avx2.c: Q4_K), as a statement: columns are taken
+ * CHUNK blocks at a time (the prepared activations, ACT a[CHUNK], live on the stack); past
+ * one chunk, MOE_X4I_GROUPS groups of four rows at a time carry their sums from one chunk
+ * to the next. Each group still adds its blocks in order, so the bits do not depend on n.
+ * PREPARE(a, y, nb) and GROUP(acc, b, a, nb) are the type's; BLK is the bytes of a block
+ * of four rows; s, x, bx, y, ngroups as in moe_vec_dot_x4i_fn, nb the blocks of a row. */
+#define MOE_X4I_GROUPS 32
+#define MOE_X4I_RUN(ACT, CHUNK, BLK, PREPARE, GROUP, s, x, bx, y, nb, ngroups)                                       \
+    do {                                                                                                             \
+        const size_t gb_ = 4 * (bx);                                                                                 \
+        ACT a_[CHUNK];                                                                                               \
+        if ((nb) <= (CHUNK)) {                                                                                       \
+            PREPARE(a_, (y), (nb));                                                                                  \
+            for (int64_t g_ = 0; g_ < (ngroups); g_++)                                                               \
+                rows4_store((s) + 4 * g_, GROUP(_mm256_setzero_ps(), (x) + g_ * gb_, a_, (nb)), 4);                  \
+            break;                                                                                                   \
+        }                                                                                                            \
+        __m256 acc_[MOE_X4I_GROUPS];                                                                                 \
+        for (int64_t g0_ = 0; g0_ < (ngroups); g0_ += MOE_X4I_GROUPS) {                                              \
+            const int64_t ng_ = (ngroups) - g0_ < MOE_X4I_GROUPS ? (ngroups) - g0_ : MOE_X4I_GROUPS;                 \
+            for (int64_t g_ = 0; g_ < ng_; g_++) acc_[g_] = _mm256_setzero_ps();                                     \
+            for (int64_t c_ = 0; c_ < (nb); c_ += (CHUNK)) {                                                         \
+                const int64_t cn_ = (nb) - c_ < (CHUNK) ? (nb) - c_ : (CHUNK);                                       \
+                PREPARE(a_, (y) + c_, cn_);                                                                          \
+                for (int64_t g_ = 0; g_ < ng_; g_++)                                                                 \
+                    acc_[g_] = GROUP(acc_[g_], (x) + (g0_ + g_) * gb_ + (size_t)c_ * (BLK), a_, cn_);                \
+            }                                                                                                        \
+            for (int64_t g_ = 0; g_ < ng_; g_++) rows4_store((s) + 4 * (g0_ + g_), acc_[g_], 4);                     \
+        }                                                                                                            \
+    } while (0)
+
 /* Q4_K's interleaved layout (quant_k.c): the scales (sc) and mins (mn) of a block of four
  * rows, byte 4·sub-block + row. Q4K_GB: the bytes of a block of four rows. */
 #define Q4K_GB 576
