@@ -226,6 +226,13 @@ typedef struct moe_model_params {
                                     tensor bytes seen through moe_model_gguf are then interleaved.
                                     Not with an offloader, whose budget counts on experts staying
                                     on disk. The CLI sets it when the file fits in memory. */
+    bool resident_in_memory;     /* with the file mapped (no_mmap false): copy the matrices that
+                                    every token reads and the kernels can interleave (attention,
+                                    output head, dense and shared FFNs: all but the routed experts
+                                    and the embedding table) out of the mapping into memory of our
+                                    own, interleaved, and hand the mapped pages back; the experts
+                                    stay mapped for an offloader. The same RSS and logits, faster
+                                    resident weights. The CLI sets it with --mem (not --mmap). */
 } moe_model_params;
 moe_model_params moe_model_default_params(void);
 

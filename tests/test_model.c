@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include "model/experts.h"
+#include "io/gguf.h"     /* moe_gguf_base */
 #include "model/model.h" /* the loaded matrices: are they interleaved? */
 
 static moe_model *load(const char *rel) {
@@ -261,6 +262,55 @@ TEST(model_no_mmap_same_logits) {
     }
     CHECK(moe_model_load("/nonexistent/x.gguf", &mp) == NULL);
     CHECK_MSG(strstr(moe_last_error(), "/nonexistent/x.gguf") != NULL, "%s", moe_last_error());
+}
+
+/* resident_in_memory (what --mem uses): the attention and output matrices are copied out
+ * of the mapping and interleaved, the experts and the (untied) embedding table stay in the
+ * mapping, and the logits are the same bit for bit, batch and decode, with and without an
+ * offloader reading the experts. */
+TEST(model_resident_in_memory_same_logits) {
+    int32_t tokens[64];
+    const int64_t n = fixture_tokens(tokens, 64);
+    REQUIRE(n == 64);
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = 2;
+    mp.resident_in_memory = true;
+    const char *files[] = {"gguf/mixtral-q4_0.gguf", "gguf/mixtral-q4_k_s.gguf", "gguf/mixtral-q8_0.gguf"};
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        moe_model *a = load(files[f]), *b = moe_model_load(test_fixture(files[f]), &mp);
+        REQUIRE_MSG(a && b, "%s", moe_last_error());
+        const bool simd = moe_type_vec_dot_x4i(b->layers[0].attn.wq.type) != NULL;
+        const uint8_t *base = moe_gguf_base(b->gguf); /* the mapping */
+        const uint64_t size = moe_gguf_file_size(b->gguf);
+        const uint8_t *wq = b->layers[0].attn.wq.data, *gate = moe_mapped_provider_slot(b->experts, 1, 3)->gate.data;
+        CHECK_MSG(b->layers[0].attn.wq.interleaved == simd && b->layers[1].attn.wo.interleaved == simd, "%s", files[f]);
+        CHECK_MSG(!simd || wq < base || wq >= base + size, "%s: wq still in the mapping", files[f]);
+        CHECK_MSG(gate >= base && gate < base + size, "%s: an expert left the mapping", files[f]);
+        CHECK(!moe_mapped_provider_slot(b->experts, 1, 3)->gate.interleaved);
+        check_same_logits(a, b, tokens, n);
+        moe_context *cb = moe_context_init(b, n);
+        REQUIRE(cb);
+        moe_offload_params op = moe_offload_default_params();
+        op.budget = (uint64_t)1 << 30;
+        moe_offload *off = moe_offload_init(b, cb, &op);
+        REQUIRE_MSG(off, "%s", moe_last_error());
+        moe_offload_attach(off, cb);
+        moe_context *ca = moe_context_init(a, n);
+        REQUIRE(ca);
+        float *la = malloc((size_t)moe_model_n_vocab(a) * sizeof(float)), *lb = malloc((size_t)moe_model_n_vocab(b) * sizeof(float));
+        REQUIRE(la && lb);
+        for (int64_t t = 0; t < 8; t++) { /* decode through the offloader */
+            REQUIRE(moe_eval(ca, tokens + t, 1, la, 0) == MOE_OK && moe_eval(cb, tokens + t, 1, lb, 0) == MOE_OK);
+            CHECK_MSG(memcmp(la, lb, (size_t)moe_model_n_vocab(a) * sizeof(float)) == 0, "%s token %lld", files[f], (long long)t);
+        }
+        free(la);
+        free(lb);
+        moe_context_free(ca);
+        moe_context_free(cb);
+        moe_offload_free(off);
+        moe_model_free(a);
+        moe_model_free(b);
+    }
 }
 
 /* ---------------------------------------------------------------- routing hook */

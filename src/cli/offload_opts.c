@@ -61,6 +61,9 @@ bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int th
     if (!cli_offload_opts_check(sub, o)) return false;
     if (o->no_mmap || o->mmap || o->params.budget) {
         mp->no_mmap = o->no_mmap;
+        /* --mem: the weights every token reads are copied out of the mapping and
+         * interleaved (the same bytes in RSS); the experts stay on disk for the offloader */
+        mp->resident_in_memory = o->params.budget && !o->mmap;
         return true;
     }
     /* The default: in memory, where the loader interleaves the weights for the kernels

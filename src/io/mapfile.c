@@ -52,6 +52,12 @@ void moe_protect_file(const void *base, uint64_t size) {
     if (base && size) (void)mprotect((void *)base, ((size_t)size + page - 1) / page * page, PROT_READ);
 }
 
+void moe_release_pages(const void *p, uint64_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)p;
+    const uintptr_t b = (a + page - 1) / page * page, e = (a + (uintptr_t)n) / page * page;
+    if (p && e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
 void moe_unmap_file(const void *base, uint64_t size) {
     if (base && size) munmap((void *)base, (size_t)size);
 }

@@ -19,6 +19,10 @@ moe_status moe_map_file(const char *path, const void **base, uint64_t *size);
  * the mapping, so that a stray write faults. */
 moe_status moe_read_file(const char *path, const void **base, uint64_t *size);
 void moe_protect_file(const void *base, uint64_t size);
+/* Hands back the mapped pages that lie wholly inside [p, p + n) (MADV_DONTNEED): they
+ * leave the process's RSS, and a later read of them faults them in again from the page
+ * cache, so this is safe on any part of a read-only file mapping. */
+void moe_release_pages(const void *p, uint64_t n);
 /* Releases what moe_map_file or moe_read_file returned. */
 void moe_unmap_file(const void *base, uint64_t size);
 

@@ -4,9 +4,11 @@
  * provider, from 3-D ffn_*_exps tensors or per-expert blk.N.ffn_*.E.weight tensors. */
 #include "model/model.h"
 #include "io/gguf.h"
+#include "io/mapfile.h" /* moe_release_pages */
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     const moe_gguf *g;
@@ -348,6 +350,42 @@ static moe_status interleave_weights(moe_model *m) {
     return st;
 }
 
+/* resident_in_memory: each matrix that every token reads and the kernels can interleave is
+ * copied out of the mapping into the model's arena and interleaved there, 2 MiB at a time,
+ * handing back the mapped pages just read, so the copy never holds much more than the
+ * weights once (the offloader's budget counts them once). The embedding table stays mapped
+ * unless it is also the output head: a token reads one row of it, and a copy would bring
+ * the whole table into RSS. */
+static moe_status copy_one(moe_model *m, moe_mat *w, moe_buf *tmp) {
+    if (!moe_mat_can_interleave(w)) return MOE_OK;
+    const size_t bytes = (size_t)w->rows * w->row_bytes, piece = (size_t)2 << 20;
+    uint8_t *dst = moe_arena_alloc(&m->arena, bytes, 64);
+    if (!dst) return MOE_ERR_NOMEM;
+    const uint8_t *src = w->data;
+    for (size_t o = 0; o < bytes; o += piece) {
+        const size_t len = MOE_MIN(bytes - o, piece);
+        memcpy(dst + o, src + o, len);
+        moe_release_pages(src + o, len);
+    }
+    w->data = dst;
+    return moe_mat_interleave(w, tmp);
+}
+
+static moe_status copy_resident(moe_model *m) {
+    moe_buf tmp = {0};
+    const bool tied = m->output.data == m->tok_embd.data;
+    moe_status st = copy_one(m, tied ? &m->tok_embd : &m->output, &tmp);
+    if (tied) m->output = m->tok_embd;
+    for (int64_t il = 0; il < m->hp.n_layer && !st; il++) {
+        moe_layer_weights *ly = &m->layers[il];
+        moe_mat *mats[] = {&ly->attn.wq, &ly->attn.wk,  &ly->attn.wv,   &ly->attn.wo,  &ly->dense.gate,
+                           &ly->dense.up, &ly->dense.down, &ly->shared.gate, &ly->shared.up, &ly->shared.down};
+        for (size_t k = 0; k < MOE_ARRAY_LEN(mats) && !st; k++) st = copy_one(m, mats[k], &tmp);
+    }
+    moe_buf_free(&tmp);
+    return st;
+}
+
 moe_model *moe_model_load(const char *path, const moe_model_params *params) {
     const bool in_memory = params && params->no_mmap;
     moe_gguf *g = in_memory ? moe_gguf_open_writable(path) : moe_gguf_open(path);
@@ -401,6 +439,7 @@ moe_model *moe_model_load(const char *path, const moe_model_params *params) {
     for (int il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(&L, il))) goto fail;
     if (in_memory && (st = interleave_weights(m))) goto fail;
+    if (!in_memory && m->params.resident_in_memory && (st = copy_resident(m))) goto fail;
     moe_gguf_seal(g);
     return m;
 fail:
