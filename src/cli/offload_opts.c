@@ -99,7 +99,9 @@ void cli_offload_print_help(FILE *f) {
             "  --no-mmap                read the model into memory, its weights interleaved for the kernels\n"
             "                           (the default without --mem when the model fits in the available memory)\n"
             "  --mmap                   map the model file instead: instant load, pages shared with the page\n"
-            "                           cache, slower decoding (the default when the model does not fit)\n");
+            "                           cache, slower decoding (the default when the model does not fit); with\n"
+            "                           --mem, the resident weights stay mapped too instead of being copied out\n"
+            "                           and interleaved\n");
 }
 
 moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c) {
