@@ -32,14 +32,30 @@ INLINE void store_tile(float *y, int64_t ldy, __m256 acc[4][4], int nr, int nt) 
     FOR_T(t) FOR_R(r) y[t * ldy + r] = hsum8(acc[r][t]) + 0.0f; /* + 0.0f: as store_sums */
 }
 
+/* Four rows' 32 bytes back in order from four vectors of the Q8_0 / Q4_K interleaved
+ * layouts (vector k: bytes 8k..8k+3 of rows 0-3, then 8k+4..8k+7 of rows 0-3): a 4×4
+ * transpose of dwords, per row [bytes 0-15 | bytes 16-31]. */
+INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i l0 = load256(v), l1 = load256(v + 32), l2 = load256(v + 64), l3 = load256(v + 96);
+    /* [row 0 bytes 0-15 | row 1 bytes 0-15], then bytes 16-31; rows 2-3 from the high dwords */
+    const __m256i a01 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(l0, l1), order),
+                  b01 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(l2, l3), order),
+                  a23 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(l0, l1), order),
+                  b23 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(l2, l3), order);
+    row[0] = _mm256_permute2x128_si256(a01, b01, 0x20);
+    row[1] = _mm256_permute2x128_si256(a01, b01, 0x31);
+    row[2] = _mm256_permute2x128_si256(a23, b23, 0x20);
+    row[3] = _mm256_permute2x128_si256(a23, b23, 0x31);
+}
+
 /* ---------------------------------------------------------------- Q8_0 × Q8_0 */
 /* Q8_0's order of sums is Q4_0's (quant_legacy.c): per block and token, the four rows'
  * exact sums of values 0-15 and 16-31 as [A0..A3 | B0..B3], then one FMA; one
  * accumulator per token, eight tokens per pass. With VNNI the tile forms the 4-value sums
  * as (y+128)·x − 128·Σx with one dpbusd per pair (y+128 is unsigned; Σx per lane once per
  * row); without it, ggml's sign trick. Rows of the interleaved layout are taken back out
- * of its vectors (vector k: qs[8k..8k+3] of rows 0-3, then qs[8k+4..8k+7]) in an order of
- * their own within each half, which the activations are permuted to (Y_ORDER). */
+ * of its vectors (rows4_transpose). */
 INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
     __m256 acc[8];
@@ -49,17 +65,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         __m256 d;
         if (il) {
             const uint8_t *b = wx + (size_t)i * 136;
-            const __m256i *v = (const __m256i *)(b + 8);
-            const __m256i l0 = load256(v), l1 = load256(v + 1), l2 = load256(v + 2), l3 = load256(v + 3);
-            /* [row r: vector 0, vector 1, then the same from their high halves] per half */
-            const __m256i a01 = _mm256_permute4x64_epi64(_mm256_unpacklo_epi32(l0, l1), 0xD8), /* rows 0 | 1, values 0-15 */
-                a23 = _mm256_permute4x64_epi64(_mm256_unpackhi_epi32(l0, l1), 0xD8),           /* rows 2 | 3 */
-                b01 = _mm256_permute4x64_epi64(_mm256_unpacklo_epi32(l2, l3), 0xD8),           /* values 16-31 */
-                b23 = _mm256_permute4x64_epi64(_mm256_unpackhi_epi32(l2, l3), 0xD8);
-            qx[0] = _mm256_permute2x128_si256(a01, b01, 0x20);
-            qx[1] = _mm256_permute2x128_si256(a01, b01, 0x31);
-            qx[2] = _mm256_permute2x128_si256(a23, b23, 0x20);
-            qx[3] = _mm256_permute2x128_si256(a23, b23, 0x31);
+            rows4_transpose(b + 8, qx);
             d = _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
             d = _mm256_permute2f128_ps(d, d, 0x00);
         } else {
@@ -79,8 +85,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         }
         FOR_T8(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
-            __m256i qy = load256(y->qs);
-            if (il) qy = _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7)); /* Y_ORDER */
+            const __m256i qy = load256(y->qs);
 #if defined(__AVXVNNI__)
             const __m256i yu = _mm256_xor_si256(qy, _mm256_set1_epi8((char)0x80));
 #endif
@@ -158,22 +163,13 @@ static const uint8_t SHUF_PAIR[8][32] = {
 
 
 /* The four rows of a block of Q4_K's interleaved layout (quant_k.c) taken back out: their
- * quants in block order into rowq (a 4×4 transpose of dwords per 32-byte chunk), their
+ * quants in block order into rowq (rows4_transpose per 32-byte run), their
  * [scales | mins] as scales_mins_k4 gives them, their (d, dmin). */
 INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint32_t *dm, const uint8_t **qs) {
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-        const __m256i *v = (const __m256i *)(b + 64 + 128 * j);
-        const __m256i l0 = load256(v), l1 = load256(v + 1), l2 = load256(v + 2), l3 = load256(v + 3);
-        /* [row 0 bytes 0-15 | row 1 bytes 0-15], then bytes 16-31; rows 2-3 from the high dwords */
-        const __m256i a01 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(l0, l1), order),
-                      b01 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(l2, l3), order),
-                      a23 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(l0, l1), order),
-                      b23 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(l2, l3), order);
-        _mm256_store_si256((__m256i *)(rowq[0] + 32 * j), _mm256_permute2x128_si256(a01, b01, 0x20));
-        _mm256_store_si256((__m256i *)(rowq[1] + 32 * j), _mm256_permute2x128_si256(a01, b01, 0x31));
-        _mm256_store_si256((__m256i *)(rowq[2] + 32 * j), _mm256_permute2x128_si256(a23, b23, 0x20));
-        _mm256_store_si256((__m256i *)(rowq[3] + 32 * j), _mm256_permute2x128_si256(a23, b23, 0x31));
+        __m256i row[4];
+        rows4_transpose(b + 64 + 128 * j, row);
+        for (int r = 0; r < 4; r++) _mm256_store_si256((__m256i *)(rowq[r] + 32 * j), row[r]);
     }
     __m256i sc, mn;
     q4_K_scales_mins(b, &sc, &mn);
