@@ -10,7 +10,6 @@
  * decoding. The reference each tile is tested against is that vec_dot (tests/test_gemm.c);
  * without AVX2 (FMA, F16C) there are no tiles and moe_gemm_prepared falls back to the matmul. */
 #include "core/gemm.h"
-#include "core/cpu.h" /* MOE_GROUP_BLOCK */
 #include "core/f16.h"
 #include "core/quant_k.h"
 #include "core/quant_legacy.h"

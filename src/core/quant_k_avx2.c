@@ -324,19 +324,6 @@ static void q4_K_prepare(q4k_act *a, const moe_block_q8_K *y, int64_t nb) {
     }
 }
 
-/* Σ over four pairs of u·s in 4-value lanes (u: 0..15, or with VNNI also 16·(0..15)) */
-INLINE __m256i dot4_u8s8(const __m256i *u, const __m256i *s) {
-#if defined(__AVXVNNI__)
-    __m256i acc = _mm256_setzero_si256();
-    UNROLL for (int k = 0; k < 4; k++) acc = _mm256_dpbusd_avx_epi32(acc, u[k], s[k]);
-    return acc;
-#else /* int16 pairs of at most 2·15·128: four of them added still fit */
-    __m256i p = _mm256_maddubs_epi16(u[0], s[0]);
-    UNROLL for (int k = 1; k < 4; k++) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[k], s[k]));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-#endif
-}
-
 /* The 8 bytes of a 32-byte vector at offset 8j, as 8 int32 */
 INLINE __m256i bytes8_epi32(__m256i v, int j) {
     const __m128i h = j < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
@@ -373,7 +360,7 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
                                     _mm256_shuffle_epi32(zl, 0xFF)};
             const __m256i yhi[4] = {_mm256_shuffle_epi32(zh, 0x00), _mm256_shuffle_epi32(zh, 0x55), _mm256_shuffle_epi32(zh, 0xAA),
                                     _mm256_shuffle_epi32(zh, 0xFF)};
-            const __m256i slo = dot4_u8s8(lo, ylo), shi = dot4_u8s8(hi, yhi);
+            const __m256i slo = dot_nibbles(lo, ylo, 4), shi = dot_nibbles(hi, yhi, 4);
             /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
             const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(slo, shi, 0x20), _mm256_permute2x128_si256(slo, shi, 0x31));
             t = _mm256_add_epi32(t, _mm256_mullo_epi32(s, bytes8_epi32(sc, j)));

@@ -606,17 +606,6 @@ static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     }
 }
 
-/* acc + Σ u·s over two pairs of vectors (u: 0..15 or, with VNNI, 16·(0..15)), 4-value lanes */
-INLINE __m256i dot2_u8s8(__m256i acc, __m256i u0, __m256i s0, __m256i u1, __m256i s1) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, u0, s0), u1, s1);
-#else
-    /* int16 pairs of at most 2·15·128 each: two of them added still fit */
-    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-#endif
-}
-
 /* Blocks [0, nb) of one interleaved group (b: its first block) against prepared
  * activations, into acc = [acc_A | acc_B]. */
 INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
@@ -631,10 +620,11 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
         else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
         const __m256i v0 = _mm256_loadu_si256((const __m256i *)(b + 8)), v1 = _mm256_loadu_si256((const __m256i *)(b + 40));
-        const __m256i z = a[i].z, zero = _mm256_setzero_si256();
+        const __m256i z = a[i].z;
         /* chunks 0-1 are values 0-7 (low nibbles) and 16-23, chunks 2-3 values 8-15 and 24-31 */
-        const __m256i lo = dot2_u8s8(zero, _mm256_and_si256(v0, m4), x4i_a(z, 0), _mm256_and_si256(v1, m4), x4i_a(z, 1));
-        const __m256i hi = dot2_u8s8(zero, Q4I_HIGH(v0), x4i_a(z, 2), Q4I_HIGH(v1), x4i_a(z, 3));
+        const __m256i ulo[2] = {_mm256_and_si256(v0, m4), _mm256_and_si256(v1, m4)}, uhi[2] = {Q4I_HIGH(v0), Q4I_HIGH(v1)};
+        const __m256i ylo[2] = {x4i_a(z, 0), x4i_a(z, 1)}, yhi[2] = {x4i_a(z, 2), x4i_a(z, 3)};
+        const __m256i lo = dot_nibbles(ulo, ylo, 2), hi = dot_nibbles(uhi, yhi, 2);
         /* lanes (r, 0) and (r, 1) of each: [lo low + lo high | hi low + hi high], less the offsets */
         const __m256i ab = _mm256_add_epi32(
             _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
