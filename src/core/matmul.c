@@ -124,6 +124,20 @@ moe_status moe_matmul(moe_pool *pool, float *y, const moe_mat *W, const float *x
     return MOE_OK;
 }
 
+/* The types whose interleaved kernels read a layout of their own (the others: blocks side
+ * by side): how a group of four rows is written, and how block i of row r is read back. */
+typedef struct {
+    void (*interleave_group)(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+    void (*group_block)(const uint8_t *group, int64_t i, int r, void *out);
+} own_layout;
+
+static const own_layout *own_layout_of(int type) {
+    static const own_layout q4_0 = {moe_q4_0_interleave_group, moe_q4_0_group_block},
+                            q8_0 = {moe_q8_0_interleave_group, moe_q8_0_group_block},
+                            q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block};
+    return type == MOE_TYPE_Q4_0 ? &q4_0 : type == MOE_TYPE_Q8_0 ? &q8_0 : type == MOE_TYPE_Q4_K ? &q4_K : NULL;
+}
+
 void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
     const moe_type_traits *t = moe_type_get(W->type);
     const uint8_t *row = (const uint8_t *)W->data + (size_t)r * W->row_bytes;
@@ -133,15 +147,12 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
     }
     /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K: layouts of their own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
+    const own_layout *own = own_layout_of(W->type);
     for (int64_t i = 0; i < W->cols / t->block_size; i++) {
         moe_block_q4_K b; /* the largest of the blocks with a layout of their own */
         const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
-        void (*get)(const uint8_t *, int64_t, int, void *) = W->type == MOE_TYPE_Q4_0 ? moe_q4_0_group_block
-                                                             : W->type == MOE_TYPE_Q8_0 ? moe_q8_0_group_block
-                                                             : W->type == MOE_TYPE_Q4_K ? moe_q4_K_group_block
-                                                                                        : NULL;
-        if (get) {
-            get(group, i, (int)(r & 3), &b);
+        if (own) {
+            own->group_block(group, i, (int)(r & 3), &b);
             blk = &b;
         }
         t->to_float(blk, out + i * t->block_size, t->block_size);
@@ -170,16 +181,12 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     const int64_t nb = (int64_t)(rb / ts);
     uint8_t *tmp = moe_buf_reserve(scratch, gb);
     if (!tmp) return MOE_ERR_NOMEM;
-    /* the types whose kernels read a layout of their own; the others, blocks side by side */
-    void (*own)(uint8_t *, const uint8_t *, size_t, int64_t) = W->type == MOE_TYPE_Q4_0 ? moe_q4_0_interleave_group
-                                                               : W->type == MOE_TYPE_Q8_0 ? moe_q8_0_interleave_group
-                                                               : W->type == MOE_TYPE_Q4_K ? moe_q4_K_interleave_group
-                                                                                          : NULL;
+    const own_layout *own = own_layout_of(W->type);
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
         if (own) {
-            own(group, tmp, rb, nb);
+            own->interleave_group(group, tmp, rb, nb);
             continue;
         }
         switch (ts) {
