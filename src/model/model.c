@@ -311,6 +311,16 @@ void moe_model_free(moe_model *m) {
     free(m);
 }
 
+/* The matrices of a layer other than its routed experts: what the two loaders below
+ * rearrange (those whose type and shape allow it: moe_mat_can_interleave). */
+#define LAYER_MATS 12
+static void layer_mats(moe_layer_weights *ly, moe_mat *out[LAYER_MATS]) {
+    moe_mat *m[LAYER_MATS] = {&ly->attn.wq,    &ly->attn.wk,    &ly->attn.wv,   &ly->attn.wo,
+                              &ly->router,     &ly->shared_gate, &ly->dense.gate, &ly->dense.up,
+                              &ly->dense.down, &ly->shared.gate, &ly->shared.up, &ly->shared.down};
+    memcpy(out, m, sizeof m);
+}
+
 /* no_mmap: the weights are in memory of our own, so every matrix the matmul streams is
  * interleaved in place (core/matmul.h: the four-row kernels then read one sequential
  * stream instead of four; the results are the same bit for bit). The embedding table too:
@@ -326,18 +336,9 @@ static moe_status interleave_weights(moe_model *m) {
     else IL(&m->output);
     for (int64_t il = 0; il < m->hp.n_layer && !st; il++) {
         moe_layer_weights *ly = &m->layers[il];
-        moe_ffn_weights *ffn[2] = {&ly->dense, &ly->shared};
-        IL(&ly->attn.wq);
-        IL(&ly->attn.wk);
-        IL(&ly->attn.wv);
-        IL(&ly->attn.wo);
-        IL(&ly->router);
-        IL(&ly->shared_gate);
-        for (int k = 0; k < 2; k++) {
-            IL(&ffn[k]->gate);
-            IL(&ffn[k]->up);
-            IL(&ffn[k]->down);
-        }
+        moe_mat *mats[LAYER_MATS];
+        layer_mats(ly, mats);
+        for (int k = 0; k < LAYER_MATS; k++) IL(mats[k]);
         for (int e = 0; e < m->hp.n_expert && ly->is_moe; e++) {
             moe_expert_weights *w = moe_mapped_provider_slot(m->experts, (int)il, e);
             IL(&w->gate);
@@ -377,10 +378,9 @@ static moe_status copy_resident(moe_model *m) {
     moe_status st = copy_one(m, tied ? &m->tok_embd : &m->output, &tmp);
     if (tied) m->output = m->tok_embd;
     for (int64_t il = 0; il < m->hp.n_layer && !st; il++) {
-        moe_layer_weights *ly = &m->layers[il];
-        moe_mat *mats[] = {&ly->attn.wq, &ly->attn.wk,  &ly->attn.wv,   &ly->attn.wo,  &ly->dense.gate,
-                           &ly->dense.up, &ly->dense.down, &ly->shared.gate, &ly->shared.up, &ly->shared.down};
-        for (size_t k = 0; k < MOE_ARRAY_LEN(mats) && !st; k++) st = copy_one(m, mats[k], &tmp);
+        moe_mat *mats[LAYER_MATS];
+        layer_mats(&m->layers[il], mats);
+        for (int k = 0; k < LAYER_MATS && !st; k++) st = copy_one(m, mats[k], &tmp);
     }
     moe_buf_free(&tmp);
     return st;
