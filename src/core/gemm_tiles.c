@@ -1,4 +1,4 @@
-/* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 4 tokens
+/* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 8 tokens
  * per pass over the blocks, for Q8_0, Q4_0 and Q4_K weights against their quantized
  * activations. The work of one row (unpacking nibbles, unpacking scales) is done once
  * for the tokens of a tile and the work of one token (offsets, block sums) once for its
@@ -19,17 +19,10 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define FOR_R(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
-#define FOR_T(t) _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
-#define FOR_T8(t) _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
-
-
-#define ACC_ZERO(acc) \
-    __m256 acc[4][4]; \
-    for (int r_ = 0; r_ < 4; r_++) for (int t_ = 0; t_ < 4; t_++) acc[r_][t_] = _mm256_setzero_ps()
-
-INLINE void store_tile(float *y, int64_t ldy, __m256 acc[4][4], int nr, int nt) {
-    FOR_T(t) FOR_R(r) y[t * ldy + r] = hsum8(acc[r][t]) + 0.0f; /* + 0.0f: as store_sums */
-}
+#define FOR_T(t) _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+/* Tokens per pass over the blocks: each tile keeps one accumulator per token (its four
+ * rows share a vector), and eight tokens halve the work on the weights per token. */
+#define TILE_TOKENS 8
 
 /* Four rows' 32 bytes back in order from four vectors of the Q8_0 / Q4_K interleaved
  * layouts (vector k: bytes 8k..8k+3 of rows 0-3, then 8k+4..8k+7 of rows 0-3): a 4×4
@@ -57,16 +50,15 @@ INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
  * of its vectors (rows4_transpose). */
 INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    __m256 acc[TILE_TOKENS];
+    for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4], ox[4];
         __m256 d;
         if (il) {
             const uint8_t *b = wx + (size_t)i * 136;
             rows4_transpose(b + 8, qx);
-            d = _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
-            d = _mm256_permute2f128_ps(d, d, 0x00);
+            d = rows4_scales_at(b);
         } else {
             const moe_block_q8_0 *x[4];
             FOR_R(r) {
@@ -82,7 +74,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             ox[r] = _mm256_sign_epi8(qx[r], qx[r]); /* |x| */
 #endif
         }
-        FOR_T8(t) {
+        FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
 #if defined(__AVXVNNI__)
@@ -100,7 +92,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y->d)), _mm256_cvtepi32_ps(ab), acc[t]);
         }
     }
-    FOR_T8(t) rows4_store(out + t * ldy, acc[t], nr);
+    FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
@@ -110,8 +102,8 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
  * their chunks (a 4×4 transpose of dwords: chunk k holds qs[4k..4k+3] of rows 0-3). */
 INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    __m256 acc[TILE_TOKENS];
+    for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
     const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4];
@@ -126,8 +118,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                                      _mm_unpackhi_epi64(t1, t3)};
             _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) /* as nibbles32 */
                 qx[r] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(rows[r]), shift), m4);
-            d = _mm256_cvtph_ps(_mm_loadl_epi64((const __m128i *)b));
-            d = _mm256_permute2f128_ps(d, d, 0x00);
+            d = rows4_scales_at(b);
         } else {
             const moe_block_q4_0 *x[4];
             FOR_R(r) {
@@ -136,7 +127,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             }
             d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         }
-        FOR_T8(t) {
+        FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
             const __m256i off = _mm256_sub_epi32(
@@ -148,7 +139,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y->d)), _mm256_cvtepi32_ps(ab), acc[t]);
         }
     }
-    FOR_T8(t) rows4_store(out + t * ldy, acc[t], nr);
+    FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
@@ -190,16 +181,16 @@ INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint
 INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    __m256 acc[TILE_TOKENS];
+    for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m128i q8s[8];
-        FOR_T8(t) {
+        __m128i q8s[TILE_TOKENS];
+        FOR_T(t) {
             const moe_block_q8_K *y = (const moe_block_q8_K *)(yq + (size_t)t * by) + i;
             const __m256i bsums = load256(y->bsums);
             q8s[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
         }
-        __m256i v[4][8]; /* [row][token]: [4-lane parts of T | of M] */
+        __m256i v[4][TILE_TOKENS]; /* [row][token]: [4-lane parts of T | of M] */
         uint32_t dm[4];
         __m256i smv[4];                  /* each row's [scales | mins] as int16 (scales_mins_k4) */
         const uint8_t *qs[4];
@@ -223,7 +214,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 lo[j] = _mm256_and_si256(bits, m4);
                 hi[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
             }
-            FOR_T8(t) {
+            FOR_T(t) {
                 const int8_t *q8 = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs;
                 __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
@@ -237,7 +228,7 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                                            _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1)));
             }
         }
-        FOR_T8(t) {
+        FOR_T(t) {
             const float dy = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->d;
             const __m256i tm = nr == 4 ? rows4_halves(v[0][t], v[1][t], v[2][t], v[3][t])
                                        : rows4_halves(v[0][t], v[0][t], v[0][t], v[0][t]);
@@ -245,32 +236,26 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(tm), acc[t]);
         }
     }
-    FOR_T8(t) rows4_store(out + t * ldy, acc[t], nr);
+    FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
 /* ---------------------------------------------------------------- dispatch */
 
-/* Rows in fours and tokens in fours; the edges get the kernel specialised for their
- * size (the kernels are always-inline functions of nr, nt and the layout il). Rows of an
- * interleaved matrix come in whole groups of four (moe_mat_can_interleave). */
+/* Rows in fours and tokens TILE_TOKENS at a time; the edges get the kernel specialised
+ * for their size (the kernels are always-inline functions of nr, nt and the layout il).
+ * Rows of an interleaved matrix come in whole groups of four (moe_mat_can_interleave). */
 #define TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                              \
-    switch (nt) {                                                                                                     \
-    case 4: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 4, il); break;                                                   \
-    case 3: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 3, il); break;                                                   \
-    case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 2, il); break;                                                   \
-    default: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 1, il); break;                                                  \
-    }
-/* The Q4_0, Q8_0 and Q4_K tiles keep one accumulator per token (their four rows share a
- * vector): eight tokens per pass over the blocks halve the work on the weights per token. */
-#define TILE_NT8(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                             \
     switch (nt) {                                                                                                     \
     case 8: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 8, il); break;                                                   \
     case 7: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 7, il); break;                                                   \
     case 6: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 6, il); break;                                                   \
     case 5: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 5, il); break;                                                   \
-    default: TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                       \
+    case 4: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 4, il); break;                                                   \
+    case 3: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 3, il); break;                                                   \
+    case 2: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 2, il); break;                                                   \
+    default: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 1, il); break;                                                  \
     }
-#define TILE_DRIVER(T, QK_, TT, NT)                                                                                      \
+#define TILE_DRIVER(T, QK_)                                                                                            \
     static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
                          float *y, int64_t ldy) {                                                                       \
         const int64_t nb = W->cols / (QK_);                                                                           \
@@ -278,32 +263,23 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         for (int64_t r = r0; r < r1; r += 4) {                                                                        \
             const int nr = (int)MOE_MIN(4, r1 - r);                                                                   \
             const uint8_t *wx = (const uint8_t *)W->data + (size_t)r * bx;                                            \
-            for (int64_t t = t0; t < t1; t += (TT)) {                                                                 \
-                const int nt = (int)MOE_MIN((TT), t1 - t);                                                            \
+            for (int64_t t = t0; t < t1; t += TILE_TOKENS) {                                                          \
+                const int nt = (int)MOE_MIN(TILE_TOKENS, t1 - t);                                                     \
                 const uint8_t *yt = xq + (size_t)t * xb;                                                              \
                 float *o = y + t * ldy + r;                                                                           \
                 if (nr == 4 && W->interleaved) {                                                                      \
-                    NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, true)                                               \
+                    TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, true)                                               \
                 } else if (nr == 4) {                                                                                 \
-                    NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, false)                                              \
+                    TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, 4, nt, false)                                              \
                 } else {                                                                                              \
-                    for (int rr = 0; rr < nr; rr++) NT(T, wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, nt, false) \
+                    for (int rr = 0; rr < nr; rr++) TILE_NT(T, wx + rr * bx, bx, yt, xb, nb, o + rr, ldy, 1, nt, false) \
                 }                                                                                                     \
             }                                                                                                         \
         }                                                                                                             \
     }
-#ifndef TT_Q8
-#define TT_Q8 8
-#endif
-#ifndef TT_Q4
-#define TT_Q4 8
-#endif
-#ifndef TT_K
-#define TT_K 8
-#endif
-TILE_DRIVER(q8_0, 32, TT_Q8, TILE_NT8)
-TILE_DRIVER(q4_0, 32, TT_Q4, TILE_NT8)
-TILE_DRIVER(q4_K, MOE_QK_K, TT_K, TILE_NT8)
+TILE_DRIVER(q8_0, 32)
+TILE_DRIVER(q4_0, 32)
+TILE_DRIVER(q4_K, MOE_QK_K)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {

@@ -628,7 +628,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         /* lanes (r, 0) and (r, 1) of each: [lo low + lo high | hi low + hi high], less the offsets */
         const __m256i ab = _mm256_add_epi32(
             _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
-        const __m256 d = _mm256_cvtph_ps(_mm_set1_epi64x((long long)load_u64(b)));
+        const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
 #undef Q4I_HIGH
@@ -765,7 +765,7 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         const __m256i hi = dot2_s8s8(zero, _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
         const __m256i ab = _mm256_add_epi32(
             _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
-        const __m256 d = _mm256_cvtph_ps(_mm_set1_epi64x((long long)load_u64(b)));
+        const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
     return acc;

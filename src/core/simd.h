@@ -10,6 +10,7 @@
 #include "core/f16.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define SIMD_INLINE static inline __attribute__((always_inline))
 
@@ -66,6 +67,14 @@ SIMD_INLINE __m256 rows4_scales(moe_f16 d0, moe_f16 d1, moe_f16 d2, moe_f16 d3) 
     return _mm256_setr_ps(t[d0], t[d1], t[d2], t[d3], t[d0], t[d1], t[d2], t[d3]);
 #endif
 }
+#if defined(__F16C__)
+/* The same from the four F16 scales stored side by side at p (the interleaved layouts) */
+SIMD_INLINE __m256 rows4_scales_at(const void *p) {
+    uint64_t q;
+    memcpy(&q, p, 8);
+    return _mm256_cvtph_ps(_mm_set1_epi64x((long long)q));
+}
+#endif
 /* The results of one or four rows from their [acc_A | acc_B]: acc_A + acc_B. */
 SIMD_INLINE void rows4_store(float *s, __m256 acc, int nr) {
     const __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
