@@ -52,11 +52,6 @@ static inline uint32_t load_u32(const uint8_t *p) {
     memcpy(&v, p, 4);
     return v;
 }
-static inline uint64_t load_u64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
 
 /* ------------------------------------------------------------ Q4_0's interleaved layout */
 /* Per block i of a group of four rows, 72 bytes: d0..d3, then chunk k = 0..3 holding
