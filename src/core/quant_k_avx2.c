@@ -362,7 +362,7 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
                                     _mm256_shuffle_epi32(zh, 0xFF)};
             const __m256i slo = dot_nibbles(lo, ylo, 4), shi = dot_nibbles(hi, yhi, 4);
             /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
-            const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(slo, shi, 0x20), _mm256_permute2x128_si256(slo, shi, 0x31));
+            const __m256i s = fold_halves(slo, shi);
             t = _mm256_add_epi32(t, _mm256_mullo_epi32(s, bytes8_epi32(sc, j)));
             m = _mm256_add_epi32(m, _mm256_mullo_epi32(a[i].ys[j], bytes8_epi32(mn, j)));
         }

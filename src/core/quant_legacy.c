@@ -620,9 +620,8 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         const __m256i ulo[2] = {_mm256_and_si256(v0, m4), _mm256_and_si256(v1, m4)}, uhi[2] = {Q4I_HIGH(v0), Q4I_HIGH(v1)};
         const __m256i ylo[2] = {x4i_a(z, 0), x4i_a(z, 1)}, yhi[2] = {x4i_a(z, 2), x4i_a(z, 3)};
         const __m256i lo = dot_nibbles(ulo, ylo, 2), hi = dot_nibbles(uhi, yhi, 2);
-        /* lanes (r, 0) and (r, 1) of each: [lo low + lo high | hi low + hi high], less the offsets */
-        const __m256i ab = _mm256_add_epi32(
-            _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
+        /* each row's two lanes of lo and of hi added (fold_halves), less the offsets */
+        const __m256i ab = _mm256_add_epi32(fold_halves(lo, hi), a[i].s);
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
@@ -758,8 +757,7 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         const __m256i z = a[i].z, zero = _mm256_setzero_si256();
         const __m256i lo = dot2_s8s8(zero, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1));
         const __m256i hi = dot2_s8s8(zero, _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
-        const __m256i ab = _mm256_add_epi32(
-            _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)), a[i].s);
+        const __m256i ab = _mm256_add_epi32(fold_halves(lo, hi), a[i].s);
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }

@@ -138,6 +138,12 @@ SIMD_INLINE void q4_K_scales_mins(const uint8_t *b, __m256i *sc, __m256i *mn) {
                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
 }
 
+/* [lo's low lane + its high lane | hi's low lane + its high lane]: in the interleaved
+ * kernels each row has a lane in both 128-bit halves of lo (and of hi), whose sums these are. */
+SIMD_INLINE __m256i fold_halves(__m256i lo, __m256i hi) {
+    return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
 /* Σ u[k]·s[k] over n ≤ 8 pairs of vectors, in 4-value int32 lanes, for quants u of at most
  * 15 (or, with VNNI, 16·(0..15): high nibbles left in place) against int8 s: the
  * interleaved Q4_0 and Q4_K kernels. Without VNNI the int16 pairs of maddubs, at most
