@@ -158,7 +158,8 @@ typedef struct {
 /* the most blocks (16384 columns) the eight-row tile prepares tokens for on the stack */
 #define TACT_MAX_BLOCKS 512
 
-static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt) {
+/* off: −8 for Q4_0 (the offset of its values), −128 for Q8_0 with VNNI (weights x + 128) */
+static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int32_t off) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int t = 0; t < nt; t++)
         for (int64_t i = 0; i < nb; i++) {
@@ -167,8 +168,8 @@ static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_
             const __m256i q = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, load256(y->qs)), ones16);
             const __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
             const __m128i h2 = _mm_hadd_epi32(h, h); /* [ΣA, ΣB, ΣA, ΣB] */
-            a[t * nb + i].sa = -8 * _mm_cvtsi128_si32(h2);
-            a[t * nb + i].sb = -8 * _mm_extract_epi32(h2, 1);
+            a[t * nb + i].sa = off * _mm_cvtsi128_si32(h2);
+            a[t * nb + i].sb = off * _mm_extract_epi32(h2, 1);
             a[t * nb + i].dy = moe_f16_table[y->d];
         }
 }
@@ -210,6 +211,45 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
 }
+
+#if defined(__AVXVNNI__)
+/* Q8_0 interleaved, eight rows × up to eight tokens, rows in lanes as tile8_q4_0: y dword
+ * j meets the low (j even) or high half of vector j/2 of both groups. The weights go in as
+ * x + 128 (unsigned) and −128·Σy comes off with the token's prepared offsets. VNNI only:
+ * without it maddubs would saturate on x + 128, and the four-row tile's sign trick serves. */
+INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_0_tact *ta, int64_t nb,
+                       float *out, int64_t ldy, int nt) {
+    __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
+    FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
+    const __m256i f = _mm256_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b0 = wx + (size_t)i * 136, *b1 = b0 + gb;
+        __m256i u[8];
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) /* dword j: vector j/2, half j%2 */
+            u[j] = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * j), (const __m128i *)(b0 + 8 + 16 * j)), f);
+        uint64_t d0, d1;
+        memcpy(&d0, b0, 8);
+        memcpy(&d1, b1, 8);
+        const __m256 d = _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
+        FOR_T(t) {
+            const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
+            const q4_0_tact *a = &ta[t * nb + i];
+            __m256i sa = _mm256_set1_epi32(a->sa), sb = _mm256_set1_epi32(a->sb);
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                int32_t wa, wb;
+                memcpy(&wa, qs + 4 * j, 4);
+                memcpy(&wb, qs + 16 + 4 * j, 4);
+                sa = _mm256_dpbusd_avx_epi32(sa, u[j], _mm256_set1_epi32(wa));
+                sb = _mm256_dpbusd_avx_epi32(sb, u[4 + j], _mm256_set1_epi32(wb));
+            }
+            const __m256 dd = _mm256_mul_ps(d, _mm256_set1_ps(a->dy));
+            acc_a[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sa), acc_a[t]);
+            acc_b[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sb), acc_b[t]);
+        }
+    }
+    FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t]));
+}
+#endif
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
 
@@ -346,43 +386,51 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             }                                                                                                         \
         }                                                                                                             \
     }
-TILE_DRIVER(gemm_q8_0, q8_0, 32)
+TILE_DRIVER(gemm_q8_0_4rows, q8_0, 32)
 TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
 TILE_DRIVER(gemm_q4_K, q4_K, MOE_QK_K)
 
-/* Interleaved Q4_0: tokens TILE_TOKENS at a time, prepared once (q4_0_tact) for all the
- * rows of the call, eight rows at a time by tile8_q4_0, a last group of four by tile_q4_0. */
-static void gemm_q4_0(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1,
-                      float *y, int64_t ldy) {
-    const int64_t nb = W->cols / 32;
-    if (!W->interleaved || nb > TACT_MAX_BLOCKS || r1 - r0 < 8) {
-        gemm_q4_0_4rows(W, r0, r1, xq, xb, t0, t1, y, ldy);
-        return;
+/* Interleaved weights with an eight-row tile (Q4_0; Q8_0 with VNNI): tokens TILE_TOKENS
+ * at a time, prepared once (q4_0_tact) for all the rows of the call, eight rows at a time
+ * by the eight-row tile, a last group of four by the four-row one (FOUR: that driver). */
+#define TILE8_DRIVER(T, BLK_OFF, FOUR)                                                                                \
+    static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
+                         float *y, int64_t ldy) {                                                                       \
+        const int64_t nb = W->cols / 32;                                                                              \
+        if (!W->interleaved || nb > TACT_MAX_BLOCKS || r1 - r0 < 8) {                                                 \
+            FOUR(W, r0, r1, xq, xb, t0, t1, y, ldy);                                                                  \
+            return;                                                                                                   \
+        }                                                                                                             \
+        q4_0_tact ta[TILE_TOKENS * TACT_MAX_BLOCKS];                                                                  \
+        const size_t bx = W->row_bytes;                                                                               \
+        for (int64_t t = t0; t < t1; t += TILE_TOKENS) {                                                              \
+            const int nt = (int)MOE_MIN(TILE_TOKENS, t1 - t);                                                         \
+            const uint8_t *yt = xq + (size_t)t * xb;                                                                  \
+            q4_0_tact_prepare(ta, yt, xb, nb, nt, BLK_OFF);                                                           \
+            int64_t r = r0;                                                                                           \
+            for (; r + 8 <= r1; r += 8) {                                                                             \
+                const uint8_t *wx = (const uint8_t *)W->data + (size_t)r * bx;                                        \
+                float *o = y + t * ldy + r;                                                                           \
+                switch (nt) {                                                                                         \
+                case 8: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 8); break;                                      \
+                case 7: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 7); break;                                      \
+                case 6: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 6); break;                                      \
+                case 5: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 5); break;                                      \
+                case 4: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 4); break;                                      \
+                case 3: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 3); break;                                      \
+                case 2: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 2); break;                                      \
+                default: tile8_##T(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 1); break;                                     \
+                }                                                                                                     \
+            }                                                                                                         \
+            if (r < r1) FOUR(W, r, r1, xq, xb, t, t + nt, y, ldy); /* rows of il come in fours */                     \
+        }                                                                                                             \
     }
-    q4_0_tact ta[TILE_TOKENS * TACT_MAX_BLOCKS];
-    const size_t bx = W->row_bytes;
-    for (int64_t t = t0; t < t1; t += TILE_TOKENS) {
-        const int nt = (int)MOE_MIN(TILE_TOKENS, t1 - t);
-        const uint8_t *yt = xq + (size_t)t * xb;
-        q4_0_tact_prepare(ta, yt, xb, nb, nt);
-        int64_t r = r0;
-        for (; r + 8 <= r1; r += 8) {
-            const uint8_t *wx = (const uint8_t *)W->data + (size_t)r * bx;
-            float *o = y + t * ldy + r;
-            switch (nt) {
-            case 8: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 8); break;
-            case 7: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 7); break;
-            case 6: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 6); break;
-            case 5: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 5); break;
-            case 4: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 4); break;
-            case 3: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 3); break;
-            case 2: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 2); break;
-            default: tile8_q4_0(wx, 4 * bx, yt, xb, ta, nb, o, ldy, 1); break;
-            }
-        }
-        if (r < r1) gemm_q4_0_4rows(W, r, r1, xq, xb, t, t + nt, y, ldy); /* rows of il come in fours */
-    }
-}
+TILE8_DRIVER(q4_0, -8, gemm_q4_0_4rows)
+#if defined(__AVXVNNI__)
+TILE8_DRIVER(q8_0, -128, gemm_q8_0_4rows)
+#else
+#define gemm_q8_0 gemm_q8_0_4rows
+#endif
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
