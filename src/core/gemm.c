@@ -71,10 +71,9 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
 
 /* ---------------------------------------------------------------- batches */
 
-/* A thread's rows are taken GEMM_ROWS at a time; each such block of weights (16 KB for
- * 16 rows of a 1024-wide Q8_0 matrix) stays in L1 while every token passes over it in
- * tiles of four. */
-#define GEMM_ROWS 16
+/* A thread's rows are taken moe_gemm_tile_rows(W) at a time (16, or 32 for the eight-row
+ * tiles); each such block of weights (16 KB for 16 rows of a 1024-wide Q8_0 matrix) stays
+ * in L1 or L2 while every token passes over it in tiles of eight. */
 
 typedef struct {
     const moe_mat *W;
@@ -84,16 +83,17 @@ typedef struct {
     float *y;
     int64_t ldy, n;
     int64_t row_parts, tok_parts;
+    int64_t rows; /* rows per tile call: moe_gemm_tile_rows */
 } gemm_job;
 
 static void gemm_task(void *arg, int ith, int nth) {
     const gemm_job *j = arg;
     if (ith >= j->row_parts * j->tok_parts) return;
     int64_t r0, r1, t0, t1;
-    moe_split(j->W->rows, (int)(ith % j->row_parts), (int)j->row_parts, GEMM_ROWS, &r0, &r1);
+    moe_split(j->W->rows, (int)(ith % j->row_parts), (int)j->row_parts, j->rows, &r0, &r1);
     moe_split(j->n, (int)(ith / j->row_parts), (int)j->tok_parts, 4, &t0, &t1);
-    for (int64_t rb = r0; rb < r1; rb += GEMM_ROWS)
-        j->tile(j->W, rb, MOE_MIN(rb + GEMM_ROWS, r1), j->xq, j->xb, t0, t1, j->y, j->ldy);
+    for (int64_t rb = r0; rb < r1; rb += j->rows)
+        j->tile(j->W, rb, MOE_MIN(rb + j->rows, r1), j->xq, j->xb, t0, t1, j->y, j->ldy);
 }
 
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
@@ -108,8 +108,8 @@ void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, 
         return;
     }
     const int nth = moe_pool_size(pool);
-    const int64_t row_chunks = (W->rows + GEMM_ROWS - 1) / GEMM_ROWS;
-    gemm_job j = {W, tile, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
+    const int64_t rows = moe_gemm_tile_rows(W), row_chunks = (W->rows + rows - 1) / rows;
+    gemm_job j = {W, tile, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1, rows};
     /* up to four row ranges per thread (load balance, as for the matvec); tokens are
      * split too only when there are fewer row blocks than threads */
     j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)(4 * nth), row_chunks));

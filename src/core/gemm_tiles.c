@@ -441,11 +441,26 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     }
 }
 
+int64_t moe_gemm_tile_rows(const moe_mat *W) {
+#if defined(__AVXVNNI__)
+    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0;
+#else
+    const bool tile8 = W->type == MOE_TYPE_Q4_0;
+#endif
+    /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K 3-5 % slower */
+    return tile8 && W->interleaved ? 32 : 16;
+}
+
 #else
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     (void)wtype;
     return NULL;
+}
+
+int64_t moe_gemm_tile_rows(const moe_mat *W) {
+    (void)W;
+    return 16;
 }
 
 #endif
