@@ -1,6 +1,6 @@
 /* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 8 tokens
  * per pass over the blocks, for Q8_0, Q4_0 and Q4_K weights against their quantized
- * activations. The work of one row (unpacking nibbles, unpacking scales) is done once
+ * activations, and 8 rows × 8 tokens for interleaved Q4_0 and Q8_0 (tile8_*). The work of one row (unpacking nibbles, unpacking scales) is done once
  * for the tokens of a tile and the work of one token (offsets, block sums) once for its
  * rows, which a per-row vec_dot repeats for every pair.
  *
@@ -174,6 +174,28 @@ static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_
         }
 }
 
+/* The scales of block i of two groups (b0, b1: the block in each) as [rows 0-3 | 4-7] */
+INLINE __m256 rows8_scales(const uint8_t *b0, const uint8_t *b1) {
+    uint64_t d0, d1;
+    memcpy(&d0, b0, 8);
+    memcpy(&d1, b1, 8);
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
+}
+
+/* y dword at p in every lane */
+INLINE __m256i bcast_dword(const int8_t *p) {
+    int32_t w;
+    memcpy(&w, p, 4);
+    return _mm256_set1_epi32(w);
+}
+
+/* One block of eight rows and one token: acc_A += (d·dy)·A, acc_B += (d·dy)·B */
+INLINE void rows8_accumulate(__m256 *acc_a, __m256 *acc_b, __m256 d, float dy, __m256i sa, __m256i sb) {
+    const __m256 dd = _mm256_mul_ps(d, _mm256_set1_ps(dy));
+    *acc_a = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sa), *acc_a);
+    *acc_b = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sb), *acc_b);
+}
+
 INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_0_tact *ta, int64_t nb,
                        float *out, int64_t ldy, int nt) {
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
@@ -187,26 +209,18 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
             ua[k] = _mm256_and_si256(v, m4);                        /* values 4k..4k+3 of each row */
             ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  /* values 16+4k..16+4k+3 */
         }
-        uint64_t d0, d1;
-        memcpy(&d0, b0, 8);
-        memcpy(&d1, b1, 8);
-        const __m256 d = _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
+        const __m256 d = rows8_scales(b0, b1);
         FOR_T(t) {
             const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
             const q4_0_tact *a = &ta[t * nb + i];
             __m256i ya[4], yb[4];
             _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-                int32_t wa, wb;
-                memcpy(&wa, qs + 4 * k, 4);
-                memcpy(&wb, qs + 16 + 4 * k, 4);
-                ya[k] = _mm256_set1_epi32(wa);
-                yb[k] = _mm256_set1_epi32(wb);
+                ya[k] = bcast_dword(qs + 4 * k);
+                yb[k] = bcast_dword(qs + 16 + 4 * k);
             }
             const __m256i sa = _mm256_add_epi32(dot_nibbles(ua, ya, 4), _mm256_set1_epi32(a->sa));
             const __m256i sb = _mm256_add_epi32(dot_nibbles(ub, yb, 4), _mm256_set1_epi32(a->sb));
-            const __m256 dd = _mm256_mul_ps(d, _mm256_set1_ps(a->dy));
-            acc_a[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sa), acc_a[t]);
-            acc_b[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sb), acc_b[t]);
+            rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
         }
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
@@ -227,24 +241,16 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         __m256i u[8];
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) /* dword j: vector j/2, half j%2 */
             u[j] = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * j), (const __m128i *)(b0 + 8 + 16 * j)), f);
-        uint64_t d0, d1;
-        memcpy(&d0, b0, 8);
-        memcpy(&d1, b1, 8);
-        const __m256 d = _mm256_cvtph_ps(_mm_set_epi64x((long long)d1, (long long)d0));
+        const __m256 d = rows8_scales(b0, b1);
         FOR_T(t) {
             const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
             const q4_0_tact *a = &ta[t * nb + i];
             __m256i sa = _mm256_set1_epi32(a->sa), sb = _mm256_set1_epi32(a->sb);
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                int32_t wa, wb;
-                memcpy(&wa, qs + 4 * j, 4);
-                memcpy(&wb, qs + 16 + 4 * j, 4);
-                sa = _mm256_dpbusd_avx_epi32(sa, u[j], _mm256_set1_epi32(wa));
-                sb = _mm256_dpbusd_avx_epi32(sb, u[4 + j], _mm256_set1_epi32(wb));
+                sa = _mm256_dpbusd_avx_epi32(sa, u[j], bcast_dword(qs + 4 * j));
+                sb = _mm256_dpbusd_avx_epi32(sb, u[4 + j], bcast_dword(qs + 16 + 4 * j));
             }
-            const __m256 dd = _mm256_mul_ps(d, _mm256_set1_ps(a->dy));
-            acc_a[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sa), acc_a[t]);
-            acc_b[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sb), acc_b[t]);
+            rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
         }
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t]));
