@@ -1,6 +1,6 @@
 /* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 8 tokens
  * per pass over the blocks, for Q8_0, Q4_0 and Q4_K weights against their quantized
- * activations, and 8 rows × 8 tokens for interleaved Q4_0 and Q8_0 (tile8_*). The work of one row (unpacking nibbles, unpacking scales) is done once
+ * activations, and 8 rows × 8 tokens for interleaved Q4_0, Q4_K and Q8_0 (tile8_*). The work of one row (unpacking nibbles, unpacking scales) is done once
  * for the tokens of a tile and the work of one token (offsets, block sums) once for its
  * rows, which a per-row vec_dot repeats for every pair.
  *
@@ -155,8 +155,8 @@ typedef struct {
     float dy;
 } q4_0_tact;
 
-/* the most blocks (16384 columns) the eight-row tile prepares tokens for on the stack */
-#define TACT_MAX_BLOCKS 512
+/* the most columns the eight-row tiles prepare tokens for on the stack */
+#define TACT_MAX_COLS 16384
 
 /* off: −8 for Q4_0 (the offset of its values), −128 for Q8_0 with VNNI (weights x + 128) */
 static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int32_t off) {
@@ -354,6 +354,87 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
+/* Q4_K interleaved, eight rows × up to eight tokens, rows in lanes as tile8_q4_0. Piece p
+ * (16 bytes) of 32-byte run j of both groups is one vector [rows 0-3 | rows 4-7] of bytes
+ * 4p..4p+3: low nibbles sub-block 2j, high nibbles 2j+1. Per sub-block, eight broadcast y
+ * dwords give every row's exact S = Σ q·y in its lane; T = Σ sc·S and M = Σ m·bsum are
+ * then exact int32 products and sums, so acc_T += (d·dy)·T and acc_M += (−dmin·dy)·M are
+ * dot_q45_K's floats in its order. A token's scale and sub-block sums of y (bsums) are
+ * prepared once per pass of tokens (q4_K_tact). */
+typedef struct {
+    float dy;
+    int32_t bs[8]; /* Σ y over sub-block j */
+} q4_K_tact;
+
+static void q4_K_tact_prepare(q4_K_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt) {
+    for (int t = 0; t < nt; t++)
+        for (int64_t i = 0; i < nb; i++) {
+            const moe_block_q8_K *y = (const moe_block_q8_K *)(yq + (size_t)t * by) + i;
+            a[t * nb + i].dy = y->d;
+            for (int j = 0; j < 8; j++) a[t * nb + i].bs[j] = y->bsums[2 * j] + y->bsums[2 * j + 1];
+        }
+}
+
+/* sub-block j's scales (or mins) of two groups, byte 4j + row of each, as eight int32 */
+INLINE __m256i rows8_sub(__m256i v0, __m256i v1, int j) {
+    return _mm256_cvtepu8_epi32(_mm_unpacklo_epi32(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v0, _mm256_set1_epi32(j))),
+                                                   _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v1, _mm256_set1_epi32(j)))));
+}
+
+INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
+                       float *out, int64_t ldy, int nt) {
+    __m256 acc_t[TILE_TOKENS], acc_m[TILE_TOKENS];
+    FOR_T(t) acc_t[t] = acc_m[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b0 = wx + (size_t)i * Q4K_GB, *b1 = b0 + gb;
+        __m256i sc0, mn0, sc1, mn1;
+        q4_K_scales_mins(b0, &sc0, &mn0);
+        q4_K_scales_mins(b1, &sc1, &mn1);
+        _Alignas(32) float dv[8], mv[8];
+        for (int r = 0; r < 4; r++) { /* (d, dmin) of each row, exact conversions */
+            moe_f16 h[4];
+            memcpy(h, b0 + 4 * r, 4);
+            memcpy(h + 2, b1 + 4 * r, 4);
+            dv[r] = moe_f16_table[h[0]], mv[r] = moe_f16_table[h[1]];
+            dv[4 + r] = moe_f16_table[h[2]], mv[4 + r] = moe_f16_table[h[3]];
+        }
+        const __m256 d = _mm256_load_ps(dv), dmin = _mm256_load_ps(mv);
+        __m256i tsum[TILE_TOKENS], msum[TILE_TOKENS];
+        FOR_T(t) tsum[t] = msum[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) { /* run j: sub-blocks 2j (low nibbles) and 2j+1 */
+            __m256i lo[8], hi[8];
+            const uint8_t *q0 = b0 + 64 + 128 * j, *q1 = b1 + 64 + 128 * j;
+            _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) {
+                const __m256i v = _mm256_loadu2_m128i((const __m128i *)(q1 + 16 * p), (const __m128i *)(q0 + 16 * p));
+                lo[p] = _mm256_and_si256(v, m4);
+                hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            const __m256i sc_lo = rows8_sub(sc0, sc1, 2 * j), sc_hi = rows8_sub(sc0, sc1, 2 * j + 1);
+            const __m256i mn_lo = rows8_sub(mn0, mn1, 2 * j), mn_hi = rows8_sub(mn0, mn1, 2 * j + 1);
+            FOR_T(t) {
+                const int8_t *qs = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs + 64 * j;
+                const q4_K_tact *a = &ta[t * nb + i];
+                __m256i ylo[8], yhi[8];
+                _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) {
+                    ylo[p] = bcast_dword(qs + 4 * p);
+                    yhi[p] = bcast_dword(qs + 32 + 4 * p);
+                }
+                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(dot_nibbles(lo, ylo, 8), sc_lo),
+                                                                     _mm256_mullo_epi32(dot_nibbles(hi, yhi, 8), sc_hi)));
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_add_epi32(_mm256_mullo_epi32(mn_lo, _mm256_set1_epi32(a->bs[2 * j])),
+                                                                     _mm256_mullo_epi32(mn_hi, _mm256_set1_epi32(a->bs[2 * j + 1]))));
+            }
+        }
+        FOR_T(t) {
+            const float dy = ta[t * nb + i].dy;
+            acc_t[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(dy)), _mm256_cvtepi32_ps(tsum[t]), acc_t[t]);
+            acc_m[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(-dy)), _mm256_cvtepi32_ps(msum[t]), acc_m[t]);
+        }
+    }
+    FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_t[t], acc_m[t])); /* T + M, as rows4_store */
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 /* Rows in fours and tokens TILE_TOKENS at a time; the edges get the kernel specialised
@@ -394,25 +475,26 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     }
 TILE_DRIVER(gemm_q8_0_4rows, q8_0, 32)
 TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
-TILE_DRIVER(gemm_q4_K, q4_K, MOE_QK_K)
+TILE_DRIVER(gemm_q4_K_4rows, q4_K, MOE_QK_K)
 
-/* Interleaved weights with an eight-row tile (Q4_0; Q8_0 with VNNI): tokens TILE_TOKENS
- * at a time, prepared once (q4_0_tact) for all the rows of the call, eight rows at a time
- * by the eight-row tile, a last group of four by the four-row one (FOUR: that driver). */
-#define TILE8_DRIVER(T, BLK_OFF, FOUR)                                                                                \
+/* Interleaved weights with an eight-row tile (Q4_0, Q4_K; Q8_0 with VNNI): tokens
+ * TILE_TOKENS at a time, prepared once (TACT, by PREPARE) for all the rows of the call,
+ * eight rows at a time by the eight-row tile, a last group of four by the four-row one
+ * (FOUR: that driver). Rows wider than TACT_MAX_COLS go to FOUR as well. */
+#define TILE8_DRIVER(T, QK_, TACT, PREPARE, FOUR)                                                                     \
     static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
                          float *y, int64_t ldy) {                                                                       \
-        const int64_t nb = W->cols / 32;                                                                              \
-        if (!W->interleaved || nb > TACT_MAX_BLOCKS || r1 - r0 < 8) {                                                 \
+        const int64_t nb = W->cols / (QK_);                                                                           \
+        if (!W->interleaved || W->cols > TACT_MAX_COLS || r1 - r0 < 8) {                                              \
             FOUR(W, r0, r1, xq, xb, t0, t1, y, ldy);                                                                  \
             return;                                                                                                   \
         }                                                                                                             \
-        q4_0_tact ta[TILE_TOKENS * TACT_MAX_BLOCKS];                                                                  \
+        TACT ta[TILE_TOKENS * (TACT_MAX_COLS / (QK_))];                                                               \
         const size_t bx = W->row_bytes;                                                                               \
         for (int64_t t = t0; t < t1; t += TILE_TOKENS) {                                                              \
             const int nt = (int)MOE_MIN(TILE_TOKENS, t1 - t);                                                         \
             const uint8_t *yt = xq + (size_t)t * xb;                                                                  \
-            q4_0_tact_prepare(ta, yt, xb, nb, nt, BLK_OFF);                                                           \
+            PREPARE(ta, yt, xb, nb, nt);                                                                              \
             int64_t r = r0;                                                                                           \
             for (; r + 8 <= r1; r += 8) {                                                                             \
                 const uint8_t *wx = (const uint8_t *)W->data + (size_t)r * bx;                                        \
@@ -431,9 +513,12 @@ TILE_DRIVER(gemm_q4_K, q4_K, MOE_QK_K)
             if (r < r1) FOUR(W, r, r1, xq, xb, t, t + nt, y, ldy); /* rows of il come in fours */                     \
         }                                                                                                             \
     }
-TILE8_DRIVER(q4_0, -8, gemm_q4_0_4rows)
+#define Q4_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, -8)
+#define Q8_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, -128)
+TILE8_DRIVER(q4_0, 32, q4_0_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
+TILE8_DRIVER(q4_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q4_K_4rows)
 #if defined(__AVXVNNI__)
-TILE8_DRIVER(q8_0, -128, gemm_q8_0_4rows)
+TILE8_DRIVER(q8_0, 32, q4_0_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
 #else
 #define gemm_q8_0 gemm_q8_0_4rows
 #endif
@@ -449,11 +534,12 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
 
 int64_t moe_gemm_tile_rows(const moe_mat *W) {
 #if defined(__AVXVNNI__)
-    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0;
+    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K;
 #else
-    const bool tile8 = W->type == MOE_TYPE_Q4_0;
+    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q4_K;
 #endif
-    /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K 3-5 % slower */
+    /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K +0-6 %; the
+     * four-row tiles gain nothing (Q4_K's was 3-5 % slower) */
     return tile8 && W->interleaved ? 32 : 16;
 }
 
