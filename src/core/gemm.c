@@ -110,9 +110,12 @@ void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, 
     const int nth = moe_pool_size(pool);
     const int64_t rows = moe_gemm_tile_rows(W), row_chunks = (W->rows + rows - 1) / rows;
     gemm_job j = {W, tile, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1, rows};
-    /* up to four row ranges per thread (load balance, as for the matvec); tokens are
-     * split too only when there are fewer row blocks than threads */
-    j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)(4 * nth), row_chunks));
+    /* up to eight row ranges per thread, claimed by whichever thread is free: the last
+     * one leaves the other thread idle for at most 1/16 of the product at 2 threads (four
+     * per thread left ~6 % of prefill waiting in the pool; eight: pp128 +1-14 %, paired,
+     * docs/BENCHMARKS.md). Tokens are split too only when there are fewer row blocks than
+     * threads. */
+    j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)(8 * nth), row_chunks));
     j.tok_parts = j.row_parts >= nth ? 1 : MOE_MAX(1, MOE_MIN(nth / j.row_parts, (n + 3) / 4));
     moe_pool_run_n(pool, gemm_task, &j, (int)(j.row_parts * j.tok_parts));
 }
