@@ -528,6 +528,7 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     case MOE_TYPE_Q8_0: return gemm_q8_0;
     case MOE_TYPE_Q4_0: return gemm_q4_0;
     case MOE_TYPE_Q4_K: return gemm_q4_K;
+    case MOE_TYPE_Q6_K: return moe_q6_K_gemm_tile; /* in quant_k_avx2.c, beside its vec_dot */
     default: return NULL;
     }
 }

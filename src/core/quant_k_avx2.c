@@ -10,6 +10,7 @@
  * Without AVX2 (or FMA, F16C) every function falls back to its scalar reference. */
 #include "core/quant_k.h"
 #include "core/cpu.h"
+#include "core/matmul.h"
 
 /* F16C too: block scales are converted with vcvtph2ps (every AVX2 CPU has it). */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -231,43 +232,102 @@ INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
  * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
+/* Q6_K's block, in the steps the vec_dot and the batch tile (moe_q6_K_gemm_tile) share:
+ * the tile unpacks a row's block once for all the tokens of a tile, the vec_dot half by
+ * half (fewer live registers); the sums are the same instructions either way. */
+/* values 128j + 32k .. +31 (0..63: the −32 comes off through the block sums) and the
+ * scale of each 16 of them as int16 pairs for madd; scv_j: the scales of half j (dup_lo /
+ * dup_hi of the 16 scales) */
+INLINE void q6_K_unpack_half(const moe_block_q6_K *x, int j, __m256i scv_j, __m256i q6[4], __m256i sck[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
+    /* values 32k..32k+31 of this 128: low nibbles of ql[0..31] (k=0), of
+     * ql[32..63] (k=1), high nibbles of both (k=2, 3); bits 2k..2k+1 of qh */
+    const __m256i qa = load256(x->ql + 64 * j), qb = load256(x->ql + 64 * j + 32);
+    const __m256i h = load256(x->qh + 32 * j);
+    q6[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+    q6[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+    q6[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(h, m30));
+    q6[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+    UNROLL for (int k = 0; k < 4; k++) sck[k] = bcast_scale16(scv_j, k);
+}
+
+/* the sums' start: −32·Σ sc·bsum (sc: the 16 scales as int16), in the first accumulator */
+INLINE __m256i q6_K_sums_start(__m256i sc, const moe_block_q8_K *y) {
+    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, load256(y->bsums)), 5));
+}
+
+/* sumi += Σ sc·q·y over half j (q8j: the token's quants 128j ..) */
+INLINE void q6_K_sums_half(__m256i sumi[2], const __m256i q6[4], const __m256i sck[4], const int8_t *q8j) {
+    UNROLL for (int k = 0; k < 4; k++)
+        sumi[k & 1] = madd_acc(sumi[k & 1], sck[k], _mm256_maddubs_epi16(q6[k], load256(q8j + 32 * k)));
+}
+
 INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
-        const __m256i bsums = load256(y[i].bsums);
-        const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q6_K *x = MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
             const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
-            __m256i sumi[2] = {_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 5)),
-                               _mm256_setzero_si256()};
+            __m256i sumi[2] = {q6_K_sums_start(sc, &y[i]), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < 2; j++) {
-                /* values 32k..32k+31 of this 128: low nibbles of ql[0..31] (k=0), of
-                 * ql[32..63] (k=1), high nibbles of both (k=2, 3); bits 2k..2k+1 of qh */
-                const __m256i qa = load256(x->ql + 64 * j), qb = load256(x->ql + 64 * j + 32);
-                const __m256i h = load256(x->qh + 32 * j);
-                const __m256i q6[4] = {
-                    _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
-                    _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(h, m30)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                                    _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)),
-                };
-                UNROLL for (int k = 0; k < 4; k++) {
-                    const __m256i p = _mm256_maddubs_epi16(q6[k], load256(q8 + 128 * j + 32 * k));
-                    sumi[k & 1] = madd_acc(sumi[k & 1], bcast_scale16(scv[j], k), p);
-                }
+                __m256i q6[4], sck[4];
+                q6_K_unpack_half(x, j, scv[j], q6, sck);
+                q6_K_sums_half(sumi, q6, sck, y[i].qs + 128 * j);
             }
             const float d = y[i].d * moe_f16_to_f32(x->d);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
         }
     }
     store_sums(s, acc, nr);
+}
+
+/* The batch tile of Q6_K (core/gemm.h: moe_gemm_tile_fn): rows in fours and tokens eight
+ * at a time, each row's block unpacked once for the eight tokens; every output is the
+ * vec_dot's (same sums, same float operations in the same order). */
+#define Q6K_TILE_TOKENS 8
+INLINE void q6_K_tile(const moe_mat *W, int64_t r, int nr, const uint8_t *xq, size_t xb, int64_t t, int nt, float *y,
+                      int64_t ldy) {
+    const size_t bx = W->row_bytes;
+    const uint8_t *vx = (const uint8_t *)W->data + (size_t)r * bx;
+    __m256 acc[4][Q6K_TILE_TOKENS];
+    for (int rr = 0; rr < 4; rr++)
+        for (int tt = 0; tt < Q6K_TILE_TOKENS; tt++) acc[rr][tt] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < W->cols / QK; i++) {
+        FOR_ROWS(rr) {
+            const moe_block_q6_K *x = W->interleaved ? MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, rr, i, true)
+                                                     : MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, rr, i, false);
+            const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            __m256i q6[2][4], sck[2][4];
+            q6_K_unpack_half(x, 0, dup_lo(sc), q6[0], sck[0]);
+            q6_K_unpack_half(x, 1, dup_hi(sc), q6[1], sck[1]);
+            const float dx = moe_f16_to_f32(x->d);
+            _Pragma("GCC unroll 8") for (int tt = 0; tt < nt; tt++) {
+                const moe_block_q8_K *yb = (const moe_block_q8_K *)(xq + (size_t)(t + tt) * xb) + i;
+                __m256i sumi[2] = {q6_K_sums_start(sc, yb), _mm256_setzero_si256()};
+                q6_K_sums_half(sumi, q6[0], sck[0], yb->qs);
+                q6_K_sums_half(sumi, q6[1], sck[1], yb->qs + 128);
+                const float d = yb->d * dx;
+                acc[rr][tt] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])),
+                                              acc[rr][tt]);
+            }
+        }
+    }
+    for (int tt = 0; tt < nt; tt++)
+        FOR_ROWS(rr) y[(t + tt) * ldy + r + rr] = hsum8(acc[rr][tt]); /* as store_sums */
+}
+
+void moe_q6_K_gemm_tile(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1,
+                        float *y, int64_t ldy) {
+    for (int64_t r = r0; r < r1; r += 4)
+        for (int64_t t = t0; t < t1; t += Q6K_TILE_TOKENS) {
+            const int nt = (int)MOE_MIN(Q6K_TILE_TOKENS, t1 - t);
+            if (r1 - r >= 4) q6_K_tile(W, r, 4, xq, xb, t, nt, y, ldy);
+            else for (int64_t rr = r; rr < r1; rr++) q6_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy);
+        }
 }
 
 /* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
