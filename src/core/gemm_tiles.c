@@ -1,8 +1,9 @@
 /* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 8 tokens
- * per pass over the blocks, for Q8_0, Q4_0 and Q4_K weights against their quantized
- * activations, and 8 rows × 8 tokens for interleaved Q4_0, Q4_K and Q8_0 (tile8_*). The work of one row (unpacking nibbles, unpacking scales) is done once
- * for the tokens of a tile and the work of one token (offsets, block sums) once for its
- * rows, which a per-row vec_dot repeats for every pair.
+ * per pass over the blocks, for Q8_0, Q4_0, Q4_K and Q5_K weights against their quantized
+ * activations, and 8 rows × 8 tokens for interleaved Q4_0, Q4_K and Q8_0 (tile8_*); Q6_K's
+ * tile is in quant_k_avx2.c, beside its vec_dot. The work of one row (unpacking nibbles,
+ * unpacking scales) is done once for the tokens of a tile and the work of one token
+ * (offsets, block sums) once for its rows, which a per-row vec_dot repeats for every pair.
  *
  * Every output is computed with exactly the float operations of the type's vec_dot in
  * quant_legacy.c / quant_k_avx2.c, in the same order (the integer sums may be formed
@@ -10,6 +11,7 @@
  * decoding. The reference each tile is tested against is that vec_dot (tests/test_gemm.c);
  * without AVX2 (FMA, F16C) there are no tiles and moe_gemm_prepared falls back to the matmul. */
 #include "core/gemm.h"
+#include "core/cpu.h" /* MOE_GROUP_BLOCK */
 #include "core/f16.h"
 #include "core/quant_k.h"
 #include "core/quant_legacy.h"
@@ -290,11 +292,13 @@ INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint
     }
 }
 
-/* Q4_K's order of sums (quant_k_avx2.c, dot_q45_K): per block, row and token the exact
- * integers T = Σ sc·Σ q·y and M = Σ m·bsum; per token [T0..T3 | M0..M3] times
- * [d·dy | −dmin·dy] in one FMA. */
-INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
-                      int nr, int nt, bool il) {
+/* Q4_K's and Q5_K's order of sums (quant_k_avx2.c, dot_q45_K): per block, row and token
+ * the exact integers T = Σ sc·Σ q·y and M = Σ m·bsum; per token [T0..T3 | M0..M3] times
+ * [d·dy | −dmin·dy] in one FMA. Q5_K (q5) adds each value's fifth bit from qh; its
+ * interleaved layout is the generic one (whole blocks of four rows side by side), Q4_K's
+ * its own (q4_K_rows). */
+INLINE void tile_q45_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                       int nr, int nt, bool il, bool q5) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     __m256 acc[TILE_TOKENS];
     for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
@@ -309,9 +313,18 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         uint32_t dm[4];
         __m256i smv[4];                  /* each row's [scales | mins] as int16 (scales_mins_k4) */
         const uint8_t *qs[4];
+        __m256i hbits[4] = {0};             /* Q5_K: the fifth bits */
         _Alignas(32) uint8_t rowq[4][128]; /* the interleaved layout's rows, in block order */
-        if (il)
+        if (il && !q5)
             q4_K_rows(wx + (size_t)i * Q4K_GB, rowq, smv, dm, qs);
+        else if (q5)
+            FOR_R(r) {
+                const moe_block_q5_K *x = MOE_GROUP_BLOCK(moe_block_q5_K, wx, bx, r, i, il);
+                memcpy(&dm[r], &x->d, 4);
+                smv[r] = scales_mins_k4(x->scales);
+                qs[r] = x->qs;
+                hbits[r] = load256(x->qh);
+            }
         else
             FOR_R(r) {
                 const moe_block_q4_K *x = (const moe_block_q4_K *)(wx + (size_t)r * bx) + i;
@@ -328,6 +341,10 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                 const __m256i bits = load256(qs[r] + 32 * j);
                 lo[j] = _mm256_and_si256(bits, m4);
                 hi[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if (q5) { /* fifth bit of sub-block 2j and 2j+1: bits 2j and 2j+1 of qh */
+                    lo[j] = _mm256_or_si256(lo[j], bit_to(hbits[r], 2 * j, 4));
+                    hi[j] = _mm256_or_si256(hi[j], bit_to(hbits[r], 2 * j + 1, 4));
+                }
             }
             FOR_T(t) {
                 const int8_t *q8 = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs;
@@ -352,6 +369,15 @@ INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         }
     }
     FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
+}
+
+INLINE void tile_q4_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                      int nr, int nt, bool il) {
+    tile_q45_K(wx, bx, yq, by, nb, out, ldy, nr, nt, il, false);
+}
+INLINE void tile_q5_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                      int nr, int nt, bool il) {
+    tile_q45_K(wx, bx, yq, by, nb, out, ldy, nr, nt, il, true);
 }
 
 /* Q4_K interleaved, eight rows × up to eight tokens, rows in lanes as tile8_q4_0. Piece p
@@ -476,6 +502,7 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
 TILE_DRIVER(gemm_q8_0_4rows, q8_0, 32)
 TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
 TILE_DRIVER(gemm_q4_K_4rows, q4_K, MOE_QK_K)
+TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
 
 /* Interleaved weights with an eight-row tile (Q4_0, Q4_K; Q8_0 with VNNI): tokens
  * TILE_TOKENS at a time, prepared once (TACT, by PREPARE) for all the rows of the call,
@@ -528,6 +555,7 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     case MOE_TYPE_Q8_0: return gemm_q8_0;
     case MOE_TYPE_Q4_0: return gemm_q4_0;
     case MOE_TYPE_Q4_K: return gemm_q4_K;
+    case MOE_TYPE_Q5_K: return gemm_q5_K;
     case MOE_TYPE_Q6_K: return moe_q6_K_gemm_tile; /* in quant_k_avx2.c, beside its vec_dot */
     default: return NULL;
     }

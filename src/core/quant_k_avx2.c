@@ -62,12 +62,6 @@ INLINE __m256 lane0(__m128 v) { return _mm256_broadcastss_ps(v); }
 INLINE __m256 lane1(__m128 v) { return _mm256_broadcastss_ps(_mm_movehdup_ps(v)); }
 
 
-/* ((v >> from) & 1) << to in every byte, for constants from, to ≤ 7: one 16-bit shift and
- * a mask (what crosses the byte boundary lands outside the mask). */
-INLINE __m256i bit_to(__m256i v, int from, int to) {
-    const __m256i t = from > to ? _mm256_srli_epi16(v, from - to) : from < to ? _mm256_slli_epi16(v, to - from) : v;
-    return _mm256_and_si256(t, _mm256_set1_epi8((char)(1 << to)));
-}
 
 /* pshufb masks that broadcast one 16-bit scale: SHUF_PAIR[i] picks scale i (of 8 in a
  * 128-bit lane) in both lanes; SHUF_Q3K[k] picks scale 2k in the low lane and 2k+1 in the

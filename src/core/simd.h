@@ -138,6 +138,13 @@ SIMD_INLINE void q4_K_scales_mins(const uint8_t *b, __m256i *sc, __m256i *mn) {
                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
 }
 
+/* ((v >> from) & 1) << to in every byte, for constants from, to ≤ 7: one 16-bit shift and
+ * a mask (what crosses the byte boundary lands outside the mask). */
+SIMD_INLINE __m256i bit_to(__m256i v, int from, int to) {
+    const __m256i t = from > to ? _mm256_srli_epi16(v, from - to) : from < to ? _mm256_slli_epi16(v, to - from) : v;
+    return _mm256_and_si256(t, _mm256_set1_epi8((char)(1 << to)));
+}
+
 /* [lo's low lane + its high lane | hi's low lane + its high lane]: in the interleaved
  * kernels each row has a lane in both 128-bit halves of lo (and of hi), whose sums these are. */
 SIMD_INLINE __m256i fold_halves(__m256i lo, __m256i hi) {
