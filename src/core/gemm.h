@@ -30,7 +30,7 @@ typedef void (*moe_gemm_tile_fn)(const moe_mat *W, int64_t r0, int64_t r1, const
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype);
 /* The rows per call of that tile kernel that moe_gemm_prepared hands a thread at a time:
  * 16, or 32 where the kernel prepares each pass of tokens once per call for eight rows at a
- * time (interleaved Q4_0 and Q4_K; Q8_0 with VNNI), which then costs it half as much per row. */
+ * time (interleaved Q4_0, Q4_K and Q8_0), which then costs it half as much per row. */
 int64_t moe_gemm_tile_rows(const moe_mat *W);
 
 /* y[t·ldy + r] = W·xq_t for t < n, bit-identical to moe_matmul_prepared: one token goes

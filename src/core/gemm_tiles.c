@@ -160,7 +160,7 @@ typedef struct {
 /* the most columns the eight-row tiles prepare tokens for on the stack */
 #define TACT_MAX_COLS 16384
 
-/* off: −8 for Q4_0 (the offset of its values), −128 for Q8_0 with VNNI (weights x + 128) */
+/* off: −8 for Q4_0 (the offset of its values), Q8_0_TILE_OFF for Q8_0 */
 static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int32_t off) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int t = 0; t < nt; t++)
@@ -228,36 +228,49 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
 }
 
-#if defined(__AVXVNNI__)
 /* Q8_0 interleaved, eight rows × up to eight tokens, rows in lanes as tile8_q4_0: y dword
- * j meets the low (j even) or high half of vector j/2 of both groups. The weights go in as
- * x + 128 (unsigned) and −128·Σy comes off with the token's prepared offsets. VNNI only:
- * without it maddubs would saturate on x + 128, and the four-row tile's sign trick serves. */
+ * j meets the low (j even) or high half of vector j/2 of both groups. With VNNI the
+ * weights go in as x + 128 (unsigned) and −128·Σy comes off with the token's prepared
+ * offsets (Q8_0_TILE_OFF); without it, ggml's sign trick: |x| times y with x's sign. */
+#if defined(__AVXVNNI__)
+#define Q8_0_TILE_OFF (-128)
+#else
+#define Q8_0_TILE_OFF 0
+#endif
 INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_0_tact *ta, int64_t nb,
                        float *out, int64_t ldy, int nt) {
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
-    const __m256i f = _mm256_set1_epi8((char)0x80);
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *b0 = wx + (size_t)i * 136, *b1 = b0 + gb;
-        __m256i u[8];
-        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) /* dword j: vector j/2, half j%2 */
-            u[j] = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * j), (const __m128i *)(b0 + 8 + 16 * j)), f);
+        __m256i x[8], u[8]; /* dword j of the eight rows: vector j/2, half j%2; u: the unsigned operand */
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            x[j] = _mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * j), (const __m128i *)(b0 + 8 + 16 * j));
+#if defined(__AVXVNNI__)
+            u[j] = _mm256_xor_si256(x[j], _mm256_set1_epi8((char)0x80));
+#else
+            u[j] = _mm256_sign_epi8(x[j], x[j]);
+#endif
+        }
         const __m256 d = rows8_scales(b0, b1);
         FOR_T(t) {
             const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
             const q4_0_tact *a = &ta[t * nb + i];
             __m256i sa = _mm256_set1_epi32(a->sa), sb = _mm256_set1_epi32(a->sb);
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                sa = _mm256_dpbusd_avx_epi32(sa, u[j], bcast_dword(qs + 4 * j));
-                sb = _mm256_dpbusd_avx_epi32(sb, u[4 + j], bcast_dword(qs + 16 + 4 * j));
+#if defined(__AVXVNNI__)
+                sa = dot_u8s8(sa, u[j], bcast_dword(qs + 4 * j));
+                sb = dot_u8s8(sb, u[4 + j], bcast_dword(qs + 16 + 4 * j));
+#else
+                sa = dot_u8s8(sa, u[j], _mm256_sign_epi8(bcast_dword(qs + 4 * j), x[j]));
+                sb = dot_u8s8(sb, u[4 + j], _mm256_sign_epi8(bcast_dword(qs + 16 + 4 * j), x[4 + j]));
+#endif
             }
             rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
         }
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t]));
 }
-#endif
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
 
@@ -504,7 +517,7 @@ TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
 TILE_DRIVER(gemm_q4_K_4rows, q4_K, MOE_QK_K)
 TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
 
-/* Interleaved weights with an eight-row tile (Q4_0, Q4_K; Q8_0 with VNNI): tokens
+/* Interleaved weights with an eight-row tile (Q4_0, Q4_K, Q8_0): tokens
  * TILE_TOKENS at a time, prepared once (TACT, by PREPARE) for all the rows of the call,
  * eight rows at a time by the eight-row tile, a last group of four by the four-row one
  * (FOUR: that driver). Rows wider than TACT_MAX_COLS go to FOUR as well. */
@@ -541,14 +554,10 @@ TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
         }                                                                                                             \
     }
 #define Q4_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, -8)
-#define Q8_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, -128)
+#define Q8_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, Q8_0_TILE_OFF)
 TILE8_DRIVER(q4_0, 32, q4_0_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
 TILE8_DRIVER(q4_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q4_K_4rows)
-#if defined(__AVXVNNI__)
 TILE8_DRIVER(q8_0, 32, q4_0_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
-#else
-#define gemm_q8_0 gemm_q8_0_4rows
-#endif
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
@@ -562,11 +571,7 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
 }
 
 int64_t moe_gemm_tile_rows(const moe_mat *W) {
-#if defined(__AVXVNNI__)
     const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K;
-#else
-    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q4_K;
-#endif
     /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K +0-6 %; the
      * four-row tiles gain nothing (Q4_K's was 3-5 % slower) */
     return tile8 && W->interleaved ? 32 : 16;
