@@ -1,7 +1,7 @@
 /* gemm_tiles.c — AVX2 tile kernels for batches (prefill): up to 4 weight rows × 8 tokens
  * per pass over the blocks, for Q8_0, Q4_0, Q4_K and Q5_K weights against their quantized
- * activations, and 8 rows × 8 tokens for interleaved Q4_0, Q4_K and Q8_0 (tile8_*); Q6_K's
- * tile is in quant_k_avx2.c, beside its vec_dot. The work of one row (unpacking nibbles,
+ * activations, and 8 rows × 8 tokens for interleaved Q4_0, Q4_K and Q8_0 (tile8_*); the
+ * tile of Q2_K, Q3_K and Q6_K is in quant_k_avx2.c, beside their vec_dots. The work of one row (unpacking nibbles,
  * unpacking scales) is done once for the tokens of a tile and the work of one token
  * (offsets, block sums) once for its rows, which a per-row vec_dot repeats for every pair.
  *
@@ -565,7 +565,9 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     case MOE_TYPE_Q4_0: return gemm_q4_0;
     case MOE_TYPE_Q4_K: return gemm_q4_K;
     case MOE_TYPE_Q5_K: return gemm_q5_K;
-    case MOE_TYPE_Q6_K: return moe_q6_K_gemm_tile; /* in quant_k_avx2.c, beside its vec_dot */
+    case MOE_TYPE_Q2_K: /* these three in quant_k_avx2.c, beside their vec_dots */
+    case MOE_TYPE_Q3_K:
+    case MOE_TYPE_Q6_K: return moe_k16_gemm_tile;
     default: return NULL;
     }
 }

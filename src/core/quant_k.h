@@ -121,10 +121,10 @@ void moe_q8_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
 void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out);
 
-/* The batch tile of Q6_K (core/gemm.h: moe_gemm_tile_fn; AVX2 builds only): rows
- * [r0, r1) of W against tokens [t0, t1) of xq, bit-identical to the vec_dot. */
+/* The batch tile of Q2_K, Q3_K and Q6_K (core/gemm.h: moe_gemm_tile_fn; AVX2 builds
+ * only): rows [r0, r1) of W against tokens [t0, t1) of xq, bit-identical to the vec_dot. */
 struct moe_mat;
-void moe_q6_K_gemm_tile(const struct moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0,
+void moe_k16_gemm_tile(const struct moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0,
                         int64_t t1, float *y, int64_t ldy);
 
 /* True when the fast functions above are SIMD (for test and benchmark reports). */

@@ -91,36 +91,57 @@ INLINE void store_sums(float *s, const __m256 *acc, int nr) {
     FOR_ROWS(r) s[r] = hsum8(acc[r]);
 }
 
+/* Q2_K, Q3_K and Q6_K have a scale per 16 values. Their vec_dots and their batch tile
+ * (moe_k16_gemm_tile, below) share these steps, so a batch gives the vec_dot's bits: a
+ * block's values as unsigned quants, 32 per vector, half j (128 values) at a time, each
+ * vector's scales as int16 pairs for madd (k16_scales_half), and the sums Σ sc·q·y of a
+ * half against one token (k16_sums_half), in eight int32 lanes. */
+INLINE void k16_scales_half(__m256i scv_j, __m256i sck[4]) {
+    UNROLL for (int k = 0; k < 4; k++) sck[k] = bcast_scale16(scv_j, k);
+}
+INLINE void k16_sums_half(__m256i sumi[2], const __m256i q[4], const __m256i sck[4], const int8_t *q8j) {
+    UNROLL for (int k = 0; k < 4; k++)
+        sumi[k & 1] = madd_acc(sumi[k & 1], sck[k], _mm256_maddubs_epi16(q[k], load256(q8j + 32 * k)));
+}
+
 /* Q2_K: x = d·sc·q − dmin·m (q in 0..3), so Σx·y = d·Σ sc·Σq·q8 − dmin·Σ m·bsum. */
+INLINE void q2_K_scales(const moe_block_q2_K *x, __m256i *sc, __m256i *mins) {
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    const __m128i ms = _mm_loadu_si128((const __m128i *)x->scales);
+    *sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m4));
+    *mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m4));
+}
+INLINE void q2_K_unpack_half(const moe_block_q2_K *x, int j, __m256i q[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), q2bits = load256(x->qs + 32 * j);
+    UNROLL for (int k = 0; k < 4; k++) q[k] = _mm256_and_si256(_mm256_srli_epi16(q2bits, 2 * k), m3);
+}
+/* acc += d·dy·Σ sc·q·y − dmin·dy·Σ m·bsum */
+INLINE __m256 q2_K_finish(__m256 acc, const moe_block_q2_K *x, const moe_block_q8_K *y, const __m256i sumi[2],
+                          __m256i mins) {
+    const __m128 dd = scales_f16x2(&x->d, y->d);
+    acc = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc);
+    return _mm256_fnmadd_ps(lane1(dd), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, load256(y->bsums))), acc);
+}
+
 INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
-    const __m256i m3 = _mm256_set1_epi8(3);
-    const __m128i m4 = _mm_set1_epi8(0xF);
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
-        const __m256i bsums = load256(y[i].bsums);
-        const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q2_K *x = MOE_GROUP_BLOCK(moe_block_q2_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
-            const __m128 dd = scales_f16x2(&x->d, y[i].d);
-            const __m128i ms = _mm_loadu_si128((const __m128i *)x->scales);
-            const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m4));
-            const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m4));
-            const __m256i prod = _mm256_madd_epi16(mins, bsums);
+            __m256i sc, mins;
+            q2_K_scales(x, &sc, &mins);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
             __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < 2; j++) {
-                const __m256i q2bits = load256(x->qs + 32 * j);
-                UNROLL for (int k = 0; k < 4; k++) {
-                    const __m256i q = _mm256_and_si256(_mm256_srli_epi16(q2bits, 2 * k), m3);
-                    const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * j + 32 * k));
-                    sumi[k & 1] = madd_acc(sumi[k & 1], bcast_scale16(scv[j], k), p);
-                }
+                __m256i q[4], sck[4];
+                q2_K_unpack_half(x, j, q);
+                k16_scales_half(scv[j], sck);
+                k16_sums_half(sumi, q, sck, y[i].qs + 128 * j);
             }
-            acc[r] = _mm256_fmadd_ps(lane0(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
-            acc[r] = _mm256_fnmadd_ps(lane1(dd), _mm256_cvtepi32_ps(prod), acc[r]);
+            acc[r] = q2_K_finish(acc[r], x, &y[i], sumi, mins);
         }
     }
     store_sums(s, acc, nr);
@@ -128,42 +149,51 @@ INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q3_K: q = (low 2 bits | high bit << 2) − 4 with 6-bit scales per 16 values; the
  * unsigned part multiplies directly and the −4 comes off as 4·Σ sc·bsum. */
+INLINE __m256i q3_K_scales(const moe_block_q3_K *x) {
+    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+    uint32_t aux[3];
+    memcpy(aux, x->scales, 12);
+    const __m128i sc8 = _mm_sub_epi8(
+        _mm_set_epi32((int)(((aux[1] >> 4) & kmask2) | (((aux[2] >> 6) & kmask1) << 4)),
+                      (int)(((aux[0] >> 4) & kmask2) | (((aux[2] >> 4) & kmask1) << 4)),
+                      (int)((aux[1] & kmask2) | (((aux[2] >> 2) & kmask1) << 4)),
+                      (int)((aux[0] & kmask2) | (((aux[2] >> 0) & kmask1) << 4))),
+        _mm_set1_epi8(32));
+    return _mm256_cvtepi8_epi16(sc8);
+}
+INLINE void q3_K_unpack_half(const moe_block_q3_K *x, int j, __m256i q[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), q3bits = load256(x->qs + 32 * j), hbits = load256(x->hmask);
+    UNROLL for (int k = 0; k < 4; k++)
+        q[k] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q3bits, 2 * k), m3), bit_to(hbits, 4 * j + k, 2));
+}
+/* the sums' start: −(1 << shift)·Σ sc·bsum (Q3_K: 4, Q6_K: 32), in the first accumulator */
+INLINE __m256i k16_sums_start(__m256i sc, const moe_block_q8_K *y, int shift) {
+    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, load256(y->bsums)), shift));
+}
+/* acc += d·dy·sumi (Q3_K, Q6_K: d is the block's F16 scale) */
+INLINE __m256 k16_finish(__m256 acc, moe_f16 d, const moe_block_q8_K *y, const __m256i sumi[2]) {
+    const float dd = y->d * moe_f16_to_f32(d);
+    return _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc);
+}
+
 INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
-    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
-    const __m256i m3 = _mm256_set1_epi8(3);
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
-        const __m256i bsums = load256(y[i].bsums);
-        const int8_t *q8 = y[i].qs;
         FOR_ROWS(r) {
             const moe_block_q3_K *x = MOE_GROUP_BLOCK(moe_block_q3_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
-            uint32_t aux[3];
-            memcpy(aux, x->scales, 12);
-            const __m128i sc8 = _mm_sub_epi8(
-                _mm_set_epi32((int)(((aux[1] >> 4) & kmask2) | (((aux[2] >> 6) & kmask1) << 4)),
-                              (int)(((aux[0] >> 4) & kmask2) | (((aux[2] >> 4) & kmask1) << 4)),
-                              (int)((aux[1] & kmask2) | (((aux[2] >> 2) & kmask1) << 4)),
-                              (int)((aux[0] & kmask2) | (((aux[2] >> 0) & kmask1) << 4))),
-                _mm_set1_epi8(32));
-            const __m256i sc = _mm256_cvtepi8_epi16(sc8);
+            const __m256i sc = q3_K_scales(x);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
-            const __m256i hbits = load256(x->hmask);
-            __m256i sumi[2] = {_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bsums), 2)),
-                               _mm256_setzero_si256()};
+            __m256i sumi[2] = {k16_sums_start(sc, &y[i], 2), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < 2; j++) {
-                const __m256i q3bits = load256(x->qs + 32 * j);
-                UNROLL for (int k = 0; k < 4; k++) {
-                    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q3bits, 2 * k), m3),
-                                                      bit_to(hbits, 4 * j + k, 2));
-                    const __m256i p = _mm256_maddubs_epi16(q, load256(q8 + 128 * j + 32 * k));
-                    sumi[k & 1] = madd_acc(sumi[k & 1], bcast_scale16(scv[j], k), p);
-                }
+                __m256i q[4], sck[4];
+                q3_K_unpack_half(x, j, q);
+                k16_scales_half(scv[j], sck);
+                k16_sums_half(sumi, q, sck, y[i].qs + 128 * j);
             }
-            const float d = y[i].d * moe_f16_to_f32(x->d);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
+            acc[r] = k16_finish(acc[r], x->d, &y[i], sumi);
         }
     }
     store_sums(s, acc, nr);
@@ -226,34 +256,21 @@ INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
  * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
-/* Q6_K's block, in the steps the vec_dot and the batch tile (moe_q6_K_gemm_tile) share:
- * the tile unpacks a row's block once for all the tokens of a tile, the vec_dot half by
- * half (fewer live registers); the sums are the same instructions either way. */
-/* values 128j + 32k .. +31 (0..63: the −32 comes off through the block sums) and the
- * scale of each 16 of them as int16 pairs for madd; scv_j: the scales of half j (dup_lo /
- * dup_hi of the 16 scales) */
-INLINE void q6_K_unpack_half(const moe_block_q6_K *x, int j, __m256i scv_j, __m256i q6[4], __m256i sck[4]) {
+/* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
+ * unsigned part multiplies directly and the −32 comes off as 32·Σ sc·bsum. */
+INLINE __m256i q6_K_scales(const moe_block_q6_K *x) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+}
+INLINE void q6_K_unpack_half(const moe_block_q6_K *x, int j, __m256i q[4]) {
     const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
     /* values 32k..32k+31 of this 128: low nibbles of ql[0..31] (k=0), of
      * ql[32..63] (k=1), high nibbles of both (k=2, 3); bits 2k..2k+1 of qh */
     const __m256i qa = load256(x->ql + 64 * j), qb = load256(x->ql + 64 * j + 32);
     const __m256i h = load256(x->qh + 32 * j);
-    q6[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-    q6[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-    q6[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(h, m30));
-    q6[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-    UNROLL for (int k = 0; k < 4; k++) sck[k] = bcast_scale16(scv_j, k);
-}
-
-/* the sums' start: −32·Σ sc·bsum (sc: the 16 scales as int16), in the first accumulator */
-INLINE __m256i q6_K_sums_start(__m256i sc, const moe_block_q8_K *y) {
-    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, load256(y->bsums)), 5));
-}
-
-/* sumi += Σ sc·q·y over half j (q8j: the token's quants 128j ..) */
-INLINE void q6_K_sums_half(__m256i sumi[2], const __m256i q6[4], const __m256i sck[4], const int8_t *q8j) {
-    UNROLL for (int k = 0; k < 4; k++)
-        sumi[k & 1] = madd_acc(sumi[k & 1], sck[k], _mm256_maddubs_epi16(q6[k], load256(q8j + 32 * k)));
+    q[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+    q[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(h, m30));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
 }
 
 INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
@@ -264,63 +281,93 @@ INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         FOR_ROWS(r) {
             const moe_block_q6_K *x = MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, r, i, il);
             PREFETCH(x, pfd, nr, sizeof *x, l2);
-            const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+            const __m256i sc = q6_K_scales(x);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
-            __m256i sumi[2] = {q6_K_sums_start(sc, &y[i]), _mm256_setzero_si256()};
+            __m256i sumi[2] = {k16_sums_start(sc, &y[i], 5), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < 2; j++) {
-                __m256i q6[4], sck[4];
-                q6_K_unpack_half(x, j, scv[j], q6, sck);
-                q6_K_sums_half(sumi, q6, sck, y[i].qs + 128 * j);
+                __m256i q[4], sck[4];
+                q6_K_unpack_half(x, j, q);
+                k16_scales_half(scv[j], sck);
+                k16_sums_half(sumi, q, sck, y[i].qs + 128 * j);
             }
-            const float d = y[i].d * moe_f16_to_f32(x->d);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
+            acc[r] = k16_finish(acc[r], x->d, &y[i], sumi);
         }
     }
     store_sums(s, acc, nr);
 }
 
-/* The batch tile of Q6_K (core/gemm.h: moe_gemm_tile_fn): rows in fours and tokens eight
- * at a time, each row's block unpacked once for the eight tokens; every output is the
- * vec_dot's (same sums, same float operations in the same order). */
-#define Q6K_TILE_TOKENS 8
-INLINE void q6_K_tile(const moe_mat *W, int64_t r, int nr, const uint8_t *xq, size_t xb, int64_t t, int nt, float *y,
-                      int64_t ldy) {
-    const size_t bx = W->row_bytes;
-    const uint8_t *vx = (const uint8_t *)W->data + (size_t)r * bx;
-    __m256 acc[4][Q6K_TILE_TOKENS];
-    for (int rr = 0; rr < 4; rr++)
-        for (int tt = 0; tt < Q6K_TILE_TOKENS; tt++) acc[rr][tt] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < W->cols / QK; i++) {
-        FOR_ROWS(rr) {
-            const moe_block_q6_K *x = W->interleaved ? MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, rr, i, true)
-                                                     : MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, rr, i, false);
-            const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
-            __m256i q6[2][4], sck[2][4];
-            q6_K_unpack_half(x, 0, dup_lo(sc), q6[0], sck[0]);
-            q6_K_unpack_half(x, 1, dup_hi(sc), q6[1], sck[1]);
-            const float dx = moe_f16_to_f32(x->d);
-            _Pragma("GCC unroll 8") for (int tt = 0; tt < nt; tt++) {
-                const moe_block_q8_K *yb = (const moe_block_q8_K *)(xq + (size_t)(t + tt) * xb) + i;
-                __m256i sumi[2] = {q6_K_sums_start(sc, yb), _mm256_setzero_si256()};
-                q6_K_sums_half(sumi, q6[0], sck[0], yb->qs);
-                q6_K_sums_half(sumi, q6[1], sck[1], yb->qs + 128);
-                const float d = yb->d * dx;
-                acc[rr][tt] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])),
-                                              acc[rr][tt]);
-            }
-        }
-    }
-    for (int tt = 0; tt < nt; tt++)
-        FOR_ROWS(rr) y[(t + tt) * ldy + r + rr] = hsum8(acc[rr][tt]); /* as store_sums */
-}
+/* The batch tile of Q2_K, Q3_K and Q6_K (core/gemm.h: moe_gemm_tile_fn): rows in fours
+ * and tokens eight at a time, each row's block unpacked once (K16_ROW) for the eight
+ * tokens, which then take only the sums and the float step (K16_TOKEN): the vec_dots'
+ * steps, so every output is the vec_dot's, bit for bit. */
+#define K16_TILE_TOKENS 8
+typedef struct {
+    __m256i q[2][4], sck[2][4]; /* the values and their scales, half by half */
+    __m256i sc, mins;           /* the 16 scales (and Q2_K's mins) as int16 */
+} k16_row;
 
-void moe_q6_K_gemm_tile(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1,
-                        float *y, int64_t ldy) {
+#define K16_ROW(T, x, u)                                                                          \
+    do {                                                                                          \
+        K16_SCALES_##T(x, u);                                                                     \
+        const __m256i scv_[2] = {dup_lo((u)->sc), dup_hi((u)->sc)};                               \
+        for (int j_ = 0; j_ < 2; j_++) {                                                          \
+            T##_unpack_half(x, j_, (u)->q[j_]);                                                   \
+            k16_scales_half(scv_[j_], (u)->sck[j_]);                                              \
+        }                                                                                         \
+    } while (0)
+#define K16_SCALES_q2_K(x, u) q2_K_scales(x, &(u)->sc, &(u)->mins)
+#define K16_SCALES_q3_K(x, u) ((u)->sc = q3_K_scales(x))
+#define K16_SCALES_q6_K(x, u) ((u)->sc = q6_K_scales(x))
+#define K16_START_q2_K(u, y) _mm256_setzero_si256()
+#define K16_START_q3_K(u, y) k16_sums_start((u)->sc, y, 2)
+#define K16_START_q6_K(u, y) k16_sums_start((u)->sc, y, 5)
+#define K16_FINISH_q2_K(acc, x, y, sumi, u) q2_K_finish(acc, x, y, sumi, (u)->mins)
+#define K16_FINISH_q3_K(acc, x, y, sumi, u) k16_finish(acc, (x)->d, y, sumi)
+#define K16_FINISH_q6_K(acc, x, y, sumi, u) k16_finish(acc, (x)->d, y, sumi)
+
+#define K16_TILE(T)                                                                                                    \
+    INLINE void T##_tile(const moe_mat *W, int64_t r, int nr, const uint8_t *xq, size_t xb, int64_t t, int nt, float *y, \
+                         int64_t ldy) {                                                                                \
+        const size_t bx = W->row_bytes;                                                                                \
+        const uint8_t *vx = (const uint8_t *)W->data + (size_t)r * bx;                                                 \
+        __m256 acc[4][K16_TILE_TOKENS];                                                                                \
+        for (int rr = 0; rr < 4; rr++)                                                                                 \
+            for (int tt = 0; tt < K16_TILE_TOKENS; tt++) acc[rr][tt] = _mm256_setzero_ps();                            \
+        for (int64_t i = 0; i < W->cols / QK; i++) {                                                                   \
+            FOR_ROWS(rr) {                                                                                             \
+                const moe_block_##T *x = W->interleaved ? MOE_GROUP_BLOCK(moe_block_##T, vx, bx, rr, i, true)          \
+                                                        : MOE_GROUP_BLOCK(moe_block_##T, vx, bx, rr, i, false);        \
+                k16_row u;                                                                                             \
+                K16_ROW(T, x, &u);                                                                                     \
+                _Pragma("GCC unroll 8") for (int tt = 0; tt < nt; tt++) {                                              \
+                    const moe_block_q8_K *yb = (const moe_block_q8_K *)(xq + (size_t)(t + tt) * xb) + i;               \
+                    __m256i sumi[2] = {K16_START_##T(&u, yb), _mm256_setzero_si256()};                                 \
+                    k16_sums_half(sumi, u.q[0], u.sck[0], yb->qs);                                                     \
+                    k16_sums_half(sumi, u.q[1], u.sck[1], yb->qs + 128);                                               \
+                    acc[rr][tt] = K16_FINISH_##T(acc[rr][tt], x, yb, sumi, &u);                                        \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int tt = 0; tt < nt; tt++)                                                                                \
+            FOR_ROWS(rr) y[(t + tt) * ldy + r + rr] = hsum8(acc[rr][tt]); /* as store_sums */                          \
+    }
+K16_TILE(q2_K)
+K16_TILE(q3_K)
+K16_TILE(q6_K)
+
+void moe_k16_gemm_tile(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1,
+                       float *y, int64_t ldy) {
     for (int64_t r = r0; r < r1; r += 4)
-        for (int64_t t = t0; t < t1; t += Q6K_TILE_TOKENS) {
-            const int nt = (int)MOE_MIN(Q6K_TILE_TOKENS, t1 - t);
-            if (r1 - r >= 4) q6_K_tile(W, r, 4, xq, xb, t, nt, y, ldy);
-            else for (int64_t rr = r; rr < r1; rr++) q6_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy);
+        for (int64_t t = t0; t < t1; t += K16_TILE_TOKENS) {
+            const int nt = (int)MOE_MIN(K16_TILE_TOKENS, t1 - t);
+            const int nr = r1 - r >= 4 ? 4 : 1;
+            for (int64_t rr = r; rr < MOE_MIN(r + 4, r1); rr += nr) {
+                switch (W->type) { /* a few rows at the end of a row-major matrix go one at a time */
+                case MOE_TYPE_Q2_K: if (nr == 4) q2_K_tile(W, rr, 4, xq, xb, t, nt, y, ldy); else q2_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy); break;
+                case MOE_TYPE_Q3_K: if (nr == 4) q3_K_tile(W, rr, 4, xq, xb, t, nt, y, ldy); else q3_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy); break;
+                default: if (nr == 4) q6_K_tile(W, rr, 4, xq, xb, t, nt, y, ldy); else q6_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy); break;
+                }
+            }
         }
 }
 
