@@ -150,3 +150,44 @@ TEST(proc_memory_readers) {
     const double ours = (double)moe_mem_available_bytes(), theirs = (double)kb * 1024.0;
     CHECK_MSG(theirs > 0 && fabs(ours - theirs) < 0.25 * theirs + (double)(256 << 20), "%.0f vs %.0f", ours, theirs);
 }
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include "core/simd.h"
+#include <math.h>
+
+/* v_expf (simd.h, the 8-wide e^x of SiLU and attention) against libm's expf: within 2 ulp
+ * where e^x is a normal float, within 2·2^-149 where it is subnormal, 0 far below and ∞
+ * above; v_silu within 4 ulp of x / (1 + expf(−x)) (for large −x, SiLU ≈ x·e^x carries
+ * e^x's error). x runs over [−150, 95], which covers both slow paths (|x| > 126·ln 2 and
+ * > 192·ln 2). */
+static double ulps(float a, float b) { /* |a − b| in units of b's last place */
+    if (a == b) return 0;
+    return fabs((double)a - (double)b) / ((double)nextafterf(fabsf(b), INFINITY) - fabs((double)b));
+}
+TEST(v_expf_and_v_silu_match_libm) {
+    double worst = 0, worst_silu = 0, worst_sub = 0;
+    float x[8], e[8], si[8];
+    for (int64_t k = 0; k < 400000; k++) {
+        for (int l = 0; l < 8; l++) x[l] = -150.0f + 245.0f * (float)(k * 8 + l) / (400000.0f * 8);
+        _mm256_storeu_ps(e, v_expf(_mm256_loadu_ps(x)));
+        _mm256_storeu_ps(si, v_silu(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) {
+            const float ref = expf(x[l]);
+            if (ref == 0 || isinf(ref)) {
+                CHECK_MSG(e[l] <= 1e-37f || isinf(e[l]) == isinf(ref), "e^%g: %g, libm %g", x[l], e[l], ref);
+            } else if (ref >= 0x1p-126f) {
+                worst = fmax(worst, ulps(e[l], ref));
+            } else { /* subnormal: in units of the smallest subnormal */
+                worst_sub = fmax(worst_sub, fabs((double)e[l] - (double)ref) / 0x1p-149);
+            }
+            const float sref = x[l] / (1.0f + expf(-x[l]));
+            if (isfinite(sref) && fabsf(sref) >= 0x1p-126f) worst_silu = fmax(worst_silu, ulps(si[l], sref));
+        }
+    }
+    fprintf(stderr, "    v_expf worst %.2f ulp (subnormal results: %.0f × 2^-149), v_silu worst %.2f ulp vs libm over [-150, 95]\n",
+            worst, worst_sub, worst_silu);
+    CHECK_MSG(worst_sub <= 2.0, "v_expf subnormal: %g × 2^-149", worst_sub);
+    CHECK_MSG(worst <= 2.0, "v_expf: %g ulp", worst);
+    CHECK_MSG(worst_silu <= 4.0, "v_silu: %g ulp", worst_silu);
+}
+#endif

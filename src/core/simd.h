@@ -151,6 +151,44 @@ SIMD_INLINE __m256i fold_halves(__m256i lo, __m256i hi) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
 }
 
+#if defined(__FMA__)
+/* e^x in 8 lanes by the method of ARM's optimized-routines expf, which ggml's ggml_v_expf
+ * implements, so that SiLU rounds exactly as llama.cpp's does on AVX2/AVX-512 (its
+ * ggml_v_silu): x = n·ln2 + b with n = round(x/ln2) (the 1.5·2^23 shift rounds), ln2 in
+ * two parts; e^b ≈ 1 + b + c2·b² + c3·b³ + c4·b⁴ + c5·b⁵ (minimax coefficients, within 1.5
+ * ulp), then ·2^n through the exponent bits. |n| > 126 (results near or past the float
+ * range) takes the slow path: 2^n in two factors, and 0 or ∞ past |n| > 192. */
+SIMD_INLINE __m256 v_expf(__m256 x) {
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift); /* x/ln2 + shift */
+    const __m256 n = _mm256_sub_ps(z, shift);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23); /* n in the exponent field */
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1)))); /* 2^n */
+    const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
+    const __m256 big = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126), _CMP_GT_OQ);
+    const __m256 b2 = _mm256_mul_ps(b, b);
+    const __m256 p_hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 p_lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(p_hi, b2, p_lo), b2, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(big)) return _mm256_fmadd_ps(poly, k, k); /* 2^n·(1 + poly) */
+    /* 2^n = s1·s2 with both factors in range; underflow to 0 / overflow to ∞ past 192 */
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 huge = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 scaled = _mm256_blendv_ps(_mm256_fmadd_ps(k, poly, k), _mm256_mul_ps(_mm256_fmadd_ps(s2, poly, s2), s1), big);
+    return _mm256_blendv_ps(scaled, _mm256_mul_ps(s1, s1), huge);
+}
+
+/* SiLU(x) = x / (1 + e^−x), as ggml_v_silu computes it */
+SIMD_INLINE __m256 v_silu(__m256 x) {
+    const __m256 e = v_expf(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), e));
+}
+#endif
+
 /* Σ u[k]·s[k] over n ≤ 8 pairs of vectors, in 4-value int32 lanes, for quants u of at most
  * 15 (or, with VNNI, 16·(0..15): high nibbles left in place) against int8 s: the
  * interleaved Q4_0 and Q4_K kernels. Without VNNI the int16 pairs of maddubs, at most

@@ -73,9 +73,31 @@ static void rms_norm(float *y, const float *x, const float *w, int64_t n, float 
     for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
-/* ggml_silu (x / (1 + e^-x)) then ggml_mul with the up projection, in place in g. */
-static void swiglu(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+/* ggml_silu (x / (1 + e^-x)) then ggml_mul with the up projection, in place in g, for
+ * elements [i0, i1) of a row of ff values. As ggml does per row: the elements below ff
+ * rounded down to 8 go through the 8-wide e^x (v_silu, simd.h), the rest through expf, so
+ * an element's value depends on its place in its row only, not on how rows are split. */
+static void swiglu_part(float *g, const float *u, int64_t i0, int64_t i1, int64_t ff) {
+    int64_t i = i0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const int64_t lim = MOE_MIN(i1, ff & ~(int64_t)7);
+    for (; i + 8 <= lim; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(v_silu(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
+    if (i < lim) { /* a part that ends inside a group of 8 */
+        float gb[8] = {0}, ub[8] = {0};
+        memcpy(gb, g + i, (size_t)(lim - i) * sizeof *gb);
+        memcpy(ub, u + i, (size_t)(lim - i) * sizeof *ub);
+        _mm256_storeu_ps(gb, _mm256_mul_ps(v_silu(_mm256_loadu_ps(gb)), _mm256_loadu_ps(ub)));
+        memcpy(g + i, gb, (size_t)(lim - i) * sizeof *gb);
+        i = lim;
+    }
+#endif
+    for (; i < i1; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* swiglu_part over n rows of ff */
+static void swiglu(float *g, const float *u, int64_t n, int64_t ff) {
+    for (int64_t r = 0; r < n; r++) swiglu_part(g + r * ff, u + r * ff, 0, ff, ff);
 }
 
 static void add_rows(float *y, const float *b, int64_t n, int64_t cols, int64_t ldy) {
@@ -154,7 +176,7 @@ static void ffn(moe_context *c, const moe_ffn_weights *f, const float *x, int64_
     const int64_t ff = f->gate.rows;
     mm(c, &f->gate, x, n, c->hg, ff);
     mm_same_x(c, &f->up, f->gate.type, x, n, c->ug, ff);
-    swiglu(c->hg, c->ug, n * ff);
+    swiglu(c->hg, c->ug, n, ff);
     mm(c, &f->down, c->hg, n, out, f->down.rows);
 }
 
@@ -249,12 +271,16 @@ static void attn_task(void *arg, int ith, int nth) {
             p[s] = v;
             mx = v > mx ? v : mx;
         }
+        int64_t s0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+        /* e^(v − max) eight at a time as ggml's soft_max does (v_expf, simd.h); which
+         * positions take this path depends on n_kv only, as in a batch */
+        for (; s0 + 8 <= n_kv; s0 += 8)
+            _mm256_storeu_ps(p + s0, v_expf(_mm256_sub_ps(_mm256_loadu_ps(p + s0), _mm256_set1_ps(mx))));
+#endif
+        for (; s0 < n_kv; s0++) p[s0] = expf(p[s0] - mx);
         double sum = 0.0;
-        for (int64_t s = 0; s < n_kv; s++) {
-            const float ev = expf(p[s] - mx);
-            p[s] = ev;
-            sum += (double)ev;
-        }
+        for (int64_t s = 0; s < n_kv; s++) sum += (double)p[s];
         const float inv = (float)(1.0 / sum);
         attn_values(c->att + t * na + h * hv, p, inv, moe_kv_v(&c->kv, j->il, kvh, 0), (size_t)hv, n_kv, hv);
     }
@@ -353,7 +379,7 @@ static void swiglu_quant_task(void *arg, int ith, int nth) {
         const int64_t lo = MOE_MAX(b, base) - base, hi = MOE_MIN(end, base + nb) - base;
         if (lo < hi) {
             float *h = j->c->hg + j->r0[e] * j->ff + lo * bs;
-            swiglu(h, j->c->ug + j->r0[e] * j->ff + lo * bs, (hi - lo) * bs);
+            swiglu_part(j->c->hg + j->r0[e] * j->ff, j->c->ug + j->r0[e] * j->ff, lo * bs, hi * bs, j->ff);
             j->vt[e]->from_float(h, j->xq[e] + (size_t)lo * j->vt[e]->type_size, (hi - lo) * bs);
         }
         base += nb;
@@ -550,7 +576,7 @@ static moe_status moe_block(moe_context *c, int il, int64_t n, const int32_t *to
         float *he = c->hg + r0 * ff, *ue = c->ug + r0 * ff;
         mm(c, &W->gate, xe, ne, he, ff);
         mm_same_x(c, &W->up, W->gate.type, xe, ne, ue, ff);
-        swiglu(he, ue, ne * ff);
+        swiglu(he, ue, ne, ff);
         mm(c, &W->down, he, ne, c->og + r0 * d, d);
         if (p->ops->release) p->ops->release(p, il, e);
     }
