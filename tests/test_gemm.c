@@ -1,8 +1,9 @@
 /* test_gemm.c — the batch tile kernels (moe_gemm_prepared) and the fused matrix-vector
  * run (moe_matvec_multi): bit-identical to the type's vec_dot for every output (the
  * property that keeps batch and token-by-token logits equal), and close to the scalar
- * reference vec_dot_ref, over shapes that hit the 4×4 tiles' row and token remainders
- * and the thread splits. */
+ * reference vec_dot_ref, over shapes that hit the tiles' row remainders (rows in fours),
+ * token remainders (tokens in eights) and the thread splits, for every type with a tile.
+ * (The eight-row tiles read interleaved weights: test_matmul.c covers them.) */
 #include "test.h"
 
 #include "core/gemm.h"
