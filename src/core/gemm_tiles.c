@@ -274,13 +274,6 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
 
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
 
-static const uint8_t SHUF_PAIR[8][32] = {
-#define P(i) {2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1, \
-              2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1}
-    P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)
-#undef P
-};
-
 
 /* The four rows of a block of Q4_K's interleaved layout (quant_k.c) taken back out: their
  * quants in block order into rowq (rows4_transpose per 32-byte run), their
@@ -363,10 +356,8 @@ INLINE void tile_q45_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t b
                 const int8_t *q8 = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs;
                 __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                    s0 = madd_acc(s0, _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[2 * j])),
-                                  _mm256_maddubs_epi16(lo[j], load256(q8 + 64 * j)));
-                    s1 = madd_acc(s1, _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[2 * j + 1])),
-                                  _mm256_maddubs_epi16(hi[j], load256(q8 + 64 * j + 32)));
+                    s0 = madd_acc(s0, bcast_scale(sc, 2 * j), _mm256_maddubs_epi16(lo[j], load256(q8 + 64 * j)));
+                    s1 = madd_acc(s1, bcast_scale(sc, 2 * j + 1), _mm256_maddubs_epi16(hi[j], load256(q8 + 64 * j + 32)));
                 }
                 const __m256i sum = _mm256_add_epi32(s0, s1);
                 v[r][t] = _mm256_set_m128i(_mm_madd_epi16(mins, q8s[t]),

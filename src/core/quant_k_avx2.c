@@ -63,22 +63,15 @@ INLINE __m256 lane1(__m128 v) { return _mm256_broadcastss_ps(_mm_movehdup_ps(v))
 
 
 
-/* pshufb masks that broadcast one 16-bit scale: SHUF_PAIR[i] picks scale i (of 8 in a
- * 128-bit lane) in both lanes; SHUF_Q3K[k] picks scale 2k in the low lane and 2k+1 in the
- * high lane (sub-blocks of 16 values: the two halves of a 32-byte vector of quants). */
-static const uint8_t SHUF_PAIR[8][32] = {
-#define P(i) {2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1, \
-              2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1,2*i,2*i+1}
-    P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7)
-#undef P
-};
+/* pshufb masks that broadcast one 16-bit scale (bcast_scale, simd.h, picks scale i of 8 in
+ * both lanes): SHUF_Q3K[k] picks scale 2k in the low lane and 2k+1 in the high lane
+ * (sub-blocks of 16 values: the two halves of a 32-byte vector of quants). */
 static const uint8_t SHUF_Q3K[4][32] = {
 #define P(i) {4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1,4*i,4*i+1, \
               4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3,4*i+2,4*i+3}
     P(0), P(1), P(2), P(3)
 #undef P
 };
-INLINE __m256i bcast_scale(__m256i sc, int i) { return _mm256_shuffle_epi8(sc, load256(SHUF_PAIR[i])); }
 INLINE __m256i bcast_scale16(__m256i sc, int k) { return _mm256_shuffle_epi8(sc, load256(SHUF_Q3K[k])); }
 /* both 128-bit lanes = lane 0 (lane 1) of v */
 INLINE __m256i dup_lo(__m256i v) { return _mm256_permute2x128_si256(v, v, 0x00); }

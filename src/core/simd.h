@@ -205,6 +205,12 @@ SIMD_INLINE __m256i dot_nibbles(const __m256i *u, const __m256i *s, int n) {
 #endif
 }
 
+/* Scale i (int16, of 8 in a 128-bit lane) in every int16 of both lanes: the K-quant
+ * kernels' and tiles' per-sub-block scales for madd (a pshufb picking bytes 2i, 2i+1). */
+SIMD_INLINE __m256i bcast_scale(__m256i sc, int i) {
+    return _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(2 * i | (2 * i + 1) << 8)));
+}
+
 /* acc + Σ of each 2 adjacent s16·s16 products, in 8 int32 lanes */
 SIMD_INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
 #if defined(__AVXVNNI__)
