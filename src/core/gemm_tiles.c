@@ -153,7 +153,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
  * offsets −8·Σy and scale are prepared once per token tile (q4_0_tact) for the rows of
  * the call. */
 typedef struct {
-    int32_t sa, sb; /* −8·Σ y over values 0-15, over 16-31 */
+    int32_t sa, sb; /* off·Σ y over values 0-15, over 16-31 (q4_0_tact_prepare) */
     float dy;
 } q4_0_tact;
 
@@ -162,16 +162,12 @@ typedef struct {
 
 /* off: −8 for Q4_0 (the offset of its values), Q8_0_TILE_OFF for Q8_0 */
 static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int32_t off) {
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int t = 0; t < nt; t++)
         for (int64_t i = 0; i < nb; i++) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
-            /* eight sums of four values; lanes 0-3 are values 0-15, lanes 4-7 values 16-31 */
-            const __m256i q = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, load256(y->qs)), ones16);
-            const __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-            const __m128i h2 = _mm_hadd_epi32(h, h); /* [ΣA, ΣB, ΣA, ΣB] */
-            a[t * nb + i].sa = off * _mm_cvtsi128_si32(h2);
-            a[t * nb + i].sb = off * _mm_extract_epi32(h2, 1);
+            const __m256i h = half_sums(load256(y->qs)); /* [ΣA ×4 | ΣB ×4] */
+            a[t * nb + i].sa = off * _mm256_extract_epi32(h, 0);
+            a[t * nb + i].sb = off * _mm256_extract_epi32(h, 4);
             a[t * nb + i].dy = moe_f16_table[y->d];
         }
 }

@@ -576,12 +576,6 @@ typedef struct {
 /* [y dword 2k | y dword 2k+1], each broadcast over its four lanes */
 #define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
 
-/* Σ y over values 0-15 in every lane of the low half, over 16-31 in the high half */
-INLINE __m256i half_sums(__m256i qy) {
-    __m256i h = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qy), _mm256_set1_epi16(1));
-    h = _mm256_hadd_epi32(h, h);
-    return _mm256_hadd_epi32(h, h);
-}
 
 /* The dwords of y in the order x4i_a takes them from */
 INLINE __m256i x4i_z(__m256i qy) { return _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)); }

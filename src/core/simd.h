@@ -205,6 +205,14 @@ SIMD_INLINE __m256i dot_nibbles(const __m256i *u, const __m256i *s, int n) {
 #endif
 }
 
+/* Σ y over values 0-15 in every lane of the low half, over 16-31 in the high half (the
+ * offsets of the Q4_0 and Q8_0 kernels and tiles) */
+SIMD_INLINE __m256i half_sums(__m256i qy) {
+    __m256i h = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qy), _mm256_set1_epi16(1));
+    h = _mm256_hadd_epi32(h, h);
+    return _mm256_hadd_epi32(h, h);
+}
+
 /* Scale i (int16, of 8 in a 128-bit lane) in every int16 of both lanes: the K-quant
  * kernels' and tiles' per-sub-block scales for madd (a pshufb picking bytes 2i, 2i+1). */
 SIMD_INLINE __m256i bcast_scale(__m256i sc, int i) {
