@@ -353,14 +353,16 @@ void moe_k16_gemm_tile(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *
     for (int64_t r = r0; r < r1; r += 4)
         for (int64_t t = t0; t < t1; t += K16_TILE_TOKENS) {
             const int nt = (int)MOE_MIN(K16_TILE_TOKENS, t1 - t);
+            /* a few rows at the end of a row-major matrix go one at a time; the row count is
+             * a constant in each call, so that the tile is specialised for it */
             const int nr = r1 - r >= 4 ? 4 : 1;
+#define K16_CALL(T) (nr == 4 ? T##_tile(W, rr, 4, xq, xb, t, nt, y, ldy) : T##_tile(W, rr, 1, xq, xb, t, nt, y, ldy))
             for (int64_t rr = r; rr < MOE_MIN(r + 4, r1); rr += nr) {
-                switch (W->type) { /* a few rows at the end of a row-major matrix go one at a time */
-                case MOE_TYPE_Q2_K: if (nr == 4) q2_K_tile(W, rr, 4, xq, xb, t, nt, y, ldy); else q2_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy); break;
-                case MOE_TYPE_Q3_K: if (nr == 4) q3_K_tile(W, rr, 4, xq, xb, t, nt, y, ldy); else q3_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy); break;
-                default: if (nr == 4) q6_K_tile(W, rr, 4, xq, xb, t, nt, y, ldy); else q6_K_tile(W, rr, 1, xq, xb, t, nt, y, ldy); break;
-                }
+                if (W->type == MOE_TYPE_Q2_K) K16_CALL(q2_K);
+                else if (W->type == MOE_TYPE_Q3_K) K16_CALL(q3_K);
+                else K16_CALL(q6_K);
             }
+#undef K16_CALL
         }
 }
 
