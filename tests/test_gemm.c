@@ -104,10 +104,11 @@ TEST(gemm_tiles_bit_identical_to_vec_dot_and_near_reference) {
 }
 
 TEST(matvec_multi_equals_matmul_per_segment) {
-    /* segments of different types and sizes (a tiny one, remainders of 4, a large one) */
+    /* segments of different types and sizes (a tiny one, remainders of 4, a large one: 0.9
+     * MB in all, ~28 of the 32 KB chunks that threads claim and steal) */
     const struct { int type; int64_t rows, cols; } segs[] = {
         {MOE_TYPE_Q8_0, 37, 256}, {MOE_TYPE_Q4_0, 3, 512}, {MOE_TYPE_Q4_K, 130, 512}, {MOE_TYPE_F32, 9, 64},
-        {MOE_TYPE_Q8_0, 200, 1024},
+        {MOE_TYPE_Q8_0, 800, 1024},
     };
     enum { NS = MOE_ARRAY_LEN(segs) };
     uint8_t *wq[NS];
@@ -202,6 +203,82 @@ TEST(pool_run_n_claims_each_index_once) {
         CHECK_MSG(!bad, "pool of %d threads: an index ran twice, never, or with the wrong count", threads[ti]);
         moe_pool_free(pool);
     }
+}
+
+/* moe_pool_run_parts: every item exactly once, each call a non-empty span of at most
+ * `span` items. On one thread the order is fixed, which pins down both ways of claiming:
+ * task 0 streams part 0 from its front, then takes the other parts' items one by one
+ * from their backs (a thread that finished early doing the work of a slow one). */
+typedef struct {
+    _Atomic int hits[300];
+    int64_t n, span;
+    _Atomic int bad;
+    int64_t calls[300][2]; /* serial runs only: the spans in call order */
+    int ncalls;
+    bool record;
+} parts_rec;
+
+static void parts_fn(void *arg, int64_t i0, int64_t i1) {
+    parts_rec *r = arg;
+    if (i0 < 0 || i1 > r->n || i1 <= i0 || i1 - i0 > r->span) { atomic_fetch_add(&r->bad, 1); return; }
+    if (r->record && r->ncalls < 300) { r->calls[r->ncalls][0] = i0; r->calls[r->ncalls][1] = i1; r->ncalls++; }
+    if (i0 % 5 == 2) { volatile double s = 0; for (int k = 0; k < 3000; k++) s += k; (void)s; } /* uneven items */
+    for (int64_t i = i0; i < i1; i++) atomic_fetch_add(&r->hits[i], 1);
+}
+
+static bool parts_once(parts_rec *r) {
+    for (int64_t i = 0; i < 300; i++)
+        if (atomic_load(&r->hits[i]) != (i < r->n ? 1 : 0)) return false;
+    return atomic_load(&r->bad) == 0;
+}
+
+static void parts_reset(parts_rec *r, int64_t n, int64_t span, bool record) {
+    for (int i = 0; i < 300; i++) atomic_store(&r->hits[i], 0);
+    atomic_store(&r->bad, 0);
+    r->n = n, r->span = span, r->ncalls = 0, r->record = record;
+}
+
+TEST(pool_run_parts_streams_each_item_once) {
+    parts_rec *r = calloc(1, sizeof *r);
+    REQUIRE(r);
+    /* serial: 50 items in 3 parts [0,17) [17,34) [34,50), spans of at most 4 */
+    parts_reset(r, 50, 4, true);
+    moe_pool_run_parts(NULL, parts_fn, r, 50, 3, 4);
+    CHECK(parts_once(r));
+    int k = 0;
+    for (int64_t next = 0; k < r->ncalls && next < 17; k++) { /* part 0: consecutive spans from 0 */
+        CHECK_MSG(r->calls[k][0] == next, "call %d starts at %lld, want %lld", k, (long long)r->calls[k][0], (long long)next);
+        next = r->calls[k][1];
+    }
+    CHECK(k >= 5); /* 17 items in spans of ≤ 4 */
+    for (int64_t want = 33; k < r->ncalls; k++, want--) { /* then parts 1 and 2, one item at a time from the back */
+        if (want == 16) want = 49;
+        CHECK_MSG(r->calls[k][0] == want && r->calls[k][1] == want + 1, "call %d: [%lld, %lld), want item %lld", k,
+                  (long long)r->calls[k][0], (long long)r->calls[k][1], (long long)want);
+    }
+    /* more parts than items, and no items */
+    parts_reset(r, 3, 2, false);
+    moe_pool_run_parts(NULL, parts_fn, r, 3, 8, 2);
+    CHECK(parts_once(r));
+    parts_reset(r, 0, 2, false);
+    moe_pool_run_parts(NULL, parts_fn, r, 0, 2, 2);
+    CHECK(parts_once(r));
+    /* threads: parts of uneven speed, so that threads take from each other's backs */
+    const int threads[] = {2, 3, 5};
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(threads); ti++) {
+        moe_pool *pool = moe_pool_create(threads[ti]);
+        REQUIRE(pool);
+        bool ok = true;
+        for (int run = 0; run < 2000 && ok; run++) {
+            const int64_t n = 1 + (run * 37) % 300, span = 1 + run % 6;
+            parts_reset(r, n, span, false);
+            moe_pool_run_parts(pool, parts_fn, r, n, 1 + run % 7, span);
+            ok = parts_once(r);
+        }
+        CHECK_MSG(ok, "pool of %d threads: an item ran twice or never, or a span was out of bounds", threads[ti]);
+        moe_pool_free(pool);
+    }
+    free(r);
 }
 
 /* The forward pass on quantized llama.cpp files: a batch (tile kernels) and one token at

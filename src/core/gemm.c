@@ -6,22 +6,19 @@
 /* ---------------------------------------------------------------- fused matvec */
 
 #define MV_MAX_SEGS 64
-#define MV_MAX_TASKS 64
-#define MV_MIN_TASK (32u << 10)  /* bytes: the smallest range handed out (~2 µs of streaming) */
+#define MV_CHUNK (32u << 10) /* bytes: the unit of work a thread takes from another's part (~1 µs) */
+#define MV_SPAN 4            /* chunks a thread takes of its own part at a time */
 
 typedef struct {
     const moe_mv_seg *segs;
     int n;
-    uint64_t total;               /* bytes of all segments */
-    uint64_t off[MV_MAX_SEGS];    /* first byte of each segment in the joint stream */
-    uint64_t cut[MV_MAX_TASKS + 1]; /* task i covers bytes [cut[i], cut[i+1]) */
+    uint64_t total;            /* bytes of all segments */
+    uint64_t off[MV_MAX_SEGS]; /* first byte of each segment in the joint stream */
 } mv_job;
 
-/* Rows in groups of 4 (the x4 kernel's unit): task i takes the groups whose first byte
- * lies in [cut[i], cut[i+1]) of the joint stream. */
-static void mv_task(void *arg, int ith, int nth) {
-    const mv_job *j = arg;
-    const uint64_t lo = j->cut[ith], hi = j->cut[ith + 1];
+/* Rows in groups of 4 (the x4 kernel's unit): bytes [lo, hi) of the joint stream cover
+ * the groups whose first byte lies in them. */
+static void mv_range(const mv_job *j, uint64_t lo, uint64_t hi) {
     for (int s = 0; s < j->n; s++) {
         const moe_mv_seg *sg = &j->segs[s];
         const moe_mat *W = sg->W;
@@ -36,6 +33,12 @@ static void mv_task(void *arg, int ith, int nth) {
     }
 }
 
+/* chunks [c0, c1) of the joint stream */
+static void mv_chunks(void *arg, int64_t c0, int64_t c1) {
+    const mv_job *j = arg;
+    mv_range(j, (uint64_t)c0 * MV_CHUNK, MOE_MIN((uint64_t)c1 * MV_CHUNK, j->total));
+}
+
 void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
     for (int s0 = 0; s0 < n_segs; s0 += MV_MAX_SEGS) {
         mv_job j;
@@ -48,24 +51,14 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
             j.total += (uint64_t)j.segs[s].W->rows * j.segs[s].W->row_bytes;
             values += (uint64_t)j.segs[s].W->rows * (uint64_t)j.segs[s].W->cols;
         }
-        /* Byte ranges claimed in order by whichever thread is free, shrinking as the
-         * work runs out ("guided" scheduling): each takes 1/(2·nth) of what is left, at
-         * least MV_MIN_TASK. Long ranges stream well; the short last ones let the
-         * threads finish within ~2 µs of each other (equal ranges of ~128 KB left one
-         * thread waiting ~half a range, ~5 µs, at the end of every product), and a
-         * thread slowed by another process on its core just takes fewer ranges. */
-        const uint64_t nth = (uint64_t)moe_pool_size(pool);
-        const bool tiny = values < 16384; /* a router: not worth waking the pool, one range */
-        int tasks = 0;
-        for (uint64_t at = 0; tasks == 0 || at < j.total; tasks++) { /* at least one range */
-            uint64_t len = MOE_MAX((j.total - at) / (2 * nth), (uint64_t)MV_MIN_TASK);
-            if (tiny || tasks == MV_MAX_TASKS - 1 || at + len > j.total) len = j.total - at;
-            j.cut[tasks] = at;
-            at += len;
-        }
-        j.cut[tasks] = j.total;
-        if (tiny) mv_task(&j, 0, 1);
-        else moe_pool_run_n(pool, mv_task, &j, tasks);
+        /* Each thread streams one contiguous part of the segments' bytes, then takes 32 KB
+         * chunks from the ends of the others' (moe_pool_run_parts). Paired on the Zen 5
+         * host against shrinking ranges claimed in turn (each thread restarted its stream
+         * ~8 times per product), decode tg64: q4_0 +5-7 %, q4_K +5-9 %, q8_0 +3-4 %
+         * (medians; docs/BENCHMARKS.md). */
+        const int64_t chunks = (int64_t)((j.total + MV_CHUNK - 1) / MV_CHUNK);
+        if (values < 16384) mv_range(&j, 0, j.total); /* a router: not worth waking the pool */
+        else moe_pool_run_parts(pool, mv_chunks, &j, chunks, moe_pool_size(pool), MV_SPAN);
     }
 }
 

@@ -181,6 +181,57 @@ void moe_pool_run_n(moe_pool *p, moe_task_fn fn, void *arg, int n_tasks) {
 
 void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg) { moe_pool_run_n(p, fn, arg, moe_pool_size(p)); }
 
+/* moe_pool_run_parts: part r's state packs the next item its owner takes (low 32 bits,
+ * counting up) and the end of what is left of it (high 32 bits, counting down as other
+ * tasks take items from the back), so that one compare-and-swap claims either way.
+ * Items are counted from the part's first, so 32 bits bound a part, not n. */
+typedef struct {
+    moe_span_fn fn;
+    void *arg;
+    int64_t n, span;
+    int parts;
+    _Alignas(64) atomic_uint_fast64_t state[MOE_POOL_MAX_PARTS];
+} parts_job;
+
+static int64_t part_first(const parts_job *j, int r) { return j->n / j->parts * r + MOE_MIN(r, j->n % j->parts); }
+
+/* Claims [*i0, *i1) of part r: from the front half of what is left, at most `span` items
+ * (owner: its last spans shrink, so a thread taking from the back meets it within an item
+ * or two), else the last item. False when nothing is left. */
+static bool part_claim(parts_job *j, int r, bool owner, int64_t *i0, int64_t *i1) {
+    uint64_t st = atomic_load_explicit(&j->state[r], memory_order_acquire);
+    for (;;) {
+        const uint64_t f = st & 0xFFFFFFFFu, b = st >> 32;
+        if (f >= b) return false;
+        const uint64_t take = owner ? MOE_MIN(MOE_MAX((b - f) / 2, 1), (uint64_t)j->span) : 1;
+        const uint64_t next = owner ? (b << 32 | (f + take)) : ((b - 1) << 32 | f);
+        if (atomic_compare_exchange_weak_explicit(&j->state[r], &st, next, memory_order_acq_rel, memory_order_acquire)) {
+            const int64_t first = part_first(j, r);
+            *i0 = first + (int64_t)(owner ? f : b - 1);
+            *i1 = first + (int64_t)(owner ? f + take : b);
+            return true;
+        }
+    }
+}
+
+static void parts_task(void *arg, int ith, int nth) {
+    parts_job *j = arg;
+    (void)nth;
+    int64_t i0, i1;
+    while (part_claim(j, ith, true, &i0, &i1)) j->fn(j->arg, i0, i1);
+    for (int k = 1; k < j->parts; k++)
+        while (part_claim(j, (ith + k) % j->parts, false, &i0, &i1)) j->fn(j->arg, i0, i1);
+}
+
+void moe_pool_run_parts(moe_pool *p, moe_span_fn fn, void *arg, int64_t n, int n_parts, int64_t span) {
+    if (n <= 0) return;
+    parts_job j = {fn, arg, n, MOE_MAX(span, 1), (int)MOE_MIN(MOE_MAX(n_parts, 1), MOE_MIN(n, MOE_POOL_MAX_PARTS)), {0}};
+    /* a part longer than 32 bits of items takes more parts (at most MOE_POOL_MAX_PARTS of 2^32) */
+    while (j.parts < MOE_POOL_MAX_PARTS && n / j.parts >= (INT64_C(1) << 32)) j.parts++;
+    for (int r = 0; r < j.parts; r++) atomic_init(&j.state[r], (uint64_t)(part_first(&j, r + 1) - part_first(&j, r)) << 32);
+    moe_pool_run_n(p, parts_task, &j, j.parts);
+}
+
 double moe_pool_wait_seconds(const moe_pool *p) { return p ? p->wait_s : 0.0; }
 uint64_t moe_pool_runs(const moe_pool *p) { return p ? p->runs : 0; }
 void moe_pool_reset_stats(moe_pool *p) { if (p) { p->wait_s = 0; p->runs = 0; } }

@@ -27,6 +27,21 @@ void moe_pool_run(moe_pool *p, moe_task_fn fn, void *arg);
  * threads balance the load when threads run at different speeds. */
 void moe_pool_run_n(moe_pool *p, moe_task_fn fn, void *arg, int n_tasks);
 
+/* Streams n items (chunks of a weight stream, say) on the pool in one run, each thread
+ * reading ONE contiguous stretch front to back. The items are split into n_parts equal
+ * parts (at most MOE_POOL_MAX_PARTS; one per thread is the rule) and part i goes to task
+ * i, which calls fn(arg, i0, i1) on it in consecutive spans of at most `span` items
+ * (shrinking towards its end). A task whose part is done takes single items from the
+ * backs of the parts still running, so a slow thread holds the run up by at most the
+ * span it is in. Every item is passed to fn exactly once.
+ * Why: for a memory-bound product, every restart of a thread's stream at another address
+ * costs a DRAM-prefetch ramp. Equal static parts avoid the restarts but wait for the
+ * slowest thread; ranges claimed in turn balance the threads but restart each one many
+ * times. This has neither cost. */
+#define MOE_POOL_MAX_PARTS 64
+typedef void (*moe_span_fn)(void *arg, int64_t i0, int64_t i1);
+void moe_pool_run_parts(moe_pool *p, moe_span_fn fn, void *arg, int64_t n, int n_parts, int64_t span);
+
 /* Seconds the caller spent waiting at the end of moe_pool_run for the other threads
  * (load imbalance + wake-up latency), summed since creation or the last reset. */
 double moe_pool_wait_seconds(const moe_pool *p);
