@@ -7,7 +7,7 @@
 
 #define MV_MAX_SEGS 64
 #define MV_CHUNK (32u << 10) /* bytes: the unit of work a thread takes from another's part (~1 µs) */
-#define MV_SPAN 4            /* chunks a thread takes of its own part at a time */
+#define MV_SPAN 8            /* chunks a thread takes of its own part at a time (256 KB) */
 
 typedef struct {
     const moe_mv_seg *segs;

@@ -98,6 +98,23 @@ static void mm_task(void *arg, int ith, int nth) {
     }
 }
 
+/* One token: rows in chunks of `groups` four-row groups (~32 KB of weights, or one
+ * group), taken ~256 KB at a time by the thread whose part they are in (each call
+ * prepares the activation row again: 1-10 % of a 32 KB call, depending on the row). */
+#define MV_ROWS_CHUNK (32 << 10)
+#define MV_ROWS_SPAN (256 << 10)
+typedef struct {
+    const moe_mat *W;
+    const void *xq;
+    float *y;
+    int64_t groups;
+} mv_rows_job;
+
+static void mv_rows(void *arg, int64_t c0, int64_t c1) {
+    const mv_rows_job *m = arg;
+    moe_mat_dot_rows(m->W, c0 * m->groups * 4, MOE_MIN(c1 * m->groups * 4, m->W->rows), m->xq, m->y);
+}
+
 void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
     const int nth = moe_pool_size(pool);
     /* Rows are split between threads; only when there are too few row blocks to go round
@@ -107,6 +124,13 @@ void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W
     mm_job j = {W, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
     if (n == 1 && W->rows * W->cols < 16384) { /* tiny: not worth waking the pool */
         mm_task(&j, 0, 1);
+        return;
+    }
+    if (n == 1) { /* decode: each thread streams one part of the rows (as moe_matvec_multi) */
+        mv_rows_job m = {W, xq, y, MOE_MAX(1, (int64_t)MV_ROWS_CHUNK / (4 * (int64_t)W->row_bytes))};
+        const int64_t chunks = ((W->rows + 3) / 4 + m.groups - 1) / m.groups;
+        const int64_t span = MOE_MAX(1, (int64_t)MV_ROWS_SPAN / (4 * (int64_t)W->row_bytes * m.groups));
+        moe_pool_run_parts(pool, mv_rows, &m, chunks, nth, span);
         return;
     }
     j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)nth, row_chunks));
