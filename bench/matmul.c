@@ -10,8 +10,8 @@
  * The bandwidth yardstick is an AVX2 read of a 1 GiB buffer split over the same threads,
  * timed just before each rep of each type, so that a machine shared with other work skews
  * both alike: "% DRAM" is the median over the reps of (product GB/s) / (read GB/s of the
- * read just before it). "L2 GB/s" runs the same product on 512 KiB of the weights
- * (cache-resident), best of R: the kernel's compute speed. "il GB/s" and "% il" are GB/s
+ * read just before it). "L2 GB/s" runs the kernel on 512 KiB of the weights
+ * (cache-resident; equal static shares, one call per thread), best of R: its compute speed. "il GB/s" and "% il" are GB/s
  * and % DRAM again with the weights interleaved (core/matmul.h: moe_mat_interleave), the
  * layout `--no-mmap` loads them in, and "il L2" the compute speed of that layout's kernel;
  * "-" for types that are not interleaved. --batch B also

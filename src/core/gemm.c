@@ -54,8 +54,8 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
         /* Each thread streams one contiguous part of the segments' bytes, then takes 32 KB
          * chunks from the ends of the others' (moe_pool_run_parts). Paired on the Zen 5
          * host against shrinking ranges claimed in turn (each thread restarted its stream
-         * ~8 times per product), decode tg64: q4_0 +5-7 %, q4_K +5-9 %, q8_0 +3-4 %
-         * (medians; docs/BENCHMARKS.md). */
+         * ~8 times per product), decode tg64: q4_0 +7 %, q4_K +7 %, q8_0 +2 % (medians of
+         * 4 pairs; docs/BENCHMARKS.md). */
         const int64_t chunks = (int64_t)((j.total + MV_CHUNK - 1) / MV_CHUNK);
         if (values < 16384) mv_range(&j, 0, j.total); /* a router: not worth waking the pool */
         else moe_pool_run_parts(pool, mv_chunks, &j, chunks, moe_pool_size(pool), MV_SPAN);
