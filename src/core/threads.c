@@ -226,7 +226,7 @@ static void parts_task(void *arg, int ith, int nth) {
 void moe_pool_run_parts(moe_pool *p, moe_span_fn fn, void *arg, int64_t n, int n_parts, int64_t span) {
     if (n <= 0) return;
     parts_job j = {fn, arg, n, MOE_MAX(span, 1), (int)MOE_MIN(MOE_MAX(n_parts, 1), MOE_MIN(n, MOE_POOL_MAX_PARTS)), {0}};
-    /* a part longer than 32 bits of items takes more parts (at most MOE_POOL_MAX_PARTS of 2^32) */
+    /* the state counts a part's items in 32 bits: 2^32 items or more take more parts (n < 2^38) */
     while (j.parts < MOE_POOL_MAX_PARTS && n / j.parts >= (INT64_C(1) << 32)) j.parts++;
     for (int r = 0; r < j.parts; r++) atomic_init(&j.state[r], (uint64_t)(part_first(&j, r + 1) - part_first(&j, r)) << 32);
     moe_pool_run_n(p, parts_task, &j, j.parts);
