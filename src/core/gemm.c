@@ -90,7 +90,7 @@ static void gemm_task(void *arg, int ith, int nth) {
 }
 
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
-    if (n == 1) { /* decode: the claimed byte ranges of the fused matvec, same results */
+    if (n == 1) { /* decode: the fused matvec's streaming parts, same results */
         const moe_mv_seg sg = {W, xq, y};
         moe_matvec_multi(pool, &sg, 1);
         return;
