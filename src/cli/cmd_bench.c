@@ -12,7 +12,7 @@
 #define MIN2(a, b) ((a) < (b) ? (a) : (b))
 
 static void help(void) {
-    printf("usage: moe bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r REPS] [--json] [--mem SIZE ...]\n\n"
+    printf("usage: moe bench -m MODEL.gguf [-t N] [-p N] [-n N] [-d N] [-r REPS] [--json] [--mem SIZE ...]\n\n"
            "Measures prompt processing (-p tokens as one batch, default 128) and decode (-n tokens one at\n"
            "a time, default 64), -r times (default 5), and reports the median and spread in tokens/s.\n"
            "It also measures the DRAM read bandwidth in the same run and reports decode as a percentage\n"
@@ -21,6 +21,9 @@ static void help(void) {
            "  -t, --threads N     threads (default: all cores)\n"
            "  -p, --n-prompt N    prompt tokens (0 skips the prompt test)\n"
            "  -n, --n-gen N       generated tokens (0 skips the decode test)\n"
+           "  -d, --n-depth N     tokens already in the context (KV cache) when each test starts, as\n"
+           "                      llama-bench's -d (default 0); filling it is not timed. The bound still\n"
+           "                      counts weights only: at depth, decode also reads the cache's keys and values\n"
            "  -r, --repetitions N repetitions (default 5)\n"
            "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 512M)\n"
            "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
@@ -78,9 +81,17 @@ static void fill_tokens(int32_t *t, int64_t n, int64_t n_vocab, uint32_t seed) {
     }
 }
 
+/* Empties the context and puts n_depth tokens in it, in one untimed batch (no logits). */
+static bool fill_depth(moe_context *c, int32_t *toks, int64_t n_depth, int64_t n_vocab) {
+    moe_context_reset(c);
+    if (n_depth == 0) return true;
+    fill_tokens(toks, n_depth, n_vocab, 7);
+    return moe_eval(c, toks, n_depth, NULL, 0) == MOE_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *sub = "bench", *model = NULL;
-    int64_t threads = 0, n_prompt = 128, n_gen = 64, reps = 5;
+    int64_t threads = 0, n_prompt = 128, n_gen = 64, n_depth = 0, reps = 5;
     uint64_t bw_bytes = 512ull << 20;
     bool json = false;
     cli_offload_opts off_opts;
@@ -94,6 +105,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1024, &threads)) return 2; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1 << 20, &n_prompt)) return 2; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1 << 20, &n_gen)) return 2; }
+        else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) { if (!cli_arg_int(sub, argc, argv, &i, 0, 1 << 20, &n_depth)) return 2; }
         else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) { if (!cli_arg_int(sub, argc, argv, &i, 1, 1000, &reps)) return 2; }
         else if (!strcmp(a, "--bw-bytes")) { if (!cli_arg_size(sub, argc, argv, &i, &bw_bytes)) return 2; }
         else if (!strcmp(a, "--json")) json = true;
@@ -108,7 +120,7 @@ int cmd_bench(int argc, char **argv) {
     moe_model *m = moe_model_load(model, &mp);
     if (!m) return cli_fail_lib(sub);
     double load_s = moe_time_s() - t0;
-    int64_t n_ctx = MAX2(n_prompt, WARMUP) + n_gen + 8;
+    int64_t n_ctx = n_depth + MAX2(n_prompt, WARMUP) + n_gen + 8;
     moe_context *c = moe_context_init(m, n_ctx);
     if (!c) { moe_model_free(m); return cli_fail_lib(sub); }
     moe_offload *off = NULL;
@@ -118,7 +130,7 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     int64_t nv = moe_model_n_vocab(m);
-    int32_t *toks = malloc((size_t)MAX2(MAX2(n_prompt, n_gen + 1), WARMUP) * sizeof *toks);
+    int32_t *toks = malloc((size_t)MAX2(MAX2(MAX2(n_prompt, n_gen + 1), WARMUP), n_depth) * sizeof *toks);
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     double *bws = calloc((size_t)reps, sizeof *bws), *pcts = calloc((size_t)reps, sizeof *pcts);
     double *shares = calloc((size_t)reps, sizeof *shares);
@@ -143,7 +155,7 @@ int cmd_bench(int argc, char **argv) {
     uint64_t steps = 0, peak_seen = 0;
     for (int64_t r = 0; r < reps; r++) {
         if (n_prompt > 0) {
-            moe_context_reset(c);
+            if (!fill_depth(c, toks, n_depth, nv)) { cli_fail_lib(sub); goto done; }
             fill_tokens(toks, n_prompt, nv, (uint32_t)(100 + r));
             double a = moe_time_s();
             if (moe_eval(c, toks, n_prompt, logits, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
@@ -156,8 +168,8 @@ int cmd_bench(int argc, char **argv) {
         reset_peak_rss();
         bws[r] = bw_before;
         if (n_gen > 0) {
-            /* llama-bench's tg: n tokens decoded one at a time from an empty context */
-            moe_context_reset(c);
+            /* llama-bench's tg: n tokens decoded one at a time after n_depth in the context */
+            if (!fill_depth(c, toks, n_depth, nv)) { cli_fail_lib(sub); goto done; }
             fill_tokens(toks, n_gen, nv, (uint32_t)(200 + r));
             moe_context_pool_stats(c, NULL, NULL, true);
             const double cpu0 = cpu_seconds(), a = moe_time_s();
@@ -199,8 +211,9 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"model\":");
         cli_json_str(stdout, model, strlen(model));
-        printf(",\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"n_prompt\":%lld,\"n_gen\":%lld,\"reps\":%lld,\"load_s\":",
-               moe_model_arch(m), nt, mp.no_mmap ? "memory" : "mapped", (long long)n_prompt, (long long)n_gen, (long long)reps);
+        printf(",\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"n_prompt\":%lld,\"n_gen\":%lld,\"n_depth\":%lld,\"reps\":%lld,\"load_s\":",
+               moe_model_arch(m), nt, mp.no_mmap ? "memory" : "mapped", (long long)n_prompt, (long long)n_gen,
+               (long long)n_depth, (long long)reps);
         cli_json_num(stdout, load_s);
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
                               "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
@@ -219,8 +232,10 @@ int cmd_bench(int argc, char **argv) {
         cli_offload_json_stats(off, stdout);
         printf("}\n");
     } else {
-        printf("model %s (%s), %d threads, weights %s\n", model, moe_model_arch(m), nt,
+        printf("model %s (%s), %d threads, weights %s", model, moe_model_arch(m), nt,
                mp.no_mmap ? "read into memory (interleaved)" : "mapped");
+        if (n_depth > 0) printf(", %lld tokens in the context before each test", (long long)n_depth);
+        printf("\n");
         if (n_prompt > 0)
             printf("  pp%-5lld %9.2f tokens/s  (min %.2f, max %.2f, %lld reps)\n", (long long)n_prompt, sp.median, sp.min,
                    sp.max, (long long)reps);
