@@ -311,5 +311,37 @@ static void batch_equals_tokens(const char *name) {
 }
 
 TEST(gemm_forward_batch_bit_identical_q8_0) { batch_equals_tokens("mixtral-q8_0"); }
+
+/* Attention takes the query heads of a KV head together, or splits them between tasks
+ * when there are more threads than (token, KV head) pairs (forward.c,
+ * attn_heads_per_task): each head's arithmetic is the same either way, so decoding with 1
+ * thread and with 6 (mixtral fixture: 4 KV heads of 2 query heads) gives the same bits. */
+TEST(attention_head_runs_bit_identical_across_threads) {
+    enum { N = 24 };
+    float *out[2] = {NULL, NULL};
+    int64_t V = 0;
+    const int threads[2] = {1, 6};
+    for (int k = 0; k < 2; k++) {
+        moe_model_params mp = moe_model_default_params();
+        mp.n_threads = threads[k];
+        moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q8_0.gguf"), &mp);
+        REQUIRE_MSG(m, "%s", moe_last_error());
+        V = moe_model_n_vocab(m);
+        moe_context *c = moe_context_init(m, N);
+        out[k] = malloc((size_t)N * V * sizeof(float));
+        REQUIRE(c && out[k]);
+        for (int i = 0; i < N; i++) {
+            const int32_t tok = (int32_t)((i * 7919 + 13) % V);
+            CHECK(moe_eval(c, &tok, 1, out[k] + (int64_t)i * V, 0) == MOE_OK);
+        }
+        moe_context_free(c);
+        moe_model_free(m);
+    }
+    int64_t diff = 0;
+    for (int64_t i = 0; i < (int64_t)N * V; i++) diff += memcmp(&out[0][i], &out[1][i], sizeof(float)) != 0;
+    CHECK_MSG(diff == 0, "%lld of %lld logits differ between 1 and 6 threads", (long long)diff, (long long)N * V);
+    free(out[0]);
+    free(out[1]);
+}
 TEST(gemm_forward_batch_bit_identical_q4_0) { batch_equals_tokens("mixtral-q4_0"); }
 TEST(gemm_forward_batch_bit_identical_q4_k_s) { batch_equals_tokens("mixtral-q4_k_s"); }

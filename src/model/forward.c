@@ -39,7 +39,7 @@ struct moe_context {
                             the cache's heads (kv_cache.h) */
     float *att;          /* [nb × na] attention output, heads concatenated */
     float *rope;         /* [nb × n_rot] (cos, sin) per rotated pair and token */
-    float *probs;        /* [threads × n_ctx] attention probabilities, a row per thread */
+    float *probs;        /* [threads × attn_prob_rows × n_ctx] attention probabilities, rows per thread */
     void *xq;            /* activations converted to a weight type's vec_dot_type */
     float *router;       /* [nb × E] router logits */
     float *scores;       /* [E] router scores (scratch of moe_route_topk) */
@@ -213,16 +213,17 @@ static inline void axpy_head(float *o, float p, const float *v, int64_t n) {
     for (; i < n; i++) o[i] += p * v[i];
 }
 
-/* o = Σ_s w[s]·inv · v_s over n positions (v_s = v + s·stride), hv values: axpy_head for
+/* o += Σ_{s0 ≤ s < s1} w[s]·inv · v_s (v_s = v + s·stride), hv values: axpy_head for
  * each position in turn, but for heads of 64 or 128 values the sum stays in registers
- * instead of going through memory at every position. The same multiply and add per
- * element in the same order, so the same bits. */
+ * over the positions of the call instead of going through memory at every one. The same
+ * multiply and add per element in the same order, so the same bits as one axpy_head per
+ * position from o = 0, however the positions are cut into calls. */
 #if defined(__AVX2__)
 #define ATTN_V_REGS(NV)                                                                                             \
     do {                                                                                                            \
         __m256 acc[NV];                                                                                             \
-        _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) acc[k] = _mm256_setzero_ps();                       \
-        for (int64_t s = 0; s < n; s++) {                                                                           \
+        _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) acc[k] = _mm256_loadu_ps(o + 8 * k);                \
+        for (int64_t s = s0; s < s1; s++) {                                                                         \
             const __m256 vp = _mm256_set1_ps(w[s] * inv);                                                           \
             const float *vs = v + s * stride;                                                                       \
             _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++)                                                 \
@@ -231,13 +232,13 @@ static inline void axpy_head(float *o, float p, const float *v, int64_t n) {
         _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) _mm256_storeu_ps(o + 8 * k, acc[k]);                \
     } while (0)
 #endif
-static void attn_values(float *o, const float *w, float inv, const float *v, size_t stride, int64_t n, int64_t hv) {
+static void attn_values_add(float *o, const float *w, float inv, const float *v, size_t stride, int64_t s0, int64_t s1,
+                            int64_t hv) {
 #if defined(__AVX2__)
     if (hv == 64) { ATTN_V_REGS(8); return; }
     if (hv == 128) { ATTN_V_REGS(16); return; }
 #endif
-    memset(o, 0, (size_t)hv * sizeof *o);
-    for (int64_t s = 0; s < n; s++) axpy_head(o, w[s] * inv, v + (size_t)s * stride, hv);
+    for (int64_t s = s0; s < s1; s++) axpy_head(o, w[s] * inv, v + (size_t)s * stride, hv);
 }
 
 typedef struct {
@@ -247,42 +248,74 @@ typedef struct {
     float scale;
 } attn_job;
 
-/* One (token, head) pair at a time: scores over every cached position up to the token's
- * own (the causal mask), softmax in F32 with the max subtracted and the sum in double
- * (ggml_soft_max_ext), then the probability-weighted sum of the values. */
+/* Query heads that share a KV head (grouped-query attention) are taken together, at most
+ * ATTN_HEADS at a time, so that each key and value of the cache is read from memory once
+ * for all of them instead of once per query head: at 2,048 positions of context a KV
+ * head's keys and values are 1 MB (F32, 64 values), more than a core's L2, and reading
+ * them again for every query head had decode at half its speed at that depth. The values
+ * go ATTN_V_BLOCK positions at a time through every head of the group, so a block of
+ * values stays in L1 while they pass. */
+#define ATTN_HEADS 8
+#define ATTN_V_BLOCK 64
+
+/* The query heads taken together: all of a KV head's (≤ ATTN_HEADS), unless there are
+ * too few (token, KV head) pairs for the threads, then fewer per task. */
+static int64_t attn_heads_per_task(const moe_hparams *hp, int64_t n, int nth) {
+    const int64_t group = hp->n_head / hp->n_head_kv, pairs = n * hp->n_head_kv;
+    const int64_t splits = MOE_MIN(group, (nth + pairs - 1) / pairs);
+    return MOE_MIN((group + splits - 1) / splits, ATTN_HEADS);
+}
+/* rows of c->probs per thread: the most query heads a task takes */
+static int64_t attn_prob_rows(const moe_hparams *hp) { return MOE_MIN(hp->n_head / hp->n_head_kv, ATTN_HEADS); }
+
+/* One (token, KV head, run of its query heads) at a time: scores over every cached
+ * position up to the token's own (the causal mask), softmax in F32 with the max subtracted
+ * and the sum in double (ggml_soft_max_ext), then the probability-weighted sum of the
+ * values. Each head's arithmetic is that of a head alone. */
 static void attn_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     moe_context *c = j->c;
     const moe_hparams *hp = &c->m->hp;
-    const int64_t H = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const int64_t H = hp->n_head, Hkv = hp->n_head_kv, group = H / Hkv;
     const int64_t hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
     const int64_t nq = H * hk, na = H * hv;
-    float *p = c->probs + (size_t)ith * (size_t)c->n_ctx;
+    const int64_t hpt = attn_heads_per_task(hp, j->n, moe_pool_size(c->pool)), runs = (group + hpt - 1) / hpt;
+    float *probs = c->probs + (size_t)ith * (size_t)attn_prob_rows(hp) * (size_t)c->n_ctx;
     int64_t b, e;
-    moe_split(j->n * H, ith, nth, 1, &b, &e);
+    moe_split(j->n * Hkv * runs, ith, nth, 1, &b, &e);
     for (int64_t it = b; it < e; it++) {
-        const int64_t t = it / H, h = it % H, kvh = h / group;
-        const float *q = c->q + t * nq + h * hk;
+        const int64_t t = it / (Hkv * runs), kvh = it / runs % Hkv;
+        const int64_t h0 = kvh * group + it % runs * hpt, nh = MOE_MIN(hpt, (kvh + 1) * group - h0);
+        const float *q = c->q + t * nq + h0 * hk;
         const int64_t n_kv = j->pos0 + t + 1;
-        const float *kk = moe_kv_k(&c->kv, j->il, kvh, 0);
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < n_kv; s++) {
-            const float v = dot_head(kk + s * hk, q, hk) * j->scale;
-            p[s] = v;
-            mx = v > mx ? v : mx;
-        }
-        int64_t s0 = 0;
+        const float *kk = moe_kv_k(&c->kv, j->il, kvh, 0), *vv = moe_kv_v(&c->kv, j->il, kvh, 0);
+        float mx[ATTN_HEADS], inv[ATTN_HEADS];
+        for (int64_t h = 0; h < nh; h++) mx[h] = -INFINITY;
+        for (int64_t s = 0; s < n_kv; s++) /* each key once, for every head of the run */
+            for (int64_t h = 0; h < nh; h++) {
+                const float v = dot_head(kk + s * hk, q + h * hk, hk) * j->scale;
+                probs[h * c->n_ctx + s] = v;
+                mx[h] = v > mx[h] ? v : mx[h];
+            }
+        for (int64_t h = 0; h < nh; h++) {
+            float *p = probs + h * c->n_ctx;
+            int64_t s0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-        /* e^(v − max) eight at a time as ggml's soft_max does (v_expf, simd.h); which
-         * positions take this path depends on n_kv only, as in a batch */
-        for (; s0 + 8 <= n_kv; s0 += 8)
-            _mm256_storeu_ps(p + s0, v_expf(_mm256_sub_ps(_mm256_loadu_ps(p + s0), _mm256_set1_ps(mx))));
+            /* e^(v − max) eight at a time as ggml's soft_max does (v_expf, simd.h); which
+             * positions take this path depends on n_kv only, as in a batch */
+            for (; s0 + 8 <= n_kv; s0 += 8)
+                _mm256_storeu_ps(p + s0, v_expf(_mm256_sub_ps(_mm256_loadu_ps(p + s0), _mm256_set1_ps(mx[h]))));
 #endif
-        for (; s0 < n_kv; s0++) p[s0] = expf(p[s0] - mx);
-        double sum = 0.0;
-        for (int64_t s = 0; s < n_kv; s++) sum += (double)p[s];
-        const float inv = (float)(1.0 / sum);
-        attn_values(c->att + t * na + h * hv, p, inv, moe_kv_v(&c->kv, j->il, kvh, 0), (size_t)hv, n_kv, hv);
+            for (; s0 < n_kv; s0++) p[s0] = expf(p[s0] - mx[h]);
+            double sum = 0.0;
+            for (int64_t s = 0; s < n_kv; s++) sum += (double)p[s];
+            inv[h] = (float)(1.0 / sum);
+            memset(c->att + t * na + (h0 + h) * hv, 0, (size_t)hv * sizeof(float));
+        }
+        for (int64_t s0 = 0; s0 < n_kv; s0 += ATTN_V_BLOCK) /* each value once, for every head */
+            for (int64_t h = 0; h < nh; h++)
+                attn_values_add(c->att + t * na + (h0 + h) * hv, probs + h * c->n_ctx, inv[h], vv, (size_t)hv, s0,
+                                MOE_MIN(s0 + ATTN_V_BLOCK, n_kv), hv);
     }
 }
 
@@ -715,7 +748,7 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     c->vb = scratch(c, nb * (uint64_t)(hp->n_head_kv * hv), 4, &ok);
     c->att = scratch(c, nb * na, 4, &ok);
     c->rope = scratch(c, nb * MOE_MAX(hp->n_rot, 1), 4, &ok);
-    c->probs = scratch(c, (uint64_t)moe_pool_size(c->pool) * (uint64_t)n_ctx, 4, &ok);
+    c->probs = scratch(c, (uint64_t)moe_pool_size(c->pool) * (uint64_t)attn_prob_rows(hp) * (uint64_t)n_ctx, 4, &ok);
     c->xq = scratch(c, act, 4, &ok);
     c->router = scratch(c, nb * L, 4, &ok);
     c->scores = scratch(c, E, 4, &ok);
