@@ -246,6 +246,9 @@ int cmd_bench(int argc, char **argv) {
                    bw / 1e9, sb.min / 1e9, sb.max / 1e9, bpt / 1e6, bound);
             printf("  decode at %.1f %% of the bound (median over the reps, each against the bandwidth measured around it;"
                    " min %.1f, max %.1f)\n", pct, spc.min, spc.max);
+            if (n_depth > 0)
+                printf("  (the bound counts weights only; with %lld tokens in the context each token also reads their"
+                       " keys and values)\n", (long long)n_depth);
             printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
             printf("  CPU share during decode: %.0f %% of %d cores (below ~95 %%: other processes held the cores)\n",
                    ssh.median, nt);
