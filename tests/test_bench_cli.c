@@ -64,4 +64,8 @@ TEST(bench_usage_errors) {
     CHECK_EQ_INT(test_run(cmd, &out), 1);
     CHECK_STR_CONTAINS(out, "/nonexistent.gguf");
     free(out);
+    snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf -d -3", test_moe_bin()); /* checked before loading */
+    CHECK_EQ_INT(test_run(cmd, &out), 2);
+    CHECK_STR_CONTAINS(out, "-d");
+    free(out);
 }

@@ -146,6 +146,8 @@ int cmd_bench(int argc, char **argv) {
      * second to second, and a bound measured once at the start would credit or blame the
      * decode for the neighbours. */
     if (!json) fprintf(stderr, "moe bench: measuring DRAM read bandwidth (%d threads) before and after each decode run\n", nt);
+    if (!json && n_depth > 0)
+        fprintf(stderr, "moe bench: each test first fills the context with %lld tokens (not timed)\n", (long long)n_depth);
     uint64_t bpt = moe_model_bytes_per_token(m);
 
     /* Warm-up: page the weights in and let the caches settle. */
