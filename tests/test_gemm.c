@@ -137,10 +137,10 @@ TEST(matvec_multi_equals_matmul_per_segment) {
         sg[s] = (moe_mv_seg){&W[s], xq[s], y[s]};
     }
     float *want[NS];
-    for (int s = 0; s < NS; s++) { /* the one-matrix decode product it replaces */
+    for (int s = 0; s < NS; s++) { /* the kernels over all the rows in one call, on one thread */
         want[s] = malloc((size_t)segs[s].rows * sizeof(float));
         REQUIRE(want[s]);
-        moe_matmul_prepared(NULL, want[s], segs[s].rows, &W[s], xq[s], 1);
+        moe_mat_dot_rows(&W[s], 0, segs[s].rows, xq[s], want[s]);
         for (int64_t r = 0; r < segs[s].rows; r++) { /* and near the scalar reference */
             float ref;
             moe_type_get(segs[s].type)->vec_dot_ref(segs[s].cols, &ref, wq[s] + (size_t)r * W[s].row_bytes, xq[s]);

@@ -90,13 +90,8 @@ static void gemm_task(void *arg, int ith, int nth) {
 }
 
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
-    if (n == 1) { /* decode: the fused matvec's streaming parts, same results */
-        const moe_mv_seg sg = {W, xq, y};
-        moe_matvec_multi(pool, &sg, 1);
-        return;
-    }
     const moe_gemm_tile_fn tile = moe_gemm_tile_for(W->type);
-    if (!tile) {
+    if (n == 1 || !tile) { /* one token: the fused matvec (moe_matmul_prepared hands it on) */
         moe_matmul_prepared(pool, y, ldy, W, xq, n);
         return;
     }

@@ -2,6 +2,7 @@
  * plugs in through its traits (from_float of the vec_dot_type, vec_dot); the threading
  * and blocking live here once. */
 #include "core/matmul.h"
+#include "core/gemm.h"       /* one token: moe_matvec_multi */
 #include "core/quant_k.h"      /* the interleaved layouts of Q4_0, Q8_0 and Q4_K */
 #include "core/quant_legacy.h"
 
@@ -85,12 +86,8 @@ static void mm_task(void *arg, int ith, int nth) {
     const int64_t parts = j->row_parts, tparts = j->tok_parts;
     if (ith >= parts * tparts) return; /* threads left over when nth is not a multiple */
     int64_t r0, r1, t0, t1;
-    moe_split(j->W->rows, (int)(ith % parts), (int)parts, j->n > 1 ? MM_ROW_BLOCK : 4, &r0, &r1);
+    moe_split(j->W->rows, (int)(ith % parts), (int)parts, MM_ROW_BLOCK, &r0, &r1);
     moe_split(j->n, (int)(ith / parts), (int)tparts, 1, &t0, &t1);
-    if (j->n == 1) { /* decode: one pass over this thread's rows */
-        moe_mat_dot_rows(j->W, r0, r1, j->xq, j->y);
-        return;
-    }
     for (int64_t rb = r0; rb < r1; rb += MM_ROW_BLOCK) {
         const int64_t re = MOE_MIN(rb + MM_ROW_BLOCK, r1);
         for (int64_t t = t0; t < t1; t++)
@@ -98,41 +95,17 @@ static void mm_task(void *arg, int ith, int nth) {
     }
 }
 
-/* One token: rows in chunks of `groups` four-row groups (~32 KB of weights, or one
- * group), taken ~256 KB at a time by the thread whose part they are in (each call
- * prepares the activation row again: 1-10 % of a 32 KB call, depending on the row). */
-#define MV_ROWS_CHUNK (32 << 10)
-#define MV_ROWS_SPAN (256 << 10)
-typedef struct {
-    const moe_mat *W;
-    const void *xq;
-    float *y;
-    int64_t groups;
-} mv_rows_job;
-
-static void mv_rows(void *arg, int64_t c0, int64_t c1) {
-    const mv_rows_job *m = arg;
-    moe_mat_dot_rows(m->W, c0 * m->groups * 4, MOE_MIN(c1 * m->groups * 4, m->W->rows), m->xq, m->y);
-}
-
 void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {
+    if (n == 1) { /* decode: the fused matvec, one segment (each thread streams a part) */
+        const moe_mv_seg sg = {W, xq, y};
+        moe_matvec_multi(pool, &sg, 1);
+        return;
+    }
     const int nth = moe_pool_size(pool);
     /* Rows are split between threads; only when there are too few row blocks to go round
      * (a small matrix in a batch) are the tokens split as well. */
-    const int64_t align = n > 1 ? MM_ROW_BLOCK : 4;
-    const int64_t row_chunks = (W->rows + align - 1) / align;
+    const int64_t row_chunks = (W->rows + MM_ROW_BLOCK - 1) / MM_ROW_BLOCK;
     mm_job j = {W, xq, moe_act_row_size(W->type, W->cols), y, ldy, n, 1, 1};
-    if (n == 1 && W->rows * W->cols < 16384) { /* tiny: not worth waking the pool */
-        mm_task(&j, 0, 1);
-        return;
-    }
-    if (n == 1) { /* decode: each thread streams one part of the rows (as moe_matvec_multi) */
-        mv_rows_job m = {W, xq, y, MOE_MAX(1, (int64_t)MV_ROWS_CHUNK / (4 * (int64_t)W->row_bytes))};
-        const int64_t chunks = ((W->rows + 3) / 4 + m.groups - 1) / m.groups;
-        const int64_t span = MOE_MAX(1, (int64_t)MV_ROWS_SPAN / (4 * (int64_t)W->row_bytes * m.groups));
-        moe_pool_run_parts(pool, mv_rows, &m, chunks, nth, span);
-        return;
-    }
     j.row_parts = MOE_MAX(1, MOE_MIN((int64_t)nth, row_chunks));
     j.tok_parts = MOE_MAX(1, MOE_MIN(nth / j.row_parts, n));
     moe_pool_run(pool, mm_task, &j);
