@@ -11,10 +11,11 @@
  * timed just before each rep of each type, so that a machine shared with other work skews
  * both alike: "% DRAM" is the median over the reps of (product GB/s) / (read GB/s of the
  * read just before it). "L2 GB/s" runs the kernel on 512 KiB of the weights
- * (cache-resident; equal static shares, one call per thread), best of R: its compute speed. "il GB/s" and "% il" are GB/s
- * and % DRAM again with the weights interleaved (core/matmul.h: moe_mat_interleave), the
- * layout `--no-mmap` loads them in, and "il L2" the compute speed of that layout's kernel;
- * "-" for types that are not interleaved. --batch B also
+ * (cache-resident; equal static shares, one call per thread), best of R: its compute
+ * speed. "il GB/s" and "% il" are GB/s and % DRAM again with the weights interleaved
+ * (core/matmul.h: moe_mat_interleave), the layout `--no-mmap` loads them in, and "il L2"
+ * the compute speed of that layout's kernel; "-" for types that are not interleaved.
+ * --batch B also
  * times B tokens at once (the prompt case, on the weights as last laid out), reported as
  * weight bytes × B per second. --cols N sets the row length (default 4096; the experts of
  * the mix-1b benchmark model have rows of 1024 and 2816). */
