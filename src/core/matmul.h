@@ -60,8 +60,9 @@ size_t moe_act_row_size(int wtype, int64_t cols);
 /* Converts n rows of x [n × cols] (row stride cols) into xq (row stride
  * moe_act_row_size), split over the pool's threads. */
 void moe_act_prepare(moe_pool *pool, int wtype, const float *x, void *xq, int64_t n, int64_t cols);
-/* y[t * ldy + r] = dot(W row r, xq row t) for t < n, r < W->rows. Threads split rows
- * (decode) or row blocks × tokens (batches). xq must come from moe_act_prepare for
+/* y[t * ldy + r] = dot(W row r, xq row t) for t < n, r < W->rows. One token goes to
+ * moe_matvec_multi (core/gemm.h: each thread streams one part of the rows); batches split
+ * row blocks × tokens between threads. xq must come from moe_act_prepare for
  * W->type (or any type with the same vec_dot_type). */
 void moe_matmul_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n);
 /* Both steps; scratch holds the prepared activations. */
