@@ -132,11 +132,13 @@ int main(int argc, char **argv) {
 
     const size_t bw_size = (size_t)1 << 30;
     uint8_t *bwbuf = moe_aligned_alloc(bw_size);
-    /* the largest weight matrix: F32 at `mib` MiB */
-    const int64_t f32_rows = MOE_MAX(4, (mib << 20) / (cols * 4)) & ~(int64_t)3;
+    /* every type's matrix below has at most `mib` MiB of rows, or four F32 rows where
+     * those are more (rows are counted per type, so a multiple-of-4 F32 row count would
+     * be too small for a type whose row size does not divide it) */
+    const size_t w_size = MOE_MAX((size_t)mib << 20, (size_t)cols * 4 * 4);
     float *src = moe_aligned_alloc((size_t)cols * 64 * sizeof(float));
     float *x = moe_aligned_alloc((size_t)cols * MOE_MAX(batch, 1) * sizeof(float));
-    uint8_t *w = moe_aligned_alloc((size_t)f32_rows * cols * 4);
+    uint8_t *w = moe_aligned_alloc(w_size);
     void *xq = moe_aligned_alloc((size_t)cols * 4 * MOE_MAX(batch, 1));
     const int64_t max_rows = ((mib << 20) * 4 / cols) + 4; /* ≥ 2 bits per weight */
     float *y = moe_aligned_alloc((size_t)max_rows * MOE_MAX(batch, 1) * sizeof(float));
