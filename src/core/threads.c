@@ -190,7 +190,8 @@ typedef struct {
     void *arg;
     int64_t n, span;
     int parts;
-    _Alignas(64) atomic_uint_fast64_t state[MOE_POOL_MAX_PARTS];
+    /* one cache line per part: its owner claims from it while others take from their own */
+    struct { _Alignas(64) atomic_uint_fast64_t v; } state[MOE_POOL_MAX_PARTS];
 } parts_job;
 
 static int64_t part_first(const parts_job *j, int r) { return j->n / j->parts * r + MOE_MIN(r, j->n % j->parts); }
@@ -199,13 +200,13 @@ static int64_t part_first(const parts_job *j, int r) { return j->n / j->parts * 
  * (owner: its last spans shrink, so a thread taking from the back meets it within an item
  * or two), else the last item. False when nothing is left. */
 static bool part_claim(parts_job *j, int r, bool owner, int64_t *i0, int64_t *i1) {
-    uint64_t st = atomic_load_explicit(&j->state[r], memory_order_acquire);
+    uint64_t st = atomic_load_explicit(&j->state[r].v, memory_order_acquire);
     for (;;) {
         const uint64_t f = st & 0xFFFFFFFFu, b = st >> 32;
         if (f >= b) return false;
         const uint64_t take = owner ? MOE_MIN(MOE_MAX((b - f) / 2, 1), (uint64_t)j->span) : 1;
         const uint64_t next = owner ? (b << 32 | (f + take)) : ((b - 1) << 32 | f);
-        if (atomic_compare_exchange_weak_explicit(&j->state[r], &st, next, memory_order_acq_rel, memory_order_acquire)) {
+        if (atomic_compare_exchange_weak_explicit(&j->state[r].v, &st, next, memory_order_acq_rel, memory_order_acquire)) {
             const int64_t first = part_first(j, r);
             *i0 = first + (int64_t)(owner ? f : b - 1);
             *i1 = first + (int64_t)(owner ? f + take : b);
@@ -225,10 +226,10 @@ static void parts_task(void *arg, int ith, int nth) {
 
 void moe_pool_run_parts(moe_pool *p, moe_span_fn fn, void *arg, int64_t n, int n_parts, int64_t span) {
     if (n <= 0) return;
-    parts_job j = {fn, arg, n, MOE_MAX(span, 1), (int)MOE_MIN(MOE_MAX(n_parts, 1), MOE_MIN(n, MOE_POOL_MAX_PARTS)), {0}};
+    parts_job j = {fn, arg, n, MOE_MAX(span, 1), (int)MOE_MIN(MOE_MAX(n_parts, 1), MOE_MIN(n, MOE_POOL_MAX_PARTS)), {{0}}};
     /* the state counts a part's items in 32 bits: 2^32 items or more take more parts (n < 2^38) */
     while (j.parts < MOE_POOL_MAX_PARTS && n / j.parts >= (INT64_C(1) << 32)) j.parts++;
-    for (int r = 0; r < j.parts; r++) atomic_init(&j.state[r], (uint64_t)(part_first(&j, r + 1) - part_first(&j, r)) << 32);
+    for (int r = 0; r < j.parts; r++) atomic_init(&j.state[r].v, (uint64_t)(part_first(&j, r + 1) - part_first(&j, r)) << 32);
     moe_pool_run_n(p, parts_task, &j, j.parts);
 }
 
