@@ -65,7 +65,7 @@ struct moe_context {
 /* ---------------------------------------------------------------- numerics */
 
 /* ggml_rms_norm then ggml_mul: each square in float, their sum in double, mean and scale
- * in float. Why four double sums side by side rather than ggml's one: one chain of
+ * in float. Why eight double sums side by side (two vectors) rather than ggml's one: one chain of
  * dependent double adds over 1,024 values was ~1 µs, twice a layer, while the other
  * thread waits. Doubles hold each float square exactly in its first 24 of 53 bits, so the
  * two orders of summing round differently only in bits far below the float the mean is
