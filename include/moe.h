@@ -217,8 +217,20 @@ typedef struct moe_hparams {
     float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
 } moe_hparams;
 
+/* Element type of a context's KV cache. */
+typedef enum moe_kv_type {
+    MOE_KV_F32 = 0, /* the precision llama.cpp's reference logits (fixtures) were computed with */
+    MOE_KV_F16 = 1  /* llama.cpp's default: half the memory, and faster decoding at long contexts */
+} moe_kv_type;
+/* "f32" / "f16"; -1 for another name. */
+int moe_kv_type_from_name(const char *name);
+const char *moe_kv_type_name(moe_kv_type t);
+
 typedef struct moe_model_params {
     int n_threads;               /* threads of each context's pool; <= 0: all cores */
+    moe_kv_type kv_type;         /* KV cache of each context (default F32). With F16, keys and
+                                    values are rounded to F16 as they are stored, as in llama.cpp's
+                                    cache; queries and attention weights stay F32. */
     bool no_mmap;                /* read the file into memory (2 MiB-aligned, huge pages where the
                                     kernel allows) instead of mapping it, and interleave the weight
                                     matrices there for the four-row kernels: slower to load, the
@@ -248,8 +260,9 @@ int64_t moe_model_n_layer(const moe_model *m);
 /* The file the model reads (for the tokenizer's metadata, the offloading planner, ...). */
 const moe_gguf *moe_model_gguf(const moe_model *m);
 
-/* A context of n_ctx positions (<= 0: min(n_ctx_train, 4096)); all memory (KV cache in
- * F32, scratch for batches of up to 512 tokens) is allocated here, none per token. */
+/* A context of n_ctx positions (<= 0: min(n_ctx_train, 4096)); all memory (KV cache of
+ * the model params' kv_type, scratch for batches of up to 512 tokens) is allocated here,
+ * none per token. */
 moe_context *moe_context_init(moe_model *m, int64_t n_ctx);
 void moe_context_free(moe_context *c);
 int64_t moe_context_n_ctx(const moe_context *c);
@@ -315,7 +328,7 @@ typedef struct moe_offload_plan {
     uint64_t file_bytes;
     uint64_t expert_bytes;       /* all routed experts of all layers */
     uint64_t resident_bytes;     /* everything else: attention, embeddings, norms, shared experts */
-    uint64_t kv_bytes;           /* KV cache for n_ctx tokens (F32) */
+    uint64_t kv_bytes;           /* KV cache for n_ctx tokens (F32: an F16 cache takes half) */
     uint64_t overhead_bytes;     /* scratch buffers and bookkeeping (estimate) */
     uint64_t slot_bytes;         /* one expert slot: gate+up+down of the largest expert */
     int n_layers, n_moe_layers, n_experts, n_experts_used;

@@ -9,7 +9,7 @@
 TEST(bench_json_keys_and_bound) {
     char cmd[1024], *out = NULL;
     snprintf(cmd, sizeof cmd,
-             "%s bench -m %s -p 8 -n 4 -d 5 -r 1 -t 1 --bw-bytes 64M --json 2>/dev/null | /usr/bin/python3 -c '"
+             "%s bench -m %s -p 8 -n 4 -d 5 -r 1 -t 1 --bw-bytes 64M --kv-type f16 --json 2>/dev/null | /usr/bin/python3 -c '"
              "import json,sys,math; d=json.load(sys.stdin)\n"
              "for k in [\"pp_tps\",\"tg_tps\",\"dram_gbps\",\"bytes_per_token\",\"tg_bound_tps\",\"tg_pct_of_bound\",\"peak_rss_bytes\"]:\n"
              "    assert k in d and d[k] is not None and d[k] > 0, k\n"
@@ -17,6 +17,7 @@ TEST(bench_json_keys_and_bound) {
              "assert abs(d[\"tg_pct_of_bound\"] - 100 * d[\"tg_tps\"] / d[\"tg_bound_tps\"]) < 1e-6 * d[\"tg_pct_of_bound\"]\n"
              "assert d[\"weights\"] == \"memory\", d[\"weights\"]\n"
              "assert d[\"n_depth\"] == 5 and d[\"n_prompt\"] == 8 and d[\"n_gen\"] == 4, d\n"
+             "assert d[\"kv_type\"] == \"f16\", d[\"kv_type\"]\n"
              "print(d[\"bytes_per_token\"])'",
              test_moe_bin(), test_fixture("gguf/mixtral-q8_0.gguf"));
     int rc = test_run(cmd, &out);
@@ -67,5 +68,9 @@ TEST(bench_usage_errors) {
     snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf -d -3", test_moe_bin()); /* checked before loading */
     CHECK_EQ_INT(test_run(cmd, &out), 2);
     CHECK_STR_CONTAINS(out, "-d");
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf --kv-type q4_0", test_moe_bin());
+    CHECK_EQ_INT(test_run(cmd, &out), 2);
+    CHECK_STR_CONTAINS(out, "--kv-type: 'q4_0' is not one of f32, f16");
     free(out);
 }

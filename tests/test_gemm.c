@@ -282,12 +282,14 @@ TEST(pool_run_parts_streams_each_item_once) {
 }
 
 /* The forward pass on quantized llama.cpp files: a batch (tile kernels) and one token at
- * a time (the fused decode runs) give bit-identical logits, with 2 threads. */
-static void batch_equals_tokens(const char *name) {
+ * a time (the fused decode runs) give bit-identical logits, with 2 threads, with a KV
+ * cache of either type. */
+static void batch_equals_tokens(const char *name, moe_kv_type kv) {
     char rel[128];
     snprintf(rel, sizeof rel, "gguf/%s.gguf", name);
     moe_model_params mp = moe_model_default_params();
     mp.n_threads = 2;
+    mp.kv_type = kv;
     moe_model *m = moe_model_load(test_fixture(rel), &mp);
     REQUIRE_MSG(m, "%s", moe_last_error());
     enum { N = 40 };
@@ -310,13 +312,15 @@ static void batch_equals_tokens(const char *name) {
     moe_model_free(m);
 }
 
-TEST(gemm_forward_batch_bit_identical_q8_0) { batch_equals_tokens("mixtral-q8_0"); }
+TEST(gemm_forward_batch_bit_identical_q8_0) { batch_equals_tokens("mixtral-q8_0", MOE_KV_F32); }
+TEST(gemm_forward_batch_bit_identical_q8_0_kv_f16) { batch_equals_tokens("mixtral-q8_0", MOE_KV_F16); }
 
 /* Attention takes the query heads of a KV head together, or splits them between tasks
  * when there are more threads than (token, KV head) pairs (forward.c,
  * attn_heads_per_task): each head's arithmetic is the same either way, so decoding with 1
- * thread and with 6 (mixtral fixture: 4 KV heads of 2 query heads) gives the same bits. */
-TEST(attention_head_runs_bit_identical_across_threads) {
+ * thread and with 6 (mixtral fixture: 4 KV heads of 2 query heads) gives the same bits,
+ * with a KV cache of either type. */
+static void attention_threads(moe_kv_type kv) {
     enum { N = 24 };
     float *out[2] = {NULL, NULL};
     int64_t V = 0;
@@ -324,6 +328,7 @@ TEST(attention_head_runs_bit_identical_across_threads) {
     for (int k = 0; k < 2; k++) {
         moe_model_params mp = moe_model_default_params();
         mp.n_threads = threads[k];
+        mp.kv_type = kv;
         moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q8_0.gguf"), &mp);
         REQUIRE_MSG(m, "%s", moe_last_error());
         V = moe_model_n_vocab(m);
@@ -339,9 +344,12 @@ TEST(attention_head_runs_bit_identical_across_threads) {
     }
     int64_t diff = 0;
     for (int64_t i = 0; i < (int64_t)N * V; i++) diff += memcmp(&out[0][i], &out[1][i], sizeof(float)) != 0;
-    CHECK_MSG(diff == 0, "%lld of %lld logits differ between 1 and 6 threads", (long long)diff, (long long)N * V);
+    CHECK_MSG(diff == 0, "KV %s: %lld of %lld logits differ between 1 and 6 threads", moe_kv_type_name(kv),
+              (long long)diff, (long long)N * V);
     free(out[0]);
     free(out[1]);
 }
-TEST(gemm_forward_batch_bit_identical_q4_0) { batch_equals_tokens("mixtral-q4_0"); }
-TEST(gemm_forward_batch_bit_identical_q4_k_s) { batch_equals_tokens("mixtral-q4_k_s"); }
+TEST(attention_head_runs_bit_identical_across_threads) { attention_threads(MOE_KV_F32); }
+TEST(attention_head_runs_bit_identical_across_threads_kv_f16) { attention_threads(MOE_KV_F16); }
+TEST(gemm_forward_batch_bit_identical_q4_0) { batch_equals_tokens("mixtral-q4_0", MOE_KV_F32); }
+TEST(gemm_forward_batch_bit_identical_q4_k_s) { batch_equals_tokens("mixtral-q4_k_s", MOE_KV_F32); }

@@ -35,13 +35,15 @@ bool cli_arg_size(const char *sub, int argc, char **argv, int *i, uint64_t *out)
 /* True if argv[i] is -h or --help. */
 bool cli_is_help(const char *a);
 
-/* The --mem options shared by run, chat, logits and bench (offload_opts.c). */
+/* The --mem options shared by run, chat, logits and bench (offload_opts.c), and the
+ * other model-loading options of those four (--no-mmap, --mmap, --kv-type). */
 typedef struct cli_offload_opts {
     moe_offload_params params;    /* params.budget == 0: no offloading */
     const char *profile_path;     /* --profile: the statistical predictor's table */
     moe_profile *profile;         /* loaded by cli_offload_attach, freed by cli_offload_close */
     bool no_mmap;                 /* --no-mmap: read the model into memory (moe_model_params.no_mmap) */
     bool mmap;                    /* --mmap: map it (the library's default) */
+    moe_kv_type kv_type;          /* --kv-type: the KV cache's element type */
 } cli_offload_opts;
 void cli_offload_opts_default(cli_offload_opts *o);
 /* 1 if argv[*i] was an offload option (value consumed), 0 if not, -1 on a usage error. */

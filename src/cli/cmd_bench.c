@@ -27,7 +27,7 @@ static void help(void) {
            "  -r, --repetitions N repetitions (default 5)\n"
            "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 512M)\n"
            "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
-           "                      tg_pct_of_bound, peak_rss_bytes, weights (memory or mapped),\n"
+           "                      tg_pct_of_bound, peak_rss_bytes, weights (memory or mapped), kv_type,\n"
            "                      pool_wait_us_per_token, ...\n");
     cli_offload_print_help(stdout);
 }
@@ -213,9 +213,10 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"model\":");
         cli_json_str(stdout, model, strlen(model));
-        printf(",\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"n_prompt\":%lld,\"n_gen\":%lld,\"n_depth\":%lld,\"reps\":%lld,\"load_s\":",
-               moe_model_arch(m), nt, mp.no_mmap ? "memory" : "mapped", (long long)n_prompt, (long long)n_gen,
-               (long long)n_depth, (long long)reps);
+        printf(",\"arch\":\"%s\",\"threads\":%d,\"weights\":\"%s\",\"kv_type\":\"%s\",\"n_prompt\":%lld,\"n_gen\":%lld,"
+               "\"n_depth\":%lld,\"reps\":%lld,\"load_s\":",
+               moe_model_arch(m), nt, mp.no_mmap ? "memory" : "mapped", moe_kv_type_name(mp.kv_type), (long long)n_prompt,
+               (long long)n_gen, (long long)n_depth, (long long)reps);
         cli_json_num(stdout, load_s);
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
                               "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
@@ -234,8 +235,8 @@ int cmd_bench(int argc, char **argv) {
         cli_offload_json_stats(off, stdout);
         printf("}\n");
     } else {
-        printf("model %s (%s), %d threads, weights %s", model, moe_model_arch(m), nt,
-               mp.no_mmap ? "read into memory (interleaved)" : "mapped");
+        printf("model %s (%s), %d threads, weights %s, KV cache %s", model, moe_model_arch(m), nt,
+               mp.no_mmap ? "read into memory (interleaved)" : "mapped", moe_kv_type_name(mp.kv_type));
         if (n_depth > 0) printf(", %lld tokens in the context before each test", (long long)n_depth);
         printf("\n");
         if (n_prompt > 0)

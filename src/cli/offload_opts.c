@@ -1,6 +1,6 @@
-/* offload_opts.c — the `--mem` family of options shared by run, chat, logits and bench:
- * parsing, help text, attaching the offloading expert provider to a context, and the
- * statistics printed at the end. */
+/* offload_opts.c — the `--mem` family of options shared by run, chat, logits and bench
+ * (and with them --no-mmap, --mmap, --kv-type): parsing, help text, attaching the
+ * offloading expert provider to a context, and the statistics printed at the end. */
 #include "cli/cli.h"
 
 #include <math.h>
@@ -39,6 +39,16 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
     if (!strcmp(a, "--no-direct-io")) { o->params.no_direct = true; return 1; }
     if (!strcmp(a, "--no-mmap")) { o->no_mmap = true; return 1; }
     if (!strcmp(a, "--mmap")) { o->mmap = true; return 1; }
+    if (!strcmp(a, "--kv-type")) {
+        if (!cli_arg_str(sub, argc, argv, i, &s)) return -1;
+        const int t = moe_kv_type_from_name(s);
+        if (t < 0) {
+            cli_usage(sub, "--kv-type: '%s' is not one of f32, f16", s);
+            return -1;
+        }
+        o->kv_type = (moe_kv_type)t;
+        return 1;
+    }
     return 0;
 }
 
@@ -58,6 +68,7 @@ bool cli_offload_model_params(const char *sub, const cli_offload_opts *o, int th
                               moe_model_params *mp) {
     *mp = moe_model_default_params();
     mp->n_threads = threads;
+    mp->kv_type = o->kv_type;
     if (!cli_offload_opts_check(sub, o)) return false;
     if (o->no_mmap || o->mmap || o->params.budget) {
         mp->no_mmap = o->no_mmap;
@@ -101,7 +112,10 @@ void cli_offload_print_help(FILE *f) {
             "  --mmap                   map the model file instead: instant load, pages shared with the page\n"
             "                           cache, slower decoding (the default when the model does not fit); with\n"
             "                           --mem, the resident weights stay mapped too instead of being copied out\n"
-            "                           and interleaved\n");
+            "                           and interleaved\n"
+            "  --kv-type T              KV cache element type: f32 (default; the precision of llama.cpp's\n"
+            "                           reference logits) or f16 (llama.cpp's default: half the memory,\n"
+            "                           faster decoding at long contexts)\n");
 }
 
 moe_offload *cli_offload_attach(const char *sub, cli_offload_opts *o, moe_model *m, moe_context *c) {

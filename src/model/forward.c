@@ -2,7 +2,9 @@
  * the flags of arch.h), and the context that runs it: KV cache, scratch preallocated for
  * a batch, the thread pool, the expert provider and the routing hook. Numerics follow
  * llama.cpp's CPU backend (docs/ARCHITECTURE.md, "Numerics"). */
+#include "core/f16.h"
 #include "core/gemm.h"
+#include "core/quant_float.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
 #include "moe/layer.h"
@@ -246,42 +248,50 @@ static void ffn(moe_context *c, const moe_ffn_weights *f, const float *x, int64_
 
 /* ---------------------------------------------------------------- attention */
 
-/* a·b over one head (a few dozen to a few hundred floats), inlined: attention takes one
+/* The cache holds F32 or F16 values (kv_cache.h). The attention loops below take the
+ * element type as a constant (f16) and are called once per type (attn_kv), so that each
+ * compiles to a loop of its own; the other arithmetic is the same for both. */
+static inline float kv_at(const void *p, int64_t i, bool f16) {
+    return f16 ? moe_f16_to_f32(((const moe_f16 *)p)[i]) : ((const float *)p)[i];
+}
+#if defined(__AVX2__)
+SIMD_INLINE __m256 kv_load8(const void *p, int64_t i, bool f16) {
+    if (!f16) return _mm256_loadu_ps((const float *)p + i);
+#if defined(__F16C__)
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const moe_f16 *)p + i)));
+#else
+    float t[8];
+    for (int k = 0; k < 8; k++) t[k] = moe_f16_to_f32(((const moe_f16 *)p)[i + k]);
+    return _mm256_loadu_ps(t);
+#endif
+}
+#endif
+
+/* k·q over one head (a few dozen to a few hundred values), inlined: attention takes one
  * such dot per head and cached position, and a call through the type table per dot cost
  * as much as the dot itself. Two 8-wide FMA chains, then the scalar tail. */
-static inline float dot_head(const float *a, const float *b, int64_t n) {
+static inline __attribute__((always_inline)) float dot_head(const void *k, const float *q, int64_t n, bool f16) {
     int64_t i = 0;
     float s = 0.0f;
 #if defined(__AVX2__) && defined(__FMA__)
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s0 = _mm256_fmadd_ps(kv_load8(k, i, f16), _mm256_loadu_ps(q + i), s0);
+        s1 = _mm256_fmadd_ps(kv_load8(k, i + 8, f16), _mm256_loadu_ps(q + i + 8), s1);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(kv_load8(k, i, f16), _mm256_loadu_ps(q + i), s0);
     s = hsum8(_mm256_add_ps(s0, s1));
 #endif
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s += kv_at(k, i, f16) * q[i];
     return s;
 }
 
-/* o += p · v over one head: a multiply then an add per element (not fused), so that the
- * vector and scalar paths round alike. */
-static inline void axpy_head(float *o, float p, const float *v, int64_t n) {
-    int64_t i = 0;
-#if defined(__AVX2__)
-    const __m256 vp = _mm256_set1_ps(p);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(vp, _mm256_loadu_ps(v + i))));
-#endif
-    for (; i < n; i++) o[i] += p * v[i];
-}
-
-/* o += Σ_{s0 ≤ s < s1} w[s]·inv · v_s (v_s = v + s·stride), hv values: axpy_head for
- * each position in turn, but for heads of 64 or 128 values the sum stays in registers
- * over the positions of the call instead of going through memory at every one. The same
- * multiply and add per element in the same order, so the same bits as one axpy_head per
- * position from o = 0, however the positions are cut into calls. */
+/* o += Σ_{s0 ≤ s < s1} w[s]·inv · v_s (v_s: the value at position s, `stride` elements
+ * apart), hv values: a multiply then an add per element (not fused), so that the vector
+ * and scalar paths round alike. For heads of 64 or 128 values the sum stays in registers
+ * over the positions of the call instead of going through memory at every one: the same
+ * operations in the same order, so the same bits however the positions are cut into
+ * calls. */
 #if defined(__AVX2__)
 #define ATTN_V_REGS(NV)                                                                                             \
     do {                                                                                                            \
@@ -289,20 +299,30 @@ static inline void axpy_head(float *o, float p, const float *v, int64_t n) {
         _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) acc[k] = _mm256_loadu_ps(o + 8 * k);                \
         for (int64_t s = s0; s < s1; s++) {                                                                         \
             const __m256 vp = _mm256_set1_ps(w[s] * inv);                                                           \
-            const float *vs = v + s * stride;                                                                       \
             _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++)                                                 \
-                acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(vp, _mm256_loadu_ps(vs + 8 * k)));                     \
+                acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(vp, kv_load8(v, s * (int64_t)stride + 8 * k, f16)));   \
         }                                                                                                           \
         _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) _mm256_storeu_ps(o + 8 * k, acc[k]);                \
     } while (0)
 #endif
-static void attn_values_add(float *o, const float *w, float inv, const float *v, size_t stride, int64_t s0, int64_t s1,
-                            int64_t hv) {
+static inline __attribute__((always_inline)) void attn_values_add(float *o, const float *w, float inv, const void *v,
+                                                                  size_t stride, int64_t s0, int64_t s1, int64_t hv,
+                                                                  bool f16) {
 #if defined(__AVX2__)
     if (hv == 64) { ATTN_V_REGS(8); return; }
     if (hv == 128) { ATTN_V_REGS(16); return; }
 #endif
-    for (int64_t s = s0; s < s1; s++) axpy_head(o, w[s] * inv, v + (size_t)s * stride, hv);
+    for (int64_t s = s0; s < s1; s++) {
+        const float p = w[s] * inv;
+        const int64_t at = s * (int64_t)stride;
+        int64_t i = 0;
+#if defined(__AVX2__)
+        const __m256 vp = _mm256_set1_ps(p);
+        for (; i + 8 <= hv; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(vp, kv_load8(v, at + i, f16))));
+#endif
+        for (; i < hv; i++) o[i] += p * kv_at(v, at + i, f16);
+    }
 }
 
 typedef struct {
@@ -332,17 +352,62 @@ static int64_t attn_heads_per_task(const moe_hparams *hp, int64_t n, int nth) {
 /* rows of c->probs per thread: the most query heads a task takes */
 static int64_t attn_prob_rows(const moe_hparams *hp) { return MOE_MIN(hp->n_head / hp->n_head_kv, ATTN_HEADS); }
 
-/* One (token, KV head, run of its query heads) at a time: scores over every cached
- * position up to the token's own (the causal mask), softmax in F32 with the max subtracted
- * and the sum in double (ggml_soft_max_ext), then the probability-weighted sum of the
- * values. Each head's arithmetic is that of a head alone. */
+/* One (token t, KV head kvh, its query heads h0 .. h0+nh−1): scores over every cached
+ * position up to the token's own (the causal mask), softmax in F32 with the max
+ * subtracted and the sum in double (ggml_soft_max_ext), then the probability-weighted sum
+ * of the values. Each head's arithmetic is that of a head alone. */
+static inline __attribute__((always_inline)) void attn_heads(const attn_job *j, float *probs, int64_t t, int64_t kvh,
+                                                             int64_t h0, int64_t nh, bool f16) {
+    moe_context *c = j->c;
+    const moe_hparams *hp = &c->m->hp;
+    const int64_t hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
+    const int64_t nq = hp->n_head * hk, na = hp->n_head * hv;
+    const float *q = c->q + t * nq + h0 * hk;
+    const int64_t n_kv = j->pos0 + t + 1;
+    const uint8_t *kk = moe_kv_k(&c->kv, j->il, kvh, 0), *vv = moe_kv_v(&c->kv, j->il, kvh, 0);
+    const size_t kstride = (size_t)hk * c->kv.elem;
+    float mx[ATTN_HEADS], inv[ATTN_HEADS];
+    for (int64_t h = 0; h < nh; h++) mx[h] = -INFINITY;
+    for (int64_t s = 0; s < n_kv; s++) /* each key once, for every head of the run */
+        for (int64_t h = 0; h < nh; h++) {
+            const float v = dot_head(kk + (size_t)s * kstride, q + h * hk, hk, f16) * j->scale;
+            probs[h * c->n_ctx + s] = v;
+            mx[h] = v > mx[h] ? v : mx[h];
+        }
+    for (int64_t h = 0; h < nh; h++) {
+        float *p = probs + h * c->n_ctx;
+        int64_t s0 = 0;
+        double sum = 0.0;
+#if defined(__AVX2__) && defined(__FMA__)
+        /* e^(v − max) eight at a time, each eight summed in float and then added in
+         * double, as ggml's soft_max does on AVX2 (ggml_vec_soft_max_f32, with v_expf:
+         * simd.h); which positions take this path depends on n_kv only, as in a batch.
+         * (A double add per position was a chain of 4-cycle latencies: ~5 % of a token
+         * at 2,800 positions of context.) */
+        for (; s0 + 8 <= n_kv; s0 += 8) {
+            const __m256 ev = v_expf(_mm256_sub_ps(_mm256_loadu_ps(p + s0), _mm256_set1_ps(mx[h])));
+            _mm256_storeu_ps(p + s0, ev);
+            sum += (double)hsum8(ev);
+        }
+#endif
+        for (; s0 < n_kv; s0++) {
+            p[s0] = expf(p[s0] - mx[h]);
+            sum += (double)p[s0];
+        }
+        inv[h] = (float)(1.0 / sum);
+        memset(c->att + t * na + (h0 + h) * hv, 0, (size_t)hv * sizeof(float));
+    }
+    for (int64_t s0 = 0; s0 < n_kv; s0 += ATTN_V_BLOCK) /* each value once, for every head */
+        for (int64_t h = 0; h < nh; h++)
+            attn_values_add(c->att + t * na + (h0 + h) * hv, probs + h * c->n_ctx, inv[h], vv, (size_t)hv, s0,
+                            MOE_MIN(s0 + ATTN_V_BLOCK, n_kv), hv, f16);
+}
+
 static void attn_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     moe_context *c = j->c;
     const moe_hparams *hp = &c->m->hp;
-    const int64_t H = hp->n_head, Hkv = hp->n_head_kv, group = H / Hkv;
-    const int64_t hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
-    const int64_t nq = H * hk, na = H * hv;
+    const int64_t Hkv = hp->n_head_kv, group = hp->n_head / Hkv;
     const int64_t hpt = attn_heads_per_task(hp, j->n, moe_pool_size(c->pool)), runs = (group + hpt - 1) / hpt;
     float *probs = c->probs + (size_t)ith * (size_t)attn_prob_rows(hp) * (size_t)c->n_ctx;
     int64_t b, e;
@@ -350,44 +415,8 @@ static void attn_task(void *arg, int ith, int nth) {
     for (int64_t it = b; it < e; it++) {
         const int64_t t = it / (Hkv * runs), kvh = it / runs % Hkv;
         const int64_t h0 = kvh * group + it % runs * hpt, nh = MOE_MIN(hpt, (kvh + 1) * group - h0);
-        const float *q = c->q + t * nq + h0 * hk;
-        const int64_t n_kv = j->pos0 + t + 1;
-        const float *kk = moe_kv_k(&c->kv, j->il, kvh, 0), *vv = moe_kv_v(&c->kv, j->il, kvh, 0);
-        float mx[ATTN_HEADS], inv[ATTN_HEADS];
-        for (int64_t h = 0; h < nh; h++) mx[h] = -INFINITY;
-        for (int64_t s = 0; s < n_kv; s++) /* each key once, for every head of the run */
-            for (int64_t h = 0; h < nh; h++) {
-                const float v = dot_head(kk + s * hk, q + h * hk, hk) * j->scale;
-                probs[h * c->n_ctx + s] = v;
-                mx[h] = v > mx[h] ? v : mx[h];
-            }
-        for (int64_t h = 0; h < nh; h++) {
-            float *p = probs + h * c->n_ctx;
-            int64_t s0 = 0;
-            double sum = 0.0;
-#if defined(__AVX2__) && defined(__FMA__)
-            /* e^(v − max) eight at a time, each eight summed in float and then added in
-             * double, as ggml's soft_max does on AVX2 (ggml_vec_soft_max_f32, with v_expf:
-             * simd.h); which positions take this path depends on n_kv only, as in a batch.
-             * (A double add per position was a chain of 4-cycle latencies: ~5 % of a token
-             * at 2,800 positions of context.) */
-            for (; s0 + 8 <= n_kv; s0 += 8) {
-                const __m256 ev = v_expf(_mm256_sub_ps(_mm256_loadu_ps(p + s0), _mm256_set1_ps(mx[h])));
-                _mm256_storeu_ps(p + s0, ev);
-                sum += (double)hsum8(ev);
-            }
-#endif
-            for (; s0 < n_kv; s0++) {
-                p[s0] = expf(p[s0] - mx[h]);
-                sum += (double)p[s0];
-            }
-            inv[h] = (float)(1.0 / sum);
-            memset(c->att + t * na + (h0 + h) * hv, 0, (size_t)hv * sizeof(float));
-        }
-        for (int64_t s0 = 0; s0 < n_kv; s0 += ATTN_V_BLOCK) /* each value once, for every head */
-            for (int64_t h = 0; h < nh; h++)
-                attn_values_add(c->att + t * na + (h0 + h) * hv, probs + h * c->n_ctx, inv[h], vv, (size_t)hv, s0,
-                                MOE_MIN(s0 + ATTN_V_BLOCK, n_kv), hv);
+        if (c->kv.f16) attn_heads(j, probs, t, kvh, h0, nh, true);
+        else attn_heads(j, probs, t, kvh, h0, nh, false);
     }
 }
 
@@ -428,8 +457,14 @@ static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
     const int64_t hv = hp->n_embd_head_v;
     for (int64_t h = 0; h < hp->n_head_kv; h++)
         for (int64_t t = 0; t < n; t++) {
-            memcpy(moe_kv_k(&c->kv, il, h, pos0 + t), k + t * nk + h * hk, (size_t)hk * sizeof(float));
-            memcpy(moe_kv_v(&c->kv, il, h, pos0 + t), v + t * nv + h * hv, (size_t)hv * sizeof(float));
+            void *kd = moe_kv_k(&c->kv, il, h, pos0 + t), *vd = moe_kv_v(&c->kv, il, h, pos0 + t);
+            if (c->kv.f16) { /* rounded to nearest, as ggml_cpy into llama.cpp's F16 cache */
+                moe_f16_from_float(k + t * nk + h * hk, kd, hk);
+                moe_f16_from_float(v + t * nv + h * hv, vd, hv);
+            } else {
+                memcpy(kd, k + t * nk + h * hk, (size_t)hk * sizeof(float));
+                memcpy(vd, v + t * nv + h * hv, (size_t)hv * sizeof(float));
+            }
         }
     attn_job j = {c, il, n, pos0, 1.0f / sqrtf((float)hk)};
     moe_pool_run(c->pool, attn_task, &j);
@@ -797,7 +832,7 @@ moe_context *moe_context_init(moe_model *m, int64_t n_ctx) {
     const int64_t d = hp->n_embd, hk = hp->n_embd_head_k, hv = hp->n_embd_head_v;
     const int64_t nq = hp->n_head * hk, na = hp->n_head * hv;
     if (!(c->pool = moe_pool_create(m->params.n_threads)) ||
-        moe_kv_cache_init(&c->kv, hp->n_layer, n_ctx, hp->n_head_kv, hk, hv)) {
+        moe_kv_cache_init(&c->kv, hp->n_layer, n_ctx, hp->n_head_kv, hk, hv, m->params.kv_type == MOE_KV_F16)) {
         moe_context_free(c);
         return NULL;
     }
@@ -885,7 +920,7 @@ void moe_context_set_lookahead(moe_context *c, int n) { c->lookahead_n = n > 0 ?
 
 uint64_t moe_context_memory_bytes(const moe_context *c) {
     return (uint64_t)c->arena.used_total +
-           moe_kv_cache_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.n_head, c->kv.k_head, c->kv.v_head);
+           moe_kv_cache_bytes(c->kv.n_layer, c->kv.n_ctx, c->kv.n_head, c->kv.k_head, c->kv.v_head, c->kv.f16);
 }
 
 void moe_context_set_expert_provider(moe_context *c, moe_expert_provider *p) {

@@ -8,9 +8,11 @@ written in llama.cpp's conventions. The GGUF -> HF mapping is the inverse of lla
 convert_hf_to_gguf.py: q/k rows of the "normal RoPE" architectures (llama, deepseek) are
 un-permuted back to HF's layout, where HF's rotate_half RoPE applies.
 
-  moe_ref.py MODEL.gguf TOKENS.txt OUT.f32 [MODEL2 TOKENS2 OUT2 ...]
+  moe_ref.py [--kv-f16] MODEL.gguf TOKENS.txt OUT.f32 [MODEL2 TOKENS2 OUT2 ...]
 
 OUT gets n_tokens x n_vocab float32 logits (row i after token i). Needs python3-torch.
+--kv-f16 rounds the keys (after RoPE) and the values to float16, as an F16 KV cache
+stores them (llama.cpp's default cache, moe.c's --kv-type f16); all else stays float64.
 """
 import math
 import struct
@@ -164,6 +166,9 @@ def experts_of(t, i, n_expert):
     return st('ffn_gate'), st('ffn_up'), st('ffn_down')
 
 
+KV_F16 = False
+
+
 def attention(c, t, i, x, cos, sin):
     n = x.shape[0]
     p = f'blk.{i}.'
@@ -187,6 +192,8 @@ def attention(c, t, i, x, cos, sin):
         k = rms_norm(k, t[p + 'attn_k_norm.weight'], c.eps)
     q = q * cos + rotate_half(q) * sin     # apply_rotary_pos_emb
     k = k * cos + rotate_half(k) * sin
+    if KV_F16:                             # what an F16 cache keeps of the keys and values
+        k, v = k.to(torch.float16).to(DT), v.to(torch.float16).to(DT)
     rep = c.n_head // c.n_head_kv          # repeat_kv
     k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
     s = (q @ k.transpose(1, 2)) / (c.head_dim ** 0.5)
@@ -240,6 +247,9 @@ def forward(path, tokens):
 
 
 def main(argv):
+    global KV_F16
+    if argv and argv[0] == '--kv-f16':
+        KV_F16, argv = True, argv[1:]
     if len(argv) < 3 or len(argv) % 3:
         raise SystemExit(__doc__)
     for j in range(0, len(argv), 3):
