@@ -217,6 +217,15 @@ static void rope_apply(const moe_hparams *hp, float *v, int64_t n_heads, int64_t
     }
 }
 
+/* Small tensors that the next serial step reads (a norm's weights: 4 KB in mix-1b) come
+ * from DRAM at every token, since the stream of weights evicts them from the caches;
+ * read on one thread while the other waits, their latency showed: RMS-norm took 1.3 µs,
+ * 0.65 with this. A prefetch issued right before a large product brings them in while it
+ * runs. (The router's 32 KB too: that took as long to issue as it saved.) */
+static void prefetch_small(const void *p, size_t bytes) {
+    for (size_t o = 0; p && o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
 /* ---------------------------------------------------------------- matmul */
 
 /* y[t·ldy + r] = W·x_t for t < n, with x converted to W's vec_dot_type first (F16 for F16
@@ -468,6 +477,7 @@ static void attention(moe_context *c, int il, int64_t n, int64_t pos0) {
         }
     attn_job j = {c, il, n, pos0, 1.0f / sqrtf((float)hk)};
     moe_pool_run(c->pool, attn_task, &j);
+    if (n == 1) prefetch_small(c->m->layers[il].ffn_norm, (size_t)d * sizeof(float)); /* the next norm */
     mm(c, &a->wo, c->att, n, c->y, d);
     if (a->bo) add_rows(c->y, a->bo, n, d, d);
     add_scaled(c->x, c->y, 1.0f, n * d, false);
@@ -590,6 +600,8 @@ static moe_status experts_decode(moe_context *c, int il, int n_active, bool *hel
     }
     if (n_active * ff >= 2048) moe_pool_run(c->pool, swiglu_quant_task, &sj);
     else swiglu_quant_task(&sj, 0, 1);
+    const moe_model *m = c->m; /* the next norm: the next layer's, or the output's */
+    prefetch_small(il + 1 < m->hp.n_layer ? m->layers[il + 1].attn.norm : m->output_norm, (size_t)d * sizeof(float));
     moe_matvec_multi(c->pool, sg, n_active);
     release_experts(p, il, c->active, n_active);
     return MOE_OK;
