@@ -151,6 +151,11 @@ TEST(model_errors_name_the_problem) {
 
     CHECK(moe_model_load("/nonexistent/x.gguf", NULL) == NULL);
     CHECK_STR_CONTAINS(moe_last_error(), "/nonexistent/x.gguf");
+
+    moe_model_params bad = moe_model_default_params();
+    bad.kv_type = (moe_kv_type)7;
+    CHECK(moe_model_load(test_fixture("gguf/mixtral-q8_0.gguf"), &bad) == NULL);
+    CHECK_STR_CONTAINS(moe_last_error(), "kv_type 7");
 }
 
 TEST(model_eval_errors_leave_context_unchanged) {

@@ -67,11 +67,11 @@ struct moe_context {
 /* ---------------------------------------------------------------- numerics */
 
 /* ggml_rms_norm then ggml_mul: each square in float, their sum in double, mean and scale
- * in float. Why eight double sums side by side (two vectors) rather than ggml's one: one chain of
- * dependent double adds over 1,024 values was ~1 µs, twice a layer, while the other
- * thread waits. Doubles hold each float square exactly in its first 24 of 53 bits, so the
- * two orders of summing round differently only in bits far below the float the mean is
- * rounded to. */
+ * in float. Why eight double sums side by side (two vectors) rather than ggml's one: one
+ * chain of dependent double adds over 1,024 values was ~1 µs, twice a layer, while the
+ * other thread waits. Doubles hold each float square exactly in their first 24 of 53
+ * bits, so the two orders of summing round differently only in bits far below the float
+ * the mean is rounded to. */
 static void rms_norm(float *y, const float *x, const float *w, int64_t n, float eps) {
     int64_t i = 0;
     double sum = 0.0;
@@ -99,12 +99,12 @@ static void rms_norm(float *y, const float *x, const float *w, int64_t n, float 
 }
 
 /* y = a·w (set) or y += a·w over n values: the product rounded, then the add (ggml_mul,
- * then ggml_add); w = 1 adds a as it is. 8 at a time with AVX: the same operations, so
+ * then ggml_add); w = 1 adds a as it is. 8 at a time with AVX2: the same operations, so
  * the same bits, as the scalar loop, which the compiler leaves scalar (y and a may
  * overlap as far as it knows) at ~1 µs per 1,024 values, on one thread. */
 static void add_scaled(float *y, const float *a, float w, int64_t n, bool set) {
     int64_t i = 0;
-#if defined(__AVX__)
+#if defined(__AVX2__)
     const __m256 vw = _mm256_set1_ps(w);
     for (; i + 8 <= n; i += 8) {
         const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(a + i), vw);
@@ -258,8 +258,9 @@ static void ffn(moe_context *c, const moe_ffn_weights *f, const float *x, int64_
 /* ---------------------------------------------------------------- attention */
 
 /* The cache holds F32 or F16 values (kv_cache.h). The attention loops below take the
- * element type as a constant (f16) and are called once per type (attn_kv), so that each
- * compiles to a loop of its own; the other arithmetic is the same for both. */
+ * element type as an argument (f16) and are inlined into attn_task's two calls of
+ * attn_heads, one per type, so that each type compiles to loops of its own; the other
+ * arithmetic is the same for both. */
 static inline float kv_at(const void *p, int64_t i, bool f16) {
     return f16 ? moe_f16_to_f32(((const moe_f16 *)p)[i]) : ((const float *)p)[i];
 }

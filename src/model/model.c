@@ -387,6 +387,9 @@ static moe_status copy_resident(moe_model *m) {
 }
 
 moe_model *moe_model_load(const char *path, const moe_model_params *params) {
+    if (params && params->kv_type != MOE_KV_F32 && params->kv_type != MOE_KV_F16)
+        return moe_error_null(MOE_ERR_INVALID, "%s: moe_model_params.kv_type %d is not MOE_KV_F32 or MOE_KV_F16", path,
+                              (int)params->kv_type);
     const bool in_memory = params && params->no_mmap;
     moe_gguf *g = in_memory ? moe_gguf_open_writable(path) : moe_gguf_open(path);
     if (!g) return NULL;
