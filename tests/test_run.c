@@ -282,6 +282,28 @@ TEST(run_weights_in_memory_or_mapped) {
     free(first);
 }
 
+/* --kv-type: --json names the cache's type (f32 by default); another name is a usage
+ * error that names the option. */
+TEST(run_kv_type) {
+    const char *how[] = {"", "--kv-type f16", "--kv-type f32"}, *want[] = {"f32", "f16", "f32"};
+    for (int k = 0; k < 3; k++) {
+        char cmd[1024], key[64];
+        snprintf(cmd, sizeof cmd, "%s run -m %s --prompt-tokens '1 2554 1049' -n 4 --temp 0 --ignore-eos -t 2 --json %s 2>/dev/null",
+                 test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"), how[k]);
+        char *out = NULL;
+        int rc = test_run(cmd, &out);
+        CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+        snprintf(key, sizeof key, "\"kv_type\": \"%s\"", want[k]);
+        CHECK_MSG(out && strstr(out, key), "'%s': %s", how[k], out ? out : "");
+        free(out);
+    }
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p hi --kv-type bf16", test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"));
+    CHECK_EQ_INT(test_run(cmd, &out), 2);
+    CHECK_STR_CONTAINS(out, "--kv-type: 'bf16' is not one of f32, f16");
+    free(out);
+}
+
 /* Timings reach stderr, the text stdout. */
 TEST(run_prints_speeds) {
     char cmd[1024];

@@ -201,6 +201,7 @@ struct cli_gen {
     char bos_text[64], eos_text[64];
     double t_load;
     bool in_memory;         /* the model was read into memory (moe_model_params.no_mmap) */
+    moe_kv_type kv_type;    /* the context's KV cache (--kv-type) */
     double t_prompt;
     int64_t n_prompt;
     double t_gen;
@@ -268,6 +269,7 @@ cli_gen *cli_gen_open(const char *sub, const cli_gen_opts *o) {
     if (!g->smpl) goto fail_lib;
     g->t_load = now_s() - t0;
     g->in_memory = mp.no_mmap;
+    g->kv_type = mp.kv_type;
     if (o->verbose)
         fprintf(stderr,
                 "moe %s: sampler: repeat_last_n = %d, repeat_penalty = %.3f, frequency_penalty = %.3f, "
@@ -458,7 +460,8 @@ void cli_gen_print_stats(const cli_gen *g, FILE *f) {
 }
 
 void cli_gen_json_stats(const cli_gen *g, FILE *f) {
-    fprintf(f, "\"seed\": %u, \"weights\": \"%s\", \"load_ms\": ", moe_sampler_seed(g->smpl), g->in_memory ? "memory" : "mapped");
+    fprintf(f, "\"seed\": %u, \"weights\": \"%s\", \"kv_type\": \"%s\", \"load_ms\": ", moe_sampler_seed(g->smpl),
+            g->in_memory ? "memory" : "mapped", moe_kv_type_name(g->kv_type));
     cli_json_num(f, 1e3 * g->t_load);
     fprintf(f, ", \"n_prompt\": %lld, \"prompt_ms\": ", (long long)g->n_prompt);
     cli_json_num(f, 1e3 * g->t_prompt);
