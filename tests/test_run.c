@@ -258,20 +258,27 @@ TEST(run_maps_a_model_larger_than_memory) {
     remove(path);
 }
 
+/* `moe run --json` of 6 greedy tokens after a fixed prompt on the mixtral-q4_0 fixture,
+ * with extra options; checks that it ran and that --json has `"key": "want"`. */
+static char *run_json_with(const char *opts, const char *key, const char *want) {
+    char cmd[1024], kv[64];
+    snprintf(cmd, sizeof cmd, "%s run -m %s --prompt-tokens '1 2554 1049' -n 6 --temp 0 --ignore-eos -t 2 --json %s 2>/dev/null",
+             test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"), opts);
+    char *out = NULL;
+    int rc = test_run(cmd, &out);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
+    snprintf(kv, sizeof kv, "\"%s\": \"%s\"", key, want);
+    CHECK_MSG(out && strstr(out, kv), "'%s': no %s in %s", opts, kv, out ? out : "");
+    return out;
+}
+
 /* Where the weights go: by default (a fixture fits in memory) read into memory, with
  * --mmap or --mem mapped; --json says which, and the tokens are the same. */
 TEST(run_weights_in_memory_or_mapped) {
     const char *how[] = {"", "--mmap", "--mem 1G", "--no-mmap"}, *want[] = {"memory", "mapped", "mapped", "memory"};
     char *first = NULL;
     for (int k = 0; k < 4; k++) {
-        char cmd[1024], key[64];
-        snprintf(cmd, sizeof cmd, "%s run -m %s --prompt-tokens '1 2554 1049' -n 6 --temp 0 --ignore-eos -t 2 --json %s 2>/dev/null",
-                 test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"), how[k]);
-        char *out = NULL;
-        int rc = test_run(cmd, &out);
-        CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
-        snprintf(key, sizeof key, "\"weights\": \"%s\"", want[k]);
-        CHECK_MSG(out && strstr(out, key), "%s: %s", how[k], out ? out : "");
+        char *out = run_json_with(how[k], "weights", want[k]);
         const char *toks = out ? strstr(out, "\"tokens\": [") : NULL;
         REQUIRE(toks);
         const size_t len = strcspn(toks, "]");
@@ -286,17 +293,7 @@ TEST(run_weights_in_memory_or_mapped) {
  * error that names the option. */
 TEST(run_kv_type) {
     const char *how[] = {"", "--kv-type f16", "--kv-type f32"}, *want[] = {"f32", "f16", "f32"};
-    for (int k = 0; k < 3; k++) {
-        char cmd[1024], key[64];
-        snprintf(cmd, sizeof cmd, "%s run -m %s --prompt-tokens '1 2554 1049' -n 4 --temp 0 --ignore-eos -t 2 --json %s 2>/dev/null",
-                 test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"), how[k]);
-        char *out = NULL;
-        int rc = test_run(cmd, &out);
-        CHECK_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
-        snprintf(key, sizeof key, "\"kv_type\": \"%s\"", want[k]);
-        CHECK_MSG(out && strstr(out, key), "'%s': %s", how[k], out ? out : "");
-        free(out);
-    }
+    for (int k = 0; k < 3; k++) free(run_json_with(how[k], "kv_type", want[k]));
     char cmd[1024], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s run -m %s -p hi --kv-type bf16", test_moe_bin(), test_fixture("gguf/mixtral-q4_0.gguf"));
     CHECK_EQ_INT(test_run(cmd, &out), 2);
