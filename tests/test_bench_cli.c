@@ -18,6 +18,10 @@ TEST(bench_json_keys_and_bound) {
              "assert d[\"weights\"] == \"memory\", d[\"weights\"]\n"
              "assert d[\"n_depth\"] == 5 and d[\"n_prompt\"] == 8 and d[\"n_gen\"] == 4, d\n"
              "assert d[\"kv_type\"] == \"f16\", d[\"kv_type\"]\n"
+             /* fixture: 2 layers x 4 KV heads x (32 + 32) values x 2 bytes, over 5 + (4 + 1) / 2 positions */
+             "assert d[\"kv_bytes_per_token\"] == 2 * 4 * 64 * 2 * 7.5, d[\"kv_bytes_per_token\"]\n"
+             "r = d[\"tg_pct_of_bound\"] * (d[\"bytes_per_token\"] + d[\"kv_bytes_per_token\"]) / d[\"bytes_per_token\"]\n"
+             "assert abs(d[\"tg_pct_of_bound_with_kv\"] - r) < 1e-6 * r, d\n"
              "print(d[\"bytes_per_token\"])'",
              test_moe_bin(), test_fixture("gguf/mixtral-q8_0.gguf"));
     int rc = test_run(cmd, &out);

@@ -23,12 +23,14 @@ static void help(void) {
            "  -n, --n-gen N       generated tokens (0 skips the decode test)\n"
            "  -d, --n-depth N     tokens already in the context (KV cache) when each test starts, as\n"
            "                      llama-bench's -d (default 0); filling it is not timed. The bound still\n"
-           "                      counts weights only: at depth, decode also reads the cache's keys and values\n"
+           "                      counts weights only; at depth, decode also reads the cache's keys and\n"
+           "                      values, and a second figure counts them too (tg_pct_of_bound_with_kv)\n"
            "  -r, --repetitions N repetitions (default 5)\n"
            "  --bw-bytes SIZE     buffer for the bandwidth measurement (default 512M)\n"
            "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
            "                      tg_pct_of_bound, peak_rss_bytes, weights (memory or mapped), kv_type,\n"
-           "                      pool_wait_us_per_token, ...\n");
+           "                      kv_bytes_per_token and tg_pct_of_bound_with_kv (the bound with the cache's\n"
+           "                      keys and values counted too), pool_wait_us_per_token, ...\n");
     cli_offload_print_help(stdout);
 }
 
@@ -79,6 +81,16 @@ static void fill_tokens(int32_t *t, int64_t n, int64_t n_vocab, uint32_t seed) {
         seed = seed * 1664525u + 1013904223u;
         t[i] = (int32_t)((seed >> 8) % (uint32_t)n_vocab);
     }
+}
+
+/* Bytes of cached keys and values a decoded token reads, averaged over a test's tokens:
+ * token i of n_gen attends to n_depth + i + 1 positions of every layer's KV heads. Next to
+ * nothing from an empty context; at depth, the main read besides the weights. */
+static double kv_read_per_token(const moe_model *m, moe_kv_type kv, int64_t n_depth, int64_t n_gen) {
+    const moe_hparams *hp = moe_model_hparams(m);
+    const double per_position = (double)hp->n_layer * (double)hp->n_head_kv *
+                                (double)(hp->n_embd_head_k + hp->n_embd_head_v) * (kv == MOE_KV_F16 ? 2.0 : 4.0);
+    return per_position * ((double)n_depth + (double)(n_gen + 1) / 2.0);
 }
 
 /* Empties the context and puts n_depth tokens in it, in one untimed batch (no logits). */
@@ -202,6 +214,9 @@ int cmd_bench(int argc, char **argv) {
     /* the median of the per-repetition ratios: each decode against the bandwidth measured
      * just before it */
     double pct = spc.median;
+    /* the same with the cache's keys and values counted (each rep's ratio scales alike) */
+    const double kvb = n_gen > 0 ? kv_read_per_token(m, mp.kv_type, n_depth, n_gen) : NAN;
+    const double pct_kv = bpt ? pct * ((double)bpt + kvb) / (double)bpt : NAN;
     /* Memory: the model is mapped, so the peak should be the file, the context (KV cache
      * and scratch) and a little for the binary and the heap. */
     uint64_t peak = MAX2(peak_seen, moe_peak_rss_bytes()), ctx_bytes = moe_context_memory_bytes(c), fbytes = 0;
@@ -220,9 +235,10 @@ int cmd_bench(int argc, char **argv) {
         cli_json_num(stdout, load_s);
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
                               "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
-                              "tg_pct_of_bound_max", "pool_wait_us_per_token", "pool_wait_us_per_layer", "tg_cpu_share_pct"};
+                              "tg_pct_of_bound_max", "pool_wait_us_per_token", "pool_wait_us_per_layer", "tg_cpu_share_pct",
+                              "kv_bytes_per_token", "tg_pct_of_bound_with_kv"};
         double vals[] = {sp.median, sp.min, sp.max, sg.median, sg.min, sg.max, bw / 1e9, sb.min / 1e9, sb.max / 1e9,
-                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer, ssh.median};
+                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer, ssh.median, kvb, pct_kv};
         for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++) {
             printf(",\"%s\":", keys[k]);
             cli_json_num(stdout, vals[k]);
@@ -250,8 +266,9 @@ int cmd_bench(int argc, char **argv) {
             printf("  decode at %.1f %% of the bound (median over the reps, each against the bandwidth measured around it;"
                    " min %.1f, max %.1f)\n", pct, spc.min, spc.max);
             if (n_depth > 0)
-                printf("  (the bound counts weights only; with %lld tokens in the context each token also reads their"
-                       " keys and values)\n", (long long)n_depth);
+                printf("  the bound counts weights only; with %lld tokens in the context each token also reads %.1f MB of"
+                       " keys and values (%s): decode at %.1f %% of the bound with those counted\n",
+                       (long long)n_depth, kvb / 1e6, moe_kv_type_name(mp.kv_type), pct_kv);
             printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
             printf("  CPU share during decode: %.0f %% of %d cores (below ~95 %%: other processes held the cores)\n",
                    ssh.median, nt);
