@@ -281,39 +281,64 @@ TEST(pool_run_parts_streams_each_item_once) {
     free(r);
 }
 
+/* Logits of the fixture gguf/NAME.gguf for n fixed tokens, [n × *V] (malloc'd; NULL after
+ * a failed check), evaluated as one batch or one token at a time, on `threads` threads
+ * with a KV cache of type kv. */
+static float *fixture_logits(const char *name, int threads, moe_kv_type kv, int n, bool batch, int64_t *V) {
+    char rel[128];
+    snprintf(rel, sizeof rel, "gguf/%s.gguf", name);
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = threads;
+    mp.kv_type = kv;
+    moe_model *m = moe_model_load(test_fixture(rel), &mp);
+    CHECK_MSG(m, "%s", moe_last_error());
+    if (!m) return NULL;
+    *V = moe_model_n_vocab(m);
+    int32_t *tokens = malloc((size_t)n * sizeof *tokens);
+    float *out = malloc((size_t)n * (size_t)*V * sizeof *out);
+    moe_context *c = moe_context_init(m, n);
+    bool ok = tokens && out && c;
+    for (int i = 0; ok && i < n; i++) tokens[i] = (int32_t)((i * 7919 + 13) % *V);
+    if (ok && batch) ok = moe_eval(c, tokens, n, out, 0) == MOE_OK;
+    for (int i = 0; ok && !batch && i < n; i++) ok = moe_eval(c, tokens + i, 1, out + (int64_t)i * *V, 0) == MOE_OK;
+    CHECK_MSG(ok, "%s: %s", name, moe_last_error());
+    free(tokens);
+    moe_context_free(c);
+    moe_model_free(m);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* How many of n floats differ in their bits. */
+static int64_t bits_differ(const float *a, const float *b, int64_t n) {
+    int64_t diff = 0;
+    for (int64_t k = 0; k < n; k++) diff += memcmp(&a[k], &b[k], sizeof(float)) != 0;
+    return diff;
+}
+
 /* The forward pass on quantized llama.cpp files: a batch (tile kernels) and one token at
  * a time (the fused decode runs) give bit-identical logits, with 2 threads, with a KV
  * cache of either type. */
 static void batch_equals_tokens(const char *name, moe_kv_type kv) {
-    char rel[128];
-    snprintf(rel, sizeof rel, "gguf/%s.gguf", name);
-    moe_model_params mp = moe_model_default_params();
-    mp.n_threads = 2;
-    mp.kv_type = kv;
-    moe_model *m = moe_model_load(test_fixture(rel), &mp);
-    REQUIRE_MSG(m, "%s", moe_last_error());
     enum { N = 40 };
-    const int64_t V = moe_model_n_vocab(m);
-    int32_t tokens[N];
-    for (int i = 0; i < N; i++) tokens[i] = (int32_t)((i * 7919 + 13) % V);
-    moe_context *c = moe_context_init(m, N);
-    float *a = malloc((size_t)N * V * sizeof *a), *b = malloc((size_t)N * V * sizeof *b);
-    REQUIRE(c && a && b);
-    CHECK(moe_eval(c, tokens, N, a, 0) == MOE_OK);
-    moe_context_reset(c);
-    for (int i = 0; i < N; i++) CHECK(moe_eval(c, tokens + i, 1, b + (int64_t)i * V, 0) == MOE_OK);
-    int64_t diff = 0;
-    for (int64_t k = 0; k < (int64_t)N * V; k++) diff += memcmp(&a[k], &b[k], sizeof(float)) != 0;
-    CHECK_MSG(diff == 0, "%s: %lld of %lld logits differ between batch and token-by-token", name, (long long)diff,
-              (long long)N * V);
+    int64_t V = 0;
+    float *a = fixture_logits(name, 2, kv, N, true, &V), *b = fixture_logits(name, 2, kv, N, false, &V);
+    if (a && b) {
+        const int64_t diff = bits_differ(a, b, (int64_t)N * V);
+        CHECK_MSG(diff == 0, "%s: %lld of %lld logits differ between batch and token-by-token", name, (long long)diff,
+                  (long long)N * V);
+    }
     free(a);
     free(b);
-    moe_context_free(c);
-    moe_model_free(m);
 }
 
 TEST(gemm_forward_batch_bit_identical_q8_0) { batch_equals_tokens("mixtral-q8_0", MOE_KV_F32); }
 TEST(gemm_forward_batch_bit_identical_q8_0_kv_f16) { batch_equals_tokens("mixtral-q8_0", MOE_KV_F16); }
+TEST(gemm_forward_batch_bit_identical_q4_0) { batch_equals_tokens("mixtral-q4_0", MOE_KV_F32); }
+TEST(gemm_forward_batch_bit_identical_q4_k_s) { batch_equals_tokens("mixtral-q4_k_s", MOE_KV_F32); }
 
 /* Attention takes the query heads of a KV head together, or splits them between tasks
  * when there are more threads than (token, KV head) pairs (forward.c,
@@ -322,34 +347,15 @@ TEST(gemm_forward_batch_bit_identical_q8_0_kv_f16) { batch_equals_tokens("mixtra
  * with a KV cache of either type. */
 static void attention_threads(moe_kv_type kv) {
     enum { N = 24 };
-    float *out[2] = {NULL, NULL};
     int64_t V = 0;
-    const int threads[2] = {1, 6};
-    for (int k = 0; k < 2; k++) {
-        moe_model_params mp = moe_model_default_params();
-        mp.n_threads = threads[k];
-        mp.kv_type = kv;
-        moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q8_0.gguf"), &mp);
-        REQUIRE_MSG(m, "%s", moe_last_error());
-        V = moe_model_n_vocab(m);
-        moe_context *c = moe_context_init(m, N);
-        out[k] = malloc((size_t)N * V * sizeof(float));
-        REQUIRE(c && out[k]);
-        for (int i = 0; i < N; i++) {
-            const int32_t tok = (int32_t)((i * 7919 + 13) % V);
-            CHECK(moe_eval(c, &tok, 1, out[k] + (int64_t)i * V, 0) == MOE_OK);
-        }
-        moe_context_free(c);
-        moe_model_free(m);
+    float *a = fixture_logits("mixtral-q8_0", 1, kv, N, false, &V), *b = fixture_logits("mixtral-q8_0", 6, kv, N, false, &V);
+    if (a && b) {
+        const int64_t diff = bits_differ(a, b, (int64_t)N * V);
+        CHECK_MSG(diff == 0, "KV %s: %lld of %lld logits differ between 1 and 6 threads", moe_kv_type_name(kv),
+                  (long long)diff, (long long)N * V);
     }
-    int64_t diff = 0;
-    for (int64_t i = 0; i < (int64_t)N * V; i++) diff += memcmp(&out[0][i], &out[1][i], sizeof(float)) != 0;
-    CHECK_MSG(diff == 0, "KV %s: %lld of %lld logits differ between 1 and 6 threads", moe_kv_type_name(kv),
-              (long long)diff, (long long)N * V);
-    free(out[0]);
-    free(out[1]);
+    free(a);
+    free(b);
 }
 TEST(attention_head_runs_bit_identical_across_threads) { attention_threads(MOE_KV_F32); }
 TEST(attention_head_runs_bit_identical_across_threads_kv_f16) { attention_threads(MOE_KV_F16); }
-TEST(gemm_forward_batch_bit_identical_q4_0) { batch_equals_tokens("mixtral-q4_0", MOE_KV_F32); }
-TEST(gemm_forward_batch_bit_identical_q4_k_s) { batch_equals_tokens("mixtral-q4_k_s", MOE_KV_F32); }
