@@ -60,21 +60,20 @@ TEST(bench_json_keys_and_bound) {
 }
 
 TEST(bench_usage_errors) {
-    char cmd[512], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s bench", test_moe_bin());
-    CHECK_EQ_INT(test_run(cmd, &out), 2);
-    CHECK_STR_CONTAINS(out, "-m");
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf", test_moe_bin());
-    CHECK_EQ_INT(test_run(cmd, &out), 1);
-    CHECK_STR_CONTAINS(out, "/nonexistent.gguf");
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf -d -3", test_moe_bin()); /* checked before loading */
-    CHECK_EQ_INT(test_run(cmd, &out), 2);
-    CHECK_STR_CONTAINS(out, "-d");
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s bench -m /nonexistent.gguf --kv-type q4_0", test_moe_bin());
-    CHECK_EQ_INT(test_run(cmd, &out), 2);
-    CHECK_STR_CONTAINS(out, "--kv-type: 'q4_0' is not one of f32, f16");
-    free(out);
+    /* arguments, exit status, what the message must name; -d and --kv-type are checked
+     * before the model is loaded */
+    static const struct { const char *args; int rc; const char *says; } cases[] = {
+        {"", 2, "-m"},
+        {"-m /nonexistent.gguf", 1, "/nonexistent.gguf"},
+        {"-m /nonexistent.gguf -d -3", 2, "-d"},
+        {"-m /nonexistent.gguf --kv-type q4_0", 2, "--kv-type: 'q4_0' is not one of f32, f16"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char cmd[512], *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s bench %s", test_moe_bin(), cases[k].args);
+        const int rc = test_run(cmd, &out);
+        CHECK_MSG(rc == cases[k].rc, "'bench %s': exit %d, want %d", cases[k].args, rc, cases[k].rc);
+        CHECK_STR_CONTAINS(out, cases[k].says);
+        free(out);
+    }
 }
