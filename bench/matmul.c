@@ -69,7 +69,7 @@ typedef struct { const moe_mat *C; const void *xq; float *y; } static_job;
 static void static_task(void *arg, int ith, int nth) {
     const static_job *j = arg;
     int64_t r0, r1;
-    moe_split(j->C->rows, ith, nth, 4, &r0, &r1);
+    moe_split(j->C->rows, ith, nth, MOE_MAX(4, moe_mat_row_unit(j->C)), &r0, &r1);
     if (r0 < r1) moe_mat_dot_rows(j->C, r0, r1, j->xq, j->y);
 }
 

@@ -131,13 +131,16 @@ TEST(matmul_f16_activation_conversion_rounds_to_nearest_even) {
  * the fused matvec and the batch tiles; matrices that cannot be interleaved are refused
  * with a message. */
 TEST(matmul_interleaved_bit_identical) {
-    /* 400 × 16640: wider than the column chunk of the kernels that prepare the activations
-     * (16384 columns: X4I_CHUNK, Q4KI_CHUNK), and more groups per thread than they carry
-     * between chunks (MOE_X4I_GROUPS, simd.h); 7 and 14 tokens: every remainder of the
-     * tiles' passes of eight */
+    /* 44 × 4352 in a batch: a super-group and a part of one of a tiled layout (cpu.h,
+     * MOE_IL_TILE_COLS), copied back for the batch tiles, and a last tile of 256 columns
+     * (8 Q4_0 / Q8_0 blocks, 1 Q4_K block). 400 × 16640: wider than the column chunk of the
+     * kernels that prepare the activations (16384 columns: X4I_CHUNK, Q4KI_CHUNK), and
+     * more groups per thread than they carry between chunks (MOE_X4I_GROUPS, simd.h); 7
+     * and 14 tokens: every remainder of the tiles' passes of eight */
     const struct { int64_t rows, cols, n; } shapes[] = {{4, 256, 1},   {132, 512, 1},    {512, 256, 1}, {16, 256, 2},
                                                         {68, 512, 9},  {8, 256, 64},     {400, 4352, 1}, {8, 4352, 3},
-                                                        {16, 256, 7},  {8, 512, 14},     {400, 16640, 1}, {8, 16640, 2}};
+                                                        {16, 256, 7},  {8, 512, 14},     {400, 16640, 1}, {8, 16640, 2},
+                                                        {44, 4352, 9}};
     moe_pool *pool = moe_pool_create(3);
     REQUIRE(pool);
     int types = 0;
@@ -165,6 +168,10 @@ TEST(matmul_interleaved_bit_identical) {
             moe_buf_free(&tmp);
             CHECK(rb == t->type_size || memcmp(wq, wi, bytes) != 0); /* the bytes moved (unless one block a row) */
             CHECK(!moe_mat_can_interleave(&B));            /* not twice */
+            /* rows wider than 4,096 values of the layouts of their own are in column tiles */
+            const bool own = type == MOE_TYPE_Q4_0 || type == MOE_TYPE_Q8_0 || type == MOE_TYPE_Q4_K;
+            CHECK_MSG(moe_mat_tiled(&B) == (own && cols > 4096), "%s %lld columns", t->name, (long long)cols);
+            CHECK(moe_mat_row_unit(&B) == (moe_mat_tiled(&B) ? 32 : 4) && moe_mat_row_unit(&A) == 1);
             for (int64_t r = 0; r < rows; r++) {
                 moe_mat_get_row(&A, r, ra);
                 moe_mat_get_row(&B, r, rb_);

@@ -30,6 +30,42 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
     return g == 0 || g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
 }
 
+/* Column tiles of the interleaved layouts of their own (Q4_0, Q8_0, Q4_K; matmul.h). The
+ * kernels of these layouts prepare the activation row once per call (~96 bytes per 32
+ * values) and read all of it again for every group of four rows. Past ~4,096 values the
+ * prepared row no longer stays in L1 beside the stream of weights: a one-thread Q4_0
+ * product from DRAM slowed from ~100 % of the read probe (1,024 and 2,048 columns) to
+ * 92 % (4,096), 73 % (8,192) and 68 % (14,336, Mixtral's down projection), while its
+ * speed in cache did not change, and with the activations of the first 64 blocks reused
+ * for every block 14,336 columns streamed as fast as 1,024 (docs/BENCHMARKS.md). So a row
+ * wider than MOE_IL_TILE_MIN_COLS values is stored in tiles of MOE_IL_TILE_COLS: each
+ * MOE_IL_SG_GROUPS groups of four rows (a super-group; the last one may have fewer) hold
+ * tile 0 of group 0, tile 0 of group 1, ..., tile 0 of the last group, then tile 1 of
+ * each group, and so on; tile t of a group is its blocks [t·T, t·T + tn) in the type's
+ * interleaved block format (T blocks make MOE_IL_TILE_COLS values; the last tile, tn ≤
+ * T, takes the rest). The kernels then read the matrix in address order, one tile of
+ * activations (~6 KB) serving eight groups. Narrower rows keep the untiled layout (at
+ * 2,816 columns, mix-1b's down projections, tiles measured no faster). */
+#define MOE_IL_TILE_MIN_COLS 4096
+#define MOE_IL_TILE_COLS 2048
+#define MOE_IL_SG_GROUPS 8
+/* How far ahead the kernels prefetch a tiled matrix, one stream in address order: 4.5 KB
+ * (Zen 5, Q8_0 at 14,336 columns, one thread: 33 GB/s, where the 8.7 KB of one group's
+ * tile ahead gave 27-30). */
+#define MOE_IL_TILED_PREFETCH 4608
+/* T for rows of nb blocks of `block_values` values of a type with a layout of its own: 0
+ * when the rows are not tiled. */
+static inline int64_t moe_il_tile_blocks(int64_t nb, int64_t block_values) {
+    return nb * block_values > MOE_IL_TILE_MIN_COLS ? MOE_IL_TILE_COLS / block_values : 0;
+}
+/* Byte offset, from its super-group's first byte, of block i of group g (of gs groups in
+ * the super-group) of a tiled matrix whose rows have nb blocks of BLK bytes per group
+ * (four rows' worth), T blocks per tile. */
+static inline size_t moe_il_tiled_offset(int64_t i, int64_t g, int64_t gs, int64_t nb, int64_t T, size_t blk) {
+    const int64_t t0 = i / T * T, tn = nb - t0 < T ? nb - t0 : T;
+    return ((size_t)(t0 * gs) + (size_t)(g * tn) + (size_t)(i - t0)) * blk;
+}
+
 /* Block i of row r of a four-row group that starts at vx, in either layout of the rows:
  * row-major, rows bx bytes apart, or (il) interleaved by moe_mat_interleave (matmul.h),
  * block i of the four rows side by side. The kernels take il as a constant, so each

@@ -3,6 +3,8 @@
  * the tile kernels of gemm_tiles.c (prefill). */
 #include "core/gemm.h"
 
+#include <stdlib.h>
+
 /* ---------------------------------------------------------------- fused matvec */
 
 #define MV_MAX_SEGS 64
@@ -16,20 +18,22 @@ typedef struct {
     uint64_t off[MV_MAX_SEGS]; /* first byte of each segment in the joint stream */
 } mv_job;
 
-/* Rows in groups of 4 (the x4 kernel's unit): bytes [lo, hi) of the joint stream cover
- * the groups whose first byte lies in them. */
+/* Rows in units of four (the x4 kernels' groups), or of a super-group where the matrix is
+ * tiled (moe_mat_row_unit): bytes [lo, hi) of the joint stream cover the units whose first
+ * byte lies in them. */
 static void mv_range(const mv_job *j, uint64_t lo, uint64_t hi) {
     for (int s = 0; s < j->n; s++) {
         const moe_mv_seg *sg = &j->segs[s];
         const moe_mat *W = sg->W;
-        const uint64_t gb = 4u * (uint64_t)W->row_bytes, o = j->off[s];
+        const int64_t unit = MOE_MAX(4, moe_mat_row_unit(W));
+        const uint64_t gb = (uint64_t)unit * W->row_bytes, o = j->off[s];
         const uint64_t end = o + (uint64_t)W->rows * W->row_bytes;
         if (end <= lo || o >= hi) continue;
-        const int64_t ng = (W->rows + 3) / 4;
+        const int64_t ng = (W->rows + unit - 1) / unit;
         const int64_t g0 = lo <= o ? 0 : (int64_t)((lo - o + gb - 1) / gb);
         const int64_t g1 = MOE_MIN(ng, (int64_t)((hi - o + gb - 1) / gb));
         if (g0 >= g1) continue;
-        moe_mat_dot_rows(W, g0 * 4, MOE_MIN(W->rows, g1 * 4), sg->xq, sg->y);
+        moe_mat_dot_rows(W, g0 * unit, MOE_MIN(W->rows, g1 * unit), sg->xq, sg->y);
     }
 }
 
@@ -85,8 +89,30 @@ static void gemm_task(void *arg, int ith, int nth) {
     int64_t r0, r1, t0, t1;
     moe_split(j->W->rows, (int)(ith % j->row_parts), (int)j->row_parts, j->rows, &r0, &r1);
     moe_split(j->n, (int)(ith / j->row_parts), (int)j->tok_parts, 4, &t0, &t1);
-    for (int64_t rb = r0; rb < r1; rb += j->rows)
-        j->tile(j->W, rb, MOE_MIN(rb + j->rows, r1), j->xq, j->xb, t0, t1, j->y, j->ldy);
+    if (r0 >= r1 || t0 >= t1) return;
+    /* The tiles read the untiled layout: a tiled matrix's super-groups (32 rows, the
+     * tiles' row block) are copied back to it first, once per block of rows for all the
+     * tokens (~1 % of the work of a 128-token batch). Without memory for the copy, the
+     * decode kernel takes every token (the same bits, slower). */
+    uint8_t *untiled = NULL;
+    if (moe_mat_tiled(j->W) && !(untiled = malloc((size_t)j->rows * j->W->row_bytes))) {
+        for (int64_t t = t0; t < t1; t++)
+            moe_mat_dot_rows(j->W, r0, r1, j->xq + (size_t)t * j->xb, j->y + t * j->ldy);
+        return;
+    }
+    for (int64_t rb = r0; rb < r1; rb += j->rows) {
+        const int64_t re = MOE_MIN(rb + j->rows, r1);
+        if (!untiled) {
+            j->tile(j->W, rb, re, j->xq, j->xb, t0, t1, j->y, j->ldy);
+            continue;
+        }
+        moe_mat_untile(j->W, rb, untiled);
+        moe_mat V = *j->W; /* the block alone, untiled: rows [rb, re) as rows [0, re − rb) */
+        V.data = untiled;
+        V.rows = re - rb;
+        j->tile(&V, 0, re - rb, j->xq, j->xb, t0, t1, j->y + rb, j->ldy);
+    }
+    free(untiled);
 }
 
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n) {

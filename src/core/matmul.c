@@ -2,6 +2,7 @@
  * plugs in through its traits (from_float of the vec_dot_type, vec_dot); the threading
  * and blocking live here once. */
 #include "core/matmul.h"
+#include "core/cpu.h"          /* the column tiles of the layouts of their own */
 #include "core/gemm.h"       /* one token: moe_matvec_multi */
 #include "core/quant_k.h"      /* the interleaved layouts of Q4_0, Q8_0 and Q4_K */
 #include "core/quant_legacy.h"
@@ -86,10 +87,12 @@ static void mm_task(void *arg, int ith, int nth) {
     const int64_t parts = j->row_parts, tparts = j->tok_parts;
     if (ith >= parts * tparts) return; /* threads left over when nth is not a multiple */
     int64_t r0, r1, t0, t1;
-    moe_split(j->W->rows, (int)(ith % parts), (int)parts, MM_ROW_BLOCK, &r0, &r1);
+    /* a tiled matrix's kernel calls start at its super-groups (moe_mat_row_unit) */
+    const int64_t blk = MOE_MAX(MM_ROW_BLOCK, moe_mat_row_unit(j->W));
+    moe_split(j->W->rows, (int)(ith % parts), (int)parts, blk, &r0, &r1);
     moe_split(j->n, (int)(ith / parts), (int)tparts, 1, &t0, &t1);
-    for (int64_t rb = r0; rb < r1; rb += MM_ROW_BLOCK) {
-        const int64_t re = MOE_MIN(rb + MM_ROW_BLOCK, r1);
+    for (int64_t rb = r0; rb < r1; rb += blk) {
+        const int64_t re = MOE_MIN(rb + blk, r1);
         for (int64_t t = t0; t < t1; t++)
             moe_mat_dot_rows(j->W, rb, re, j->xq + (size_t)t * j->xq_row_bytes, j->y + t * j->ldy);
     }
@@ -122,17 +125,56 @@ moe_status moe_matmul(moe_pool *pool, float *y, const moe_mat *W, const float *x
 }
 
 /* The types whose interleaved kernels read a layout of their own (the others: blocks side
- * by side): how a group of four rows is written, and how block i of row r is read back. */
+ * by side): how a group of four rows is written, how block i of row r is read back, the
+ * bytes of one block of four rows, and the values in a block. */
 typedef struct {
     void (*interleave_group)(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
     void (*group_block)(const uint8_t *group, int64_t i, int r, void *out);
+    size_t blk;
+    int64_t qk;
 } own_layout;
 
 static const own_layout *own_layout_of(int type) {
-    static const own_layout q4_0 = {moe_q4_0_interleave_group, moe_q4_0_group_block},
-                            q8_0 = {moe_q8_0_interleave_group, moe_q8_0_group_block},
-                            q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block};
+    static const own_layout q4_0 = {moe_q4_0_interleave_group, moe_q4_0_group_block, 72, 32},
+                            q8_0 = {moe_q8_0_interleave_group, moe_q8_0_group_block, 136, 32},
+                            q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block, 576, MOE_QK_K};
     return type == MOE_TYPE_Q4_0 ? &q4_0 : type == MOE_TYPE_Q8_0 ? &q8_0 : type == MOE_TYPE_Q4_K ? &q4_K : NULL;
+}
+
+/* T, the blocks per column tile of W's layout (cpu.h: moe_il_tile_blocks), or 0 */
+static int64_t tile_blocks(const moe_mat *W, const own_layout *own) {
+    return own && W->interleaved ? moe_il_tile_blocks(W->cols / own->qk, own->qk) : 0;
+}
+
+bool moe_mat_tiled(const moe_mat *W) { return tile_blocks(W, own_layout_of(W->type)) > 0; }
+
+int64_t moe_mat_row_unit(const moe_mat *W) {
+    return !W->interleaved ? 1 : moe_mat_tiled(W) ? 4 * MOE_IL_SG_GROUPS : 4;
+}
+
+/* Where block i of group g of a tiled matrix is (cpu.h, moe_il_tiled_offset) */
+static const uint8_t *tiled_block(const moe_mat *W, const own_layout *own, int64_t T, int64_t g, int64_t i) {
+    const int64_t sg = g / MOE_IL_SG_GROUPS, ngroups = W->rows / 4;
+    const int64_t gs = MOE_MIN(MOE_IL_SG_GROUPS, ngroups - sg * MOE_IL_SG_GROUPS);
+    const uint8_t *base = (const uint8_t *)W->data + (size_t)(sg * MOE_IL_SG_GROUPS) * 4 * W->row_bytes;
+    return base + moe_il_tiled_offset(i, g % MOE_IL_SG_GROUPS, gs, W->cols / own->qk, T, own->blk);
+}
+
+void moe_mat_untile(const moe_mat *W, int64_t r0, void *dst) {
+    const own_layout *own = own_layout_of(W->type);
+    const int64_t T = tile_blocks(W, own), nb = W->cols / (own ? own->qk : 1), g0 = r0 / 4;
+    const int64_t gs = MOE_MIN(MOE_IL_SG_GROUPS, W->rows / 4 - g0);
+    const size_t gb = 4 * W->row_bytes;
+    if (!T) { /* already the untiled layout */
+        memcpy(dst, (const uint8_t *)W->data + (size_t)r0 * W->row_bytes, (size_t)gs * gb);
+        return;
+    }
+    /* tile by tile in the source's order: each tile of a group to its place in the group */
+    const uint8_t *src = (const uint8_t *)W->data + (size_t)r0 * W->row_bytes;
+    for (int64_t t = 0; t < nb; t += T) {
+        const size_t n = (size_t)MOE_MIN(T, nb - t) * own->blk;
+        for (int64_t g = 0; g < gs; g++, src += n) memcpy((uint8_t *)dst + (size_t)g * gb + (size_t)t * own->blk, src, n);
+    }
 }
 
 void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
@@ -145,10 +187,14 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
     /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K: layouts of their own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     const own_layout *own = own_layout_of(W->type);
+    const int64_t T = tile_blocks(W, own);
     for (int64_t i = 0; i < W->cols / t->block_size; i++) {
         moe_block_q4_K b; /* the largest of the blocks with a layout of their own */
         const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
-        if (own) {
+        if (T) {
+            own->group_block(tiled_block(W, own, T, r / 4, i), 0, (int)(r & 3), &b);
+            blk = &b;
+        } else if (own) {
             own->group_block(group, i, (int)(r & 3), &b);
             blk = &b;
         }
@@ -176,9 +222,26 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
                          (long long)W->cols, moe_type_name(W->type));
     const size_t ts = moe_type_get(W->type)->type_size, rb = W->row_bytes, gb = 4 * rb;
     const int64_t nb = (int64_t)(rb / ts);
-    uint8_t *tmp = moe_buf_reserve(scratch, gb);
-    if (!tmp) return MOE_ERR_NOMEM;
     const own_layout *own = own_layout_of(W->type);
+    const int64_t T = own ? moe_il_tile_blocks(nb, own->qk) : 0;
+    /* tiled: a super-group's rows, then its groups interleaved, then tiled back in place */
+    uint8_t *tmp = moe_buf_reserve(scratch, T ? 2 * MOE_IL_SG_GROUPS * gb : gb);
+    if (!tmp) return MOE_ERR_NOMEM;
+    if (T) {
+        uint8_t *il = tmp + MOE_IL_SG_GROUPS * gb;
+        for (int64_t g0 = 0; g0 < W->rows / 4; g0 += MOE_IL_SG_GROUPS) {
+            const int64_t gs = MOE_MIN(MOE_IL_SG_GROUPS, W->rows / 4 - g0);
+            uint8_t *dst = (uint8_t *)W->data + (size_t)g0 * gb;
+            memcpy(tmp, dst, (size_t)gs * gb);
+            for (int64_t g = 0; g < gs; g++) own->interleave_group(il + (size_t)g * gb, tmp + (size_t)g * gb, rb, nb);
+            for (int64_t t = 0; t < nb; t += T) {
+                const size_t n = (size_t)MOE_MIN(T, nb - t) * own->blk;
+                for (int64_t g = 0; g < gs; g++, dst += n) memcpy(dst, il + (size_t)g * gb + (size_t)t * own->blk, n);
+            }
+        }
+        W->interleaved = true;
+        return MOE_OK;
+    }
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);

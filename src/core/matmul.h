@@ -42,17 +42,26 @@ void moe_buf_free(moe_buf *b);
  * rearranged as well, so that one vector load holds all four rows in lanes of their own
  * and their kernels need no per-row float work (docs/QUANTS.md; quant_legacy.c,
  * quant_k.c). The kernels of a type sum in one order in either layout, so results are
- * bit-identical. Possible where the
- * type has an interleaved kernel (moe_type_vec_dot_x4i) and rows is a multiple of 4.
+ * bit-identical. Rows of those three types wider than 4,096 values are also stored in
+ * column tiles, 32 rows at a time (cpu.h, MOE_IL_TILE_COLS: why and how). Possible where
+ * the type has an interleaved kernel (moe_type_vec_dot_x4i) and rows is a multiple of 4.
  * moe_mat_interleave rewrites W->data in place (it must be writable) and sets
- * W->interleaved; scratch holds four rows. */
+ * W->interleaved; scratch holds four rows (64 when tiled). */
 bool moe_mat_can_interleave(const moe_mat *W);
 moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch);
+/* Whether W's interleaved layout is tiled; the rows a call of its kernel must start at
+ * (1 row-major, 4 interleaved, 32 tiled: a super-group); and the super-group of a tiled
+ * matrix that starts at row r0 (a multiple of 32) copied to dst in the untiled layout
+ * (min(32, rows − r0) rows: what the batch tiles read). */
+bool moe_mat_tiled(const moe_mat *W);
+int64_t moe_mat_row_unit(const moe_mat *W);
+void moe_mat_untile(const moe_mat *W, int64_t r0, void *dst);
 /* y[r] = dot(W row r, xq) for r0 <= r < r1, with the kernel for W's layout: row-major,
  * four rows at a time where the type has a four-row kernel (each activation block is then
  * loaded once for four rows, and four accumulations are in flight, which is what keeps
  * decode at the memory's speed), the rest one by one; interleaved, one call for all the
- * groups (r0 and r1 are then multiples of 4). xq: a prepared activation row. */
+ * groups (r0 is then a multiple of moe_mat_row_unit(W), and so is r1 unless it is the
+ * last row). xq: a prepared activation row. */
 void moe_mat_dot_rows(const moe_mat *W, int64_t r0, int64_t r1, const void *xq, float *y);
 
 /* Bytes of one activation row of `cols` values prepared for weights of type wtype. */

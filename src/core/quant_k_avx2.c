@@ -476,9 +476,10 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
 }
 
 INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, bool l2) {
-    const size_t pfd = moe_prefetch_distance(bx);
+    const int64_t T = moe_il_tile_blocks(n / QK, QK);
+    const size_t pfd = T ? MOE_IL_TILED_PREFETCH : moe_prefetch_distance(bx);
 #define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, l2)
-    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)Q4K_GB, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
+    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)Q4K_GB, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
 #undef GROUP
 }
 

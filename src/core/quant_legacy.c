@@ -761,11 +761,12 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 /* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0 (q8 false) or Q8_0. */
 INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2,
                     bool q8) {
-    const int64_t nb = n / QK;
-    const size_t pfd = moe_prefetch_distance(bx);
+    const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
+    const size_t blk = q8 ? 136 : 72;
+    const size_t pfd = T ? MOE_IL_TILED_PREFETCH : moe_prefetch_distance(bx);
 #define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
 #define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
-    MOE_X4I_RUN(x4i_act, X4I_CHUNK, (size_t)(q8 ? 136 : 72), PREPARE, GROUP, s, x, bx, y, nb, ngroups);
+    MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
 #undef PREPARE
 #undef GROUP
 }

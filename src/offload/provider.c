@@ -71,7 +71,7 @@ struct moe_offload {
     uint64_t min_budget;
     /* I/O thread */
     pthread_t io_thread;
-    moe_buf il_tmp;               /* four rows of scratch for op_get's moe_mat_interleave */
+    moe_buf il_tmp;               /* op_get's moe_mat_interleave scratch (4 rows; 64 for tiled rows) */
     bool io_running, io_quit;
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
