@@ -289,6 +289,11 @@ uint64_t moe_model_bytes_per_token(const moe_model *m);
 /* Seconds the context's thread pool spent waiting for its slowest thread (load imbalance
  * and wake-up), and how many parallel steps it ran, since creation or the last reset. */
 void moe_context_pool_stats(moe_context *c, double *wait_seconds, uint64_t *runs, bool reset);
+/* Seconds the context spent in the weight products of decoded tokens (every matrix-vector
+ * product of a one-token moe_eval: attention, router, experts, output head), and the
+ * bytes of weights they read, since creation or the last reset (moe_context_pool_stats'
+ * reset clears these too). The rest of a token's time is the work between products. */
+void moe_context_product_stats(moe_context *c, double *seconds, uint64_t *bytes, bool reset);
 
 /* Routing visibility: called for every (token, MoE layer) with the chosen experts (in
  * selection order) and their combine weights. Within a batch the calls come layer by

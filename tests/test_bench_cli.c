@@ -1,13 +1,14 @@
 /* test_bench_cli.c — `moe bench --json` reports every documented key with consistent
- * values (the bound is bandwidth / bytes per token), and bytes per token matches the
- * tensors a decoded token reads, recomputed here from the file's tensor table. */
+ * values (the bound is bandwidth / bytes per token), and bytes per token (and the bytes
+ * the weight products read) match the tensors a decoded token reads, recomputed here from
+ * the file's tensor table. */
 #include "test.h"
 #include "moe.h"
 
 #include <stdlib.h>
 
 TEST(bench_json_keys_and_bound) {
-    char cmd[1024], *out = NULL;
+    char cmd[2048], *out = NULL;
     snprintf(cmd, sizeof cmd,
              "%s bench -m %s -p 8 -n 4 -d 5 -r 1 -t 1 --bw-bytes 64M --kv-type f16 --json 2>/dev/null | /usr/bin/python3 -c '"
              "import json,sys,math; d=json.load(sys.stdin)\n"
@@ -22,11 +23,13 @@ TEST(bench_json_keys_and_bound) {
              "assert d[\"kv_bytes_per_token\"] == 2 * 4 * 64 * 2 * 7.5, d[\"kv_bytes_per_token\"]\n"
              "r = d[\"tg_pct_of_bound\"] * (d[\"bytes_per_token\"] + d[\"kv_bytes_per_token\"]) / d[\"bytes_per_token\"]\n"
              "assert abs(d[\"tg_pct_of_bound_with_kv\"] - r) < 1e-6 * r, d\n"
-             "print(d[\"bytes_per_token\"])'",
+             "assert 0 < d[\"tg_product_share_pct\"] <= 100 and d[\"tg_product_pct_of_dram\"] > 0, d\n"
+             "print(d[\"bytes_per_token\"], d[\"tg_product_bytes_per_token\"])'",
              test_moe_bin(), test_fixture("gguf/mixtral-q8_0.gguf"));
     int rc = test_run(cmd, &out);
     REQUIRE_MSG(rc == 0, "rc %d: %s", rc, out ? out : "");
-    long long bpt = atoll(out);
+    long long bpt = 0, product_bpt = 0;
+    CHECK(sscanf(out, "%lld %lld", &bpt, &product_bpt) == 2);
     free(out);
     /* independent count from the tensor table: per layer q,k,v,o + router + 2 norms +
      * 2 of 8 experts; plus one embedding row, the output norm and the output head */
@@ -56,6 +59,11 @@ TEST(bench_json_keys_and_bound) {
     REQUIRE(emb && outw && onorm);
     want += (long long)(emb->nbytes / (uint64_t)emb->ne[1]) + (long long)outw->nbytes + (long long)onorm->nbytes;
     CHECK_EQ_INT(bpt, want);
+    /* the weight products of a decoded token (moe_context_product_stats) read all of it
+     * but the embedding row and the norms (2 a layer + the output's, F32) */
+    const moe_gguf_tensor *n0 = moe_gguf_find_tensor(g, "blk.0.attn_norm.weight");
+    REQUIRE(n0);
+    CHECK_EQ_INT(product_bpt, want - (long long)(emb->nbytes / (uint64_t)emb->ne[1]) - 5 * (long long)n0->nbytes);
     moe_gguf_close(g);
 }
 

@@ -30,7 +30,9 @@ static void help(void) {
            "  --json              one JSON object: pp_tps, tg_tps, dram_gbps, bytes_per_token, tg_bound_tps,\n"
            "                      tg_pct_of_bound, peak_rss_bytes, weights (memory or mapped), kv_type,\n"
            "                      kv_bytes_per_token and tg_pct_of_bound_with_kv (the bound with the cache's\n"
-           "                      keys and values counted too), pool_wait_us_per_token, ...\n");
+           "                      keys and values counted too), tg_product_share_pct (the share of decode\n"
+           "                      time spent in weight products) and tg_product_pct_of_dram (their speed /\n"
+           "                      the bandwidth), pool_wait_us_per_token, ...\n");
     cli_offload_print_help(stdout);
 }
 
@@ -146,12 +148,17 @@ int cmd_bench(int argc, char **argv) {
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     double *bws = calloc((size_t)reps, sizeof *bws), *pcts = calloc((size_t)reps, sizeof *pcts);
     double *shares = calloc((size_t)reps, sizeof *shares);
+    /* per rep: the share of decode time spent in weight products, their GB/s / the probe */
+    double *prod_share = calloc((size_t)reps, sizeof *prod_share), *prod_pct = calloc((size_t)reps, sizeof *prod_pct);
     /* Every evaluation computes the logits of its last token, as llama-bench does and as the
      * bound counts the output head (without a buffer the engine skips the head: ~9 % of a
      * mix-1b token's bytes, which every figure before 2026-12-07 left out) */
     float *logits = malloc((size_t)nv * sizeof *logits);
     int rc = 1;
-    if (!toks || !pp || !tg || !bws || !pcts || !shares || !logits) { cli_fail(sub, "out of memory"); goto done; }
+    if (!toks || !pp || !tg || !bws || !pcts || !shares || !prod_share || !prod_pct || !logits) {
+        cli_fail(sub, "out of memory");
+        goto done;
+    }
 
     /* The bandwidth is measured right before and after every decode run (the mean of the
      * two is that run's yardstick): on a machine shared with other work it changes from
@@ -166,7 +173,7 @@ int cmd_bench(int argc, char **argv) {
     fill_tokens(toks, WARMUP, nv, 1);
     if (moe_eval(c, toks, WARMUP, logits, MOE_EVAL_LAST_ONLY) != MOE_OK) { cli_fail_lib(sub); goto done; }
     double wait_s = 0;
-    uint64_t steps = 0, peak_seen = 0;
+    uint64_t steps = 0, peak_seen = 0, prod_bytes = 0;
     for (int64_t r = 0; r < reps; r++) {
         if (n_prompt > 0) {
             if (!fill_depth(c, toks, n_depth, nv)) { cli_fail_lib(sub); goto done; }
@@ -196,8 +203,12 @@ int cmd_bench(int argc, char **argv) {
             bws[r] = 0.5 * (bw_before + moe_measure_read_bandwidth(nt, (size_t)bw_bytes, 3));
             reset_peak_rss();
             pcts[r] = bpt && bws[r] > 0 ? 100.0 * tg[r] * (double)bpt / bws[r] : NAN;
-            double w;
-            uint64_t s;
+            double w, ps;
+            uint64_t s, pb;
+            moe_context_product_stats(c, &ps, &pb, false);
+            prod_share[r] = 100.0 * ps / wall;
+            prod_pct[r] = ps > 0 && bws[r] > 0 ? 100.0 * (double)pb / ps / bws[r] : NAN;
+            prod_bytes += pb;
             moe_context_pool_stats(c, &w, &s, false);
             wait_s += w;
             steps += s;
@@ -209,6 +220,8 @@ int cmd_bench(int argc, char **argv) {
     spread sp = summarize(pp, n_prompt > 0 ? (int)reps : 0), sg = summarize(tg, n_gen > 0 ? (int)reps : 0);
     spread sb = summarize(bws, (int)reps), spc = summarize(pcts, n_gen > 0 ? (int)reps : 0);
     spread ssh = summarize(shares, n_gen > 0 ? (int)reps : 0);
+    spread sps = summarize(prod_share, n_gen > 0 ? (int)reps : 0), spp = summarize(prod_pct, n_gen > 0 ? (int)reps : 0);
+    const double prod_bpt = n_gen > 0 ? (double)prod_bytes / (double)(n_gen * reps) : NAN;
     double bw = sb.median;
     double bound = bpt ? bw / (double)bpt : NAN;
     /* the median of the per-repetition ratios: each decode against the bandwidth measured
@@ -236,9 +249,11 @@ int cmd_bench(int argc, char **argv) {
         const char *keys[] = {"pp_tps", "pp_tps_min", "pp_tps_max", "tg_tps", "tg_tps_min", "tg_tps_max", "dram_gbps",
                               "dram_gbps_min", "dram_gbps_max", "tg_bound_tps", "tg_pct_of_bound", "tg_pct_of_bound_min",
                               "tg_pct_of_bound_max", "pool_wait_us_per_token", "pool_wait_us_per_layer", "tg_cpu_share_pct",
-                              "kv_bytes_per_token", "tg_pct_of_bound_with_kv"};
+                              "kv_bytes_per_token", "tg_pct_of_bound_with_kv", "tg_product_share_pct",
+                              "tg_product_pct_of_dram", "tg_product_bytes_per_token"};
         double vals[] = {sp.median, sp.min, sp.max, sg.median, sg.min, sg.max, bw / 1e9, sb.min / 1e9, sb.max / 1e9,
-                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer, ssh.median, kvb, pct_kv};
+                         bound, pct, spc.min, spc.max, wait_us_tok, wait_us_layer, ssh.median, kvb, pct_kv,
+                         sps.median, spp.median, prod_bpt};
         for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++) {
             printf(",\"%s\":", keys[k]);
             cli_json_num(stdout, vals[k]);
@@ -269,6 +284,8 @@ int cmd_bench(int argc, char **argv) {
                 printf("  the bound counts weights only; with %lld tokens in the context each token also reads %.1f MB of"
                        " keys and values (%s): decode at %.1f %% of the bound with those counted\n",
                        (long long)n_depth, kvb / 1e6, moe_kv_type_name(mp.kv_type), pct_kv);
+            printf("  weight products: %.1f %% of the decode time, streaming at %.1f %% of the measured bandwidth"
+                   " (the rest of a token: attention, norms, routing, the pool's steps)\n", sps.median, spp.median);
             printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
             printf("  CPU share during decode: %.0f %% of %d cores (below ~95 %%: other processes held the cores)\n",
                    ssh.median, nt);
@@ -286,6 +303,8 @@ done:
     free(bws);
     free(pcts);
     free(shares);
+    free(prod_share);
+    free(prod_pct);
     moe_context_free(c);
     cli_offload_close(off, &off_opts);
     moe_model_free(m);

@@ -44,6 +44,8 @@ static void mv_chunks(void *arg, int64_t c0, int64_t c1) {
 }
 
 void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
+    const double t0 = pool ? moe_time_s() : 0; /* two clock reads a product: ~50 ns */
+    uint64_t bytes = 0;
     for (int s0 = 0; s0 < n_segs; s0 += MV_MAX_SEGS) {
         mv_job j;
         j.segs = segs + s0;
@@ -63,7 +65,9 @@ void moe_matvec_multi(moe_pool *pool, const moe_mv_seg *segs, int n_segs) {
         const int64_t chunks = (int64_t)((j.total + MV_CHUNK - 1) / MV_CHUNK);
         if (values < 16384) mv_range(&j, 0, j.total); /* a router: not worth waking the pool */
         else moe_pool_run_parts(pool, mv_chunks, &j, chunks, moe_pool_size(pool), MV_SPAN);
+        bytes += j.total;
     }
+    if (pool) moe_pool_note_product(pool, moe_time_s() - t0, bytes);
 }
 
 /* ---------------------------------------------------------------- batches */

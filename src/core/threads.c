@@ -52,8 +52,8 @@ struct moe_pool {
     uint64_t run_no;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    double wait_s;
-    uint64_t runs;
+    double wait_s, product_s;
+    uint64_t runs, product_bytes;
 };
 
 typedef struct { moe_pool *p; int ith; } worker_arg;
@@ -235,4 +235,19 @@ void moe_pool_run_parts(moe_pool *p, moe_span_fn fn, void *arg, int64_t n, int n
 
 double moe_pool_wait_seconds(const moe_pool *p) { return p ? p->wait_s : 0.0; }
 uint64_t moe_pool_runs(const moe_pool *p) { return p ? p->runs : 0; }
-void moe_pool_reset_stats(moe_pool *p) { if (p) { p->wait_s = 0; p->runs = 0; } }
+void moe_pool_note_product(moe_pool *p, double seconds, uint64_t bytes) {
+    if (p) {
+        p->product_s += seconds;
+        p->product_bytes += bytes;
+    }
+}
+void moe_pool_product_stats(const moe_pool *p, double *seconds, uint64_t *bytes) {
+    if (seconds) *seconds = p ? p->product_s : 0.0;
+    if (bytes) *bytes = p ? p->product_bytes : 0;
+}
+void moe_pool_reset_stats(moe_pool *p) {
+    if (p) {
+        p->wait_s = p->product_s = 0;
+        p->runs = p->product_bytes = 0;
+    }
+}

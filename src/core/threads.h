@@ -46,6 +46,11 @@ void moe_pool_run_parts(moe_pool *p, moe_span_fn fn, void *arg, int64_t n, int n
  * (load imbalance + wake-up latency), summed since creation or the last reset. */
 double moe_pool_wait_seconds(const moe_pool *p);
 uint64_t moe_pool_runs(const moe_pool *p);
+/* The one-token weight products run on the pool (moe_matvec_multi, gemm.c) note their
+ * seconds and bytes here, so that a benchmark can tell the time spent streaming weights
+ * from the time between products. Summed since creation or the last reset. */
+void moe_pool_note_product(moe_pool *p, double seconds, uint64_t bytes);
+void moe_pool_product_stats(const moe_pool *p, double *seconds, uint64_t *bytes);
 void moe_pool_reset_stats(moe_pool *p);
 
 /* The [begin, end) share of n items for thread ith of nth, in chunks of `align` items

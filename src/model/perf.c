@@ -36,3 +36,9 @@ void moe_context_pool_stats(moe_context *c, double *wait_seconds, uint64_t *runs
     if (runs) *runs = moe_pool_runs(p);
     if (reset) moe_pool_reset_stats(p);
 }
+
+void moe_context_product_stats(moe_context *c, double *seconds, uint64_t *bytes, bool reset) {
+    moe_pool *p = moe_context_pool(c);
+    moe_pool_product_stats(p, seconds, bytes);
+    if (reset) moe_pool_reset_stats(p);
+}
