@@ -285,7 +285,8 @@ int cmd_bench(int argc, char **argv) {
                        " keys and values (%s): decode at %.1f %% of the bound with those counted\n",
                        (long long)n_depth, kvb / 1e6, moe_kv_type_name(mp.kv_type), pct_kv);
             printf("  weight products: %.1f %% of the decode time, streaming at %.1f %% of the measured bandwidth"
-                   " (the rest of a token: attention, norms, routing, the pool's steps)\n", sps.median, spp.median);
+                   " (the rest: attention, norms, routing, the pool's steps%s)\n", sps.median, spp.median,
+                   off ? ", expert reads" : "");
             printf("  thread pool: %.1f us waiting per token (%.2f us per layer)\n", wait_us_tok, wait_us_layer);
             printf("  CPU share during decode: %.0f %% of %d cores (below ~95 %%: other processes held the cores)\n",
                    ssh.median, nt);
