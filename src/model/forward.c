@@ -375,7 +375,7 @@ static inline __attribute__((always_inline)) void attn_heads(const attn_job *j, 
     const float *q = c->q + t * nq + h0 * hk;
     const int64_t n_kv = j->pos0 + t + 1;
     const uint8_t *kk = moe_kv_k(&c->kv, j->il, kvh, 0), *vv = moe_kv_v(&c->kv, j->il, kvh, 0);
-    const size_t kstride = (size_t)hk * c->kv.elem;
+    const size_t kstride = (size_t)hk * moe_kv_elem_bytes(f16);
     float mx[ATTN_HEADS], inv[ATTN_HEADS];
     for (int64_t h = 0; h < nh; h++) mx[h] = -INFINITY;
     for (int64_t s = 0; s < n_kv; s++) /* each key once, for every head of the run */

@@ -8,7 +8,7 @@ uint64_t moe_kv_cache_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_head, int6
     if (n_layer < 0 || n_ctx < 0 || n_head < 0 || k_head < 0 || v_head < 0) return 0;
     if (!moe_mul_ok((uint64_t)n_layer, (uint64_t)n_ctx, &cells) || !moe_mul_ok(cells, (uint64_t)n_head, &cells) ||
         !moe_add_ok((uint64_t)k_head, (uint64_t)v_head, &per) || !moe_mul_ok(cells, per, &total) ||
-        !moe_mul_ok(total, f16 ? 2u : 4u, &total))
+        !moe_mul_ok(total, moe_kv_elem_bytes(f16), &total))
         return 0;
     return total;
 }
@@ -20,7 +20,7 @@ moe_status moe_kv_cache_init(moe_kv_cache *kv, int64_t n_layer, int64_t n_ctx, i
     if (total == 0 || total > SIZE_MAX / 2)
         return moe_error(MOE_ERR_NOMEM, "KV cache of %lld positions × %lld layers is too large", (long long)n_ctx,
                          (long long)n_layer);
-    const size_t elem = f16 ? 2 : 4;
+    const size_t elem = moe_kv_elem_bytes(f16);
     size_t kb = (size_t)n_layer * (size_t)n_head * (size_t)n_ctx * (size_t)k_head * elem;
     size_t vb = (size_t)n_layer * (size_t)n_head * (size_t)n_ctx * (size_t)v_head * elem;
     kv->k = moe_aligned_alloc(kb ? kb : 64);
@@ -37,7 +37,6 @@ moe_status moe_kv_cache_init(moe_kv_cache *kv, int64_t n_layer, int64_t n_ctx, i
     kv->k_head = k_head;
     kv->v_head = v_head;
     kv->f16 = f16;
-    kv->elem = elem;
     return MOE_OK;
 }
 

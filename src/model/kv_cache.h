@@ -14,9 +14,11 @@ typedef struct moe_kv_cache {
     int64_t n_layer, n_ctx, n_head;  /* n_head: KV heads */
     int64_t k_head, v_head;          /* n_embd_head_k, n_embd_head_v */
     bool f16;                        /* elements are moe_f16 (else float) */
-    size_t elem;                     /* bytes per element: 2 or 4 */
     uint8_t *k, *v;
 } moe_kv_cache;
+
+/* Bytes of one cached element */
+static inline size_t moe_kv_elem_bytes(bool f16) { return f16 ? 2 : 4; }
 
 /* Allocates the cache (overflow-checked; not zeroed: a position is written before it is
  * read, and the pages of positions not reached yet cost no memory). */
@@ -30,11 +32,11 @@ uint64_t moe_kv_cache_bytes(int64_t n_layer, int64_t n_ctx, int64_t n_head, int6
  * array (kv->f16); the next position's is k_head (v_head) elements on. */
 static inline void *moe_kv_k(const moe_kv_cache *kv, int64_t layer, int64_t head, int64_t pos) {
     return kv->k + (((size_t)layer * (size_t)kv->n_head + (size_t)head) * (size_t)kv->n_ctx + (size_t)pos) *
-                       (size_t)kv->k_head * kv->elem;
+                       (size_t)kv->k_head * moe_kv_elem_bytes(kv->f16);
 }
 static inline void *moe_kv_v(const moe_kv_cache *kv, int64_t layer, int64_t head, int64_t pos) {
     return kv->v + (((size_t)layer * (size_t)kv->n_head + (size_t)head) * (size_t)kv->n_ctx + (size_t)pos) *
-                       (size_t)kv->v_head * kv->elem;
+                       (size_t)kv->v_head * moe_kv_elem_bytes(kv->f16);
 }
 
 #endif
