@@ -271,7 +271,7 @@ SIMD_INLINE __m256 kv_load8(const void *p, int64_t i, bool f16) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const moe_f16 *)p + i)));
 #else
     float t[8];
-    for (int k = 0; k < 8; k++) t[k] = moe_f16_to_f32(((const moe_f16 *)p)[i + k]);
+    moe_f16_to_float((const moe_f16 *)p + i, t, 8);
     return _mm256_loadu_ps(t);
 #endif
 }
