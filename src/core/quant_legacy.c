@@ -505,7 +505,8 @@ INLINE __m256i dot_offset(__m256i term, __m256i x, __m256i qy) {
 /* The _x4 kernels prefetch the same position of a later row group (see above), once per
  * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes; into
  * L2 (_MM_HINT_T1) when l2, else into L1. `dist` is moe_prefetch_distance(bx), which each
- * kernel computes once per call (it divides: not in the block loop). */
+ * kernel computes once per call (it divides: not in the block loop), or on interleaved
+ * rows, one stream in address order, MOE_IL_PREFETCH bytes (core/cpu.h). */
 #define PREFETCH(p, dist, nr, i, l2) \
     do { \
         if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) { \
@@ -625,7 +626,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 
 
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = moe_prefetch_distance(bx);
+    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -645,7 +646,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
 INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = moe_prefetch_distance(bx);
+    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
@@ -665,7 +666,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = moe_prefetch_distance(bx);
+    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
@@ -763,7 +764,7 @@ INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_
                     bool q8) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
     const size_t blk = q8 ? 136 : 72;
-    const size_t pfd = T ? MOE_IL_TILED_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = MOE_IL_PREFETCH;
 #define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
 #define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
     MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
