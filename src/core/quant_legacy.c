@@ -8,7 +8,9 @@
 #include <float.h>
 #include <math.h>
 
-#if defined(__AVX2__) && defined(__FMA__)
+/* F16C too, as quant_k_avx2.c and types.c ask: the interleaved kernels read their four
+ * scales with one conversion (rows4_scales_at, simd.h). Every AVX2 CPU has it. */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "core/simd.h"
 #define MOE_LEGACY_AVX2 1
 #endif
