@@ -49,15 +49,18 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
 #define MOE_IL_TILE_MIN_COLS 4096
 #define MOE_IL_TILE_COLS 2048
 #define MOE_IL_SG_GROUPS 8
-/* How far ahead the four-row kernels prefetch an interleaved matrix, tiled or not: such a
- * matrix is read as one stream in address order (group after group, or tile after tile),
- * so the distance is a number of bytes, not "the next rows": 4.5 KB. The same position
+/* How far ahead the kernels of the layouts of their own (Q4_0, Q8_0, Q4_K) prefetch,
+ * tiled or not: such a matrix is read as one stream in address order (group after group,
+ * or tile after tile), so the distance is a number of bytes, not "the next rows": 4.5 KB. The same position
  * in the next group, as in a row-major matrix, is 17 KB ahead in a 4,096-wide Q8_0
  * matrix, and those lines sat in L1 beside the prepared activations: bench/matmul at
  * 2 threads, % of the read probe, median of 5 (Zen 5): 4,096 columns q8_0 85 → 91-95,
  * q4_0 98 → 104, q4_K 86 → 96; 2,816 columns (mix-1b's down projections) q8_0 98 → 107,
  * the others unchanged. Tiled, Q8_0 at 14,336 columns on one thread: 33 GB/s at 4.5 KB,
- * 27-30 at one group's tile (8.7 KB) ahead. */
+ * 27-30 at one group's tile (8.7 KB) ahead. The generic interleaved kernels (Q5_K, Q6_K,
+ * ..., blocks side by side) keep moe_prefetch_distance: with 4.5 KB mix-1b's q6_K decoded
+ * ~5 % slower (7 pairs; 1,024 and 2,816 columns, where the next groups were 6.7 and 9 KB
+ * ahead). */
 #define MOE_IL_PREFETCH 4608
 /* T for rows of nb blocks of `block_values` values of a type with a layout of its own: 0
  * when the rows are not tiled. */

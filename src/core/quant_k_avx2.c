@@ -36,8 +36,7 @@ bool moe_quant_k_simd(void) { return true; }
  * super-block sums into two accumulators, halving the chain of dependent multiply-adds. */
 #define UNROLL _Pragma("GCC unroll 8")
 
-/* dist = moe_prefetch_distance(bx), computed once per kernel call (it divides), or
- * MOE_IL_PREFETCH on interleaved rows (core/cpu.h) */
+/* dist = moe_prefetch_distance(bx), computed once per kernel call (it divides) */
 #define PREFETCH(p, dist, nr, size, l2)                                                    \
     do {                                                                                   \
         if ((nr) > 1)                                                                      \
@@ -118,7 +117,7 @@ INLINE __m256 q2_K_finish(__m256 acc, const moe_block_q2_K *x, const moe_block_q
 }
 
 INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -171,7 +170,7 @@ INLINE __m256 k16_finish(__m256 acc, moe_f16 d, const moe_block_q8_K *y, const _
 }
 
 INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -200,7 +199,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * then [T0..T3 | M0..M3] of four rows times k_scales4 in one FMA, the row's result
  * acc_T + acc_M (rows4_halves, rows4_store: simd.h). */
 INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il, bool q5) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
     __m256 acc = _mm256_setzero_ps();
@@ -268,7 +267,7 @@ INLINE void q6_K_unpack_half(const moe_block_q6_K *x, int j, __m256i q[4]) {
 }
 
 INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -369,7 +368,7 @@ void moe_k16_gemm_tile(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *
 
 /* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
 INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i ones = _mm256_set1_epi16(1);
     ACC_INIT;

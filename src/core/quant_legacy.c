@@ -507,8 +507,8 @@ INLINE __m256i dot_offset(__m256i term, __m256i x, __m256i qy) {
 /* The _x4 kernels prefetch the same position of a later row group (see above), once per
  * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes; into
  * L2 (_MM_HINT_T1) when l2, else into L1. `dist` is moe_prefetch_distance(bx), which each
- * kernel computes once per call (it divides: not in the block loop), or on interleaved
- * rows, one stream in address order, MOE_IL_PREFETCH bytes (core/cpu.h). */
+ * kernel computes once per call (it divides: not in the block loop). (The kernels of the
+ * layouts of their own, below, prefetch MOE_IL_PREFETCH bytes ahead: core/cpu.h.) */
 #define PREFETCH(p, dist, nr, i, l2) \
     do { \
         if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) { \
@@ -628,7 +628,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 
 
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
@@ -648,7 +648,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
 INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
@@ -668,7 +668,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    const size_t pfd = il ? MOE_IL_PREFETCH : moe_prefetch_distance(bx);
+    const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
