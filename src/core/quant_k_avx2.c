@@ -398,7 +398,7 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * dot_q45_K, so the same bits. */
 typedef struct {
     __m256i z[4][2]; /* [j][low/high nibbles]: the dwords of y's values 64j (+32) as [0 2 4 6 | 1 3 5 7] */
-    __m256i ys[4];   /* [Σy of sub-block 2j, four times | of 2j+1] */
+    __m256i ys[2];   /* int16 Σy of the sub-blocks: [S0 S1 four times | S2 S3 …], [S4 S5 … | S6 S7 …] */
     float d;
 } q4k_act;
 
@@ -410,12 +410,14 @@ static void q4_K_prepare(q4k_act *a, const moe_block_q8_K *y, int64_t nb) {
             for (int h = 0; h < 2; h++)
                 a[i].z[j][h] = _mm256_permutevar8x32_epi32(load256(y[i].qs + 64 * j + 32 * h),
                                                            _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+        /* the eight sub-block sums (|Σ| ≤ 32·128: int16), each pair over the four rows */
         const __m256i bsums = load256(y[i].bsums);
-        const __m256i sums = _mm256_cvtepi16_epi32(
+        const __m256i sums = _mm256_broadcastsi128_si256(
             _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1)));
-        for (int j = 0; j < 4; j++)
-            a[i].ys[j] = _mm256_permutevar8x32_epi32(
-                sums, _mm256_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1));
+        a[i].ys[0] = _mm256_shuffle_epi8(sums, _mm256_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6,
+                                                                7, 4, 5, 6, 7, 4, 5, 6, 7));
+        a[i].ys[1] = _mm256_shuffle_epi8(sums, _mm256_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 12, 13,
+                                                                14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15));
         a[i].d = y[i].d;
     }
 }
@@ -436,8 +438,8 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
         }
         __m256i sc, mn;
         q4_K_scales_mins(b, &sc, &mn);
-        /* t: [Σ sc·S of the even sub-blocks | of the odd ones (×16 with VNNI)] per row; m the same for the mins */
-        __m256i t = _mm256_setzero_si256(), m = _mm256_setzero_si256();
+        /* t: [Σ sc·S of the even sub-blocks | of the odd ones (×16 with VNNI)] per row */
+        __m256i t = _mm256_setzero_si256();
         UNROLL for (int j = 0; j < 4; j++) {
             __m256i lo[4], hi[4];
             UNROLL for (int k = 0; k < 4; k++) {
@@ -460,8 +462,15 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
             /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
             const __m256i s = fold_halves(slo, shi);
             t = _mm256_add_epi32(t, _mm256_mullo_epi32(s, bytes8_epi32(sc, j)));
-            m = _mm256_add_epi32(m, _mm256_mullo_epi32(a[i].ys[j], bytes8_epi32(mn, j)));
         }
+        /* the mins against the sub-block sums, all eight sub-blocks at once: the mins (byte
+         * 4·sub-block + row) reordered to (row, sub-block pair) and widened to int16, so
+         * that each madd adds one row's two sub-blocks: [rows of sub-blocks 0,1 | 2,3] +
+         * [4,5 | 6,7]. The same integers as one multiply per sub-block (exact). */
+        const __m256i mp = _mm256_shuffle_epi8(mn, _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15, 0, 4, 1,
+                                                                    5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15));
+        const __m256i m = _mm256_add_epi32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(mp)), a[i].ys[0]),
+                                           _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(mp, 1)), a[i].ys[1]));
 #if defined(__AVXVNNI__)
         const __m128i todd = _mm_srai_epi32(_mm256_extracti128_si256(t, 1), 4); /* exact: multiples of 16 */
 #else
