@@ -66,7 +66,7 @@ $(MOE_BIN): $(CLI_OBJ) $(BUILD)/libmoe.a
 $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libmoe.a
 	$(CC) -o $@ $(TEST_OBJ) $(BUILD)/libmoe.a $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libmoe.a
+$(BUILD)/bench/%: bench/%.c bench/bench_util.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(LDFLAGS) $(LDLIBS)
 

@@ -9,14 +9,12 @@
 #include "core/threads.h"
 #include "core/types.h"
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static uint64_t g_rng = 88172645463325252ull;
 static float rnd(void) {
@@ -38,7 +36,7 @@ static double time_product(product_fn f, moe_pool *pool, float *y, const moe_mat
         for (int it = 0; it < iters; it++) f(pool, y, W->rows, W, xq, n);
         t[r] = (moe_time_s() - t0) / iters;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
     return t[reps / 2];
 }
 

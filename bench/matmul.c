@@ -26,18 +26,12 @@
 #include "core/types.h"
 #include "model/quantize.h"
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The decode product of W (rows × cols) against x, reps times, each rep timed together
  * with the read of the bandwidth buffer just before it; returns the median of the
@@ -56,9 +50,9 @@ static double dram_ratio(moe_pool *pool, const moe_mat *W, const float *x, void 
         tm[r] = moe_time_s() - t0;
         ratio[r] = (bytes / tm[r]) / ((double)bw_size / tb[r]);
     }
-    *sec = median(tm, reps);
-    *bw_sec = median(tb, reps);
-    return median(ratio, reps);
+    *sec = bench_median(tm, reps);
+    *bw_sec = bench_median(tb, reps);
+    return bench_median(ratio, reps);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -163,7 +157,7 @@ int main(int argc, char **argv) {
         moe_read_seconds(pool, bwbuf, bw_size); /* warm-up: page faults, clocks */
         for (int r = 0; r < reps; r++) tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
         printf("\nthreads %d: DRAM read bandwidth %.1f GB/s (AVX2 read of 1 GiB, median of %lld)\n", nt,
-               (double)bw_size / median(tb, (int)reps) / 1e9, (long long)reps);
+               (double)bw_size / bench_median(tb, (int)reps) / 1e9, (long long)reps);
         printf("  %-6s %9s %9s %8s %9s %8s %9s %8s %8s %9s", "type", "MiB", "ms", "GB/s", "DRAM GB/s", "% DRAM", "L2 GB/s",
                "il GB/s", "% il", "il L2");
         if (batch) printf(" %10s", "batch GB/s");
@@ -215,7 +209,7 @@ int main(int argc, char **argv) {
                     moe_matmul_prepared(pool, y, rows, &W, xq, batch);
                     tm[r] = moe_time_s() - t0;
                 }
-                printf(" %10.1f", bytes * (double)batch / median(tm, (int)reps) / 1e9);
+                printf(" %10.1f", bytes * (double)batch / bench_median(tm, (int)reps) / 1e9);
             }
             printf("\n");
             fflush(stdout);

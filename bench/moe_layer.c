@@ -10,6 +10,8 @@
  */
 #include "moe/layer.h"
 
+#include "bench_util.h"
+
 #include <cblas.h>
 #include <cpuid.h>
 #include <signal.h>
@@ -48,14 +50,6 @@ static float *zbuf(int64_t n) {
     return p;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The baseline: cblas_sgemm on the expert GEMMs' shapes, M = T·k/E rows, the three
  * transposition patterns of the forward (X·Wᵀ) and backward (dY·W, dYᵀ·X). The machine's
@@ -169,7 +163,7 @@ static bool run_steps(bench_ctx *c, int n, double *tf, double *tb, double *tt, d
         tt[it] = t2 - t0;
         double r[3];
         for (int j = 0; j < 3; j++) r[j] = sgemm_round(c->ref);
-        sg[it] = median(r, 3);
+        sg[it] = bench_median(r, 3);
         if (c->torch && (tpt[it] = torch_step(c->torch)) <= 0) return false;
     }
     return true;
@@ -254,8 +248,8 @@ int main(int argc, char **argv) {
         ratio[i] = flops / tt[i] / 1e9 / sg[i];
         tratio[i] = c.torch ? tpt[i] / tt[i] : 0;
     }
-    double mf = median(tf, iters), mb = median(tb, iters), mt = median(tt, iters);
-    double msg = median(sg, iters), mr = median(ratio, iters);
+    double mf = bench_median(tf, iters), mb = bench_median(tb, iters), mt = bench_median(tt, iters);
+    double msg = bench_median(sg, iters), mr = bench_median(ratio, iters);
     double tps = (double)T / mt;
     printf("  forward  %8.1f ms   backward %8.1f ms   total %8.1f ms   (median of %d steps)\n", mf * 1e3, mb * 1e3,
            mt * 1e3, iters);
@@ -265,7 +259,7 @@ int main(int argc, char **argv) {
     printf("  layer at %.0f%% of sgemm (median of per-step ratios; target >= 70%%)\n", 100.0 * mr);
     if (c.torch)
         printf("  PyTorch (loop over experts): %.0f tokens/s  ->  moe.c is %.2fx PyTorch (median of per-step ratios; "
-               "target >= 3x)\n", (double)T / median(tpt, iters), median(tratio, iters));
+               "target >= 3x)\n", (double)T / bench_median(tpt, iters), bench_median(tratio, iters));
     free(tf); free(tb); free(tt); free(sg); free(ratio); free(tpt); free(tratio);
     for (int i = 0; i < nt; i++) { free(ref.A[i]); free(ref.B[i]); free(ref.C[i]); free(ref.D[i]); }
     moe_layer_free(&layer);

@@ -14,6 +14,8 @@
 #include "moe.h"
 #include "core/cpu.h"
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +26,6 @@ typedef struct {
     size_t min_bytes;
 } setting;
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void apply(const setting *s) {
     moe_prefetch_level = s->level;
@@ -95,7 +93,7 @@ int main(int argc, char **argv) {
             tsum[0] += t[0];
             tsum[1] += t[1];
         }
-        qsort(ratio, (size_t)n, sizeof *ratio, cmp_double);
+        qsort(ratio, (size_t)n, sizeof *ratio, bench_cmp_double);
         printf("  %-14s %7.3fx %7.3fx %7.3fx%s\n", tries[k].name, ratio[n / 2], ratio[n / 4], ratio[3 * n / 4],
                ratio[n / 4] > 1.0 ? "  faster" : ratio[3 * n / 4] < 1.0 ? "  slower" : "");
     }

@@ -18,20 +18,14 @@
 #include "core/threads.h"
 #include "core/types.h"
 
+#include "bench_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The weights as the loader keeps them: one region in 2 MiB pages (moe_read_file). */
 static uint8_t *region_alloc(size_t n) {
@@ -123,8 +117,8 @@ int main(int argc, char **argv) {
                 if (mode == 0) { ra[r] = pct; per_run[r] = tm / (double)layers * 1e6; }
                 else { rb_[r] = pct; ratio[r] = ra[r] / pct; }
             }
-        printf("  %-7d %12.1f%% %12.1f%% %10.3f %12.2f\n", nt, median(ra, (int)reps), median(rb_, (int)reps),
-               median(ratio, (int)reps), median(per_run, (int)reps));
+        printf("  %-7d %12.1f%% %12.1f%% %10.3f %12.2f\n", nt, bench_median(ra, (int)reps), bench_median(rb_, (int)reps),
+               bench_median(ratio, (int)reps), bench_median(per_run, (int)reps));
         moe_pool_free(pool);
         const char *c = strchr(p, ',');
         if (!c) break;
