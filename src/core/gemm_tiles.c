@@ -216,8 +216,8 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
                 ya[k] = bcast_dword(qs + 4 * k);
                 yb[k] = bcast_dword(qs + 16 + 4 * k);
             }
-            const __m256i sa = _mm256_add_epi32(dot_nibbles(ua, ya, 4), _mm256_set1_epi32(a->sa));
-            const __m256i sb = _mm256_add_epi32(dot_nibbles(ub, yb, 4), _mm256_set1_epi32(a->sb));
+            const __m256i sa = dot_nibbles(_mm256_set1_epi32(a->sa), ua, ya, 4);
+            const __m256i sb = dot_nibbles(_mm256_set1_epi32(a->sb), ub, yb, 4);
             rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
         }
     }
@@ -446,8 +446,8 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
                     ylo[p] = bcast_dword(qs + 4 * p);
                     yhi[p] = bcast_dword(qs + 32 + 4 * p);
                 }
-                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(dot_nibbles(lo, ylo, 8), sc_lo),
-                                                                     _mm256_mullo_epi32(dot_nibbles(hi, yhi, 8), sc_hi)));
+                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(dot_nibbles(_mm256_setzero_si256(), lo, ylo, 8), sc_lo),
+                                                                     _mm256_mullo_epi32(dot_nibbles(_mm256_setzero_si256(), hi, yhi, 8), sc_hi)));
                 msum[t] = _mm256_add_epi32(msum[t], _mm256_add_epi32(_mm256_mullo_epi32(mn_lo, _mm256_set1_epi32(a->bs[2 * j])),
                                                                      _mm256_mullo_epi32(mn_hi, _mm256_set1_epi32(a->bs[2 * j + 1]))));
             }

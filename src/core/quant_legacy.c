@@ -557,37 +557,38 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* The interleaved Q4_0 layout (moe_q4_0_interleave_group): a group of four rows holds,
  * for each block i, 72 bytes: the four scales d0..d3, then four chunks of 16 bytes, chunk
- * k holding qs[4k..4k+3] of rows 0, 1, 2, 3. Two 32-byte loads then give every row's
- * values in lanes of their own: the low nibbles of chunks 0-1 are values 0-7, their high
- * nibbles 16-23, those of chunks 2-3 values 8-15 and 24-31. Against activation vectors
- * prepared once per call (each lane holding the four y that meet it), four dot products
- * and two lane shuffles give [A0..A3 | B0..B3] directly: 1.4× the four-row kernel on
- * standard blocks, in cache on Zen 5 (docs/BENCHMARKS.md). */
+ * k holding qs[4k..4k+3] of rows 0, 1, 2, 3. The low nibbles of chunk k are values
+ * 4k..4k+3 of each row (A: values 0-15), its high nibbles values 16+4k.. (B), so a chunk
+ * loaded into both halves of a vector gives, masked, every row's A values in the low half
+ * and B values in the high half, lanes of their own. Against activation vectors prepared
+ * once per call, four dot products give [A0..A3 | B0..B3] directly (q4_0_group): 1.4× the
+ * four-row kernel on standard blocks, in cache on Zen 5, before the broadcast form took
+ * out the lane folding (docs/BENCHMARKS.md). */
 /* One prepared activation block for the interleaved Q4_0 and Q8_0 kernels. Each lane of
  * a weight vector meets four y of one dword; the four activation vectors a block needs,
  * [y dword p | y dword q] each over four lanes, are one in-lane vpshufd of z away
  * (x4i_a). 96 bytes, so that a 4096-wide row's 128 blocks (12 KB) stay in L1 with the
  * stream of weights passing through it. */
 typedef struct {
-    __m256i z;  /* y dwords [0 2 4 6 | 1 3 5 7] */
+    __m256i z;  /* y's dwords: as they are (Q4_0), or [0 2 4 6 | 1 3 5 7] (Q8_0) */
     __m256i s;  /* what comes off the sums [A | B] (the offsets), per half */
     __m256 dy;  /* the activation scale (Q4_0: times Q4_LANES) */
 } x4i_act;
 
 #define X4I_CHUNK 512  /* activation blocks prepared at a time: 16384 columns, 48 KB of stack */
 
-/* [y dword 2k | y dword 2k+1], each broadcast over its four lanes */
+/* Dword k of each half of z, broadcast over its four lanes: [y dword k | y dword 4+k]
+ * for Q4_0's z, [y dword 2k | y dword 2k+1] for Q8_0's */
 #define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
 
-
-/* The dwords of y in the order x4i_a takes them from */
+/* Q8_0's z: the dwords of y in the order its layout meets them */
 INLINE __m256i x4i_z(__m256i qy) { return _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)); }
 
 /* Q4_0: the offsets are [−8·Σ y0..15 | −8·Σ y16..31 (×16 with VNNI)]. */
 static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        a[i].z = x4i_z(qy);
+        a[i].z = qy; /* x4i_a(z, k) = [y dword k | y dword 4+k]: Q4_0's chunk k */
 #if defined(__AVXVNNI__)
         const __m256i shift = _mm256_setr_epi32(3, 3, 3, 3, 7, 7, 7, 7);
 #else
@@ -599,30 +600,38 @@ static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
 }
 
 /* Blocks [0, nb) of one interleaved group (b: its first block) against prepared
- * activations, into acc = [acc_A | acc_B]. */
+ * activations, into acc = [acc_A | acc_B]. Chunk k (qs[4k..4k+3] of rows 0-3) is loaded
+ * into both halves of a vector (a broadcast load, no shuffle); its low nibbles (values
+ * 4k..4k+3) are kept in the low half and its high nibbles (values 16+4k..) in the high
+ * half, against [y dword k | y dword 4+k]. The four dot products then add up to the A
+ * sums of rows 0-3 in lanes 0-3 and the B sums in lanes 4-7, already in the order of the
+ * accumulator: no lane folding per block. (Shuffles, not arithmetic, bound this loop on
+ * Zen 5: this form has 4 in-lane ones per block instead of 6 plus an add.) */
 INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
 #if defined(__AVXVNNI__)
-    const __m256i m4h = _mm256_set1_epi8((char)0xF0);
-#define Q4I_HIGH(v) _mm256_and_si256(v, m4h)
+    /* the high nibbles in place, 16× their value (taken out by Q4_LANES) */
+    const __m256i m = _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, (long long)0xF0F0F0F0F0F0F0F0ull,
+                                         (long long)0xF0F0F0F0F0F0F0F0ull);
+#define Q4I_NIBBLES(c) _mm256_and_si256(c, m)
 #else
-#define Q4I_HIGH(v) _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+    /* maddubs would saturate on 16× values: the high half shifted down instead */
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+#define Q4I_NIBBLES(c) _mm256_and_si256(_mm256_srlv_epi32(c, sh), m4)
 #endif
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += 72) {
         if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
         else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
-        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(b + 8)), v1 = _mm256_loadu_si256((const __m256i *)(b + 40));
         const __m256i z = a[i].z;
-        /* chunks 0-1 are values 0-7 (low nibbles) and 16-23, chunks 2-3 values 8-15 and 24-31 */
-        const __m256i ulo[2] = {_mm256_and_si256(v0, m4), _mm256_and_si256(v1, m4)}, uhi[2] = {Q4I_HIGH(v0), Q4I_HIGH(v1)};
-        const __m256i ylo[2] = {x4i_a(z, 0), x4i_a(z, 1)}, yhi[2] = {x4i_a(z, 2), x4i_a(z, 3)};
-        const __m256i lo = dot_nibbles(ulo, ylo, 2), hi = dot_nibbles(uhi, yhi, 2);
-        /* each row's two lanes of lo and of hi added (fold_halves), less the offsets */
-        const __m256i ab = _mm256_add_epi32(fold_halves(lo, hi), a[i].s);
+        __m256i u[4], y[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            u[k] = Q4I_NIBBLES(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + 8 + 16 * k))));
+            y[k] = x4i_a(z, k);
+        }
+        const __m256i ab = dot_nibbles(a[i].s, u, y, 4); /* the offsets, then the sums */
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
-#undef Q4I_HIGH
+#undef Q4I_NIBBLES
     return acc;
 }
 

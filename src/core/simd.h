@@ -213,19 +213,18 @@ SIMD_INLINE __m256 v_silu(__m256 x) {
 }
 #endif
 
-/* Σ u[k]·s[k] over n ≤ 8 pairs of vectors, in 4-value int32 lanes, for quants u of at most
+/* acc + Σ u[k]·s[k] over n ≤ 8 pairs of vectors, in 4-value int32 lanes, for quants u of at most
  * 15 (or, with VNNI, 16·(0..15): high nibbles left in place) against int8 s: the
  * interleaved Q4_0 and Q4_K kernels. Without VNNI the int16 pairs of maddubs, at most
  * 2·15·128 each, are added before one madd: eight of them still fit in int16. */
-SIMD_INLINE __m256i dot_nibbles(const __m256i *u, const __m256i *s, int n) {
+SIMD_INLINE __m256i dot_nibbles(__m256i acc, const __m256i *u, const __m256i *s, int n) {
 #if defined(__AVXVNNI__)
-    __m256i acc = _mm256_setzero_si256();
     _Pragma("GCC unroll 8") for (int k = 0; k < n; k++) acc = _mm256_dpbusd_avx_epi32(acc, u[k], s[k]);
     return acc;
 #else
     __m256i p = _mm256_maddubs_epi16(u[0], s[0]);
     _Pragma("GCC unroll 8") for (int k = 1; k < n; k++) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(u[k], s[k]));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 #endif
 }
 
