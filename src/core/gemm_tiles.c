@@ -26,9 +26,11 @@
  * rows share a vector), and eight tokens halve the work on the weights per token. */
 #define TILE_TOKENS 8
 
-/* Four rows' 32 bytes back in order from four vectors of the Q8_0 / Q4_K interleaved
- * layouts (vector k: bytes 8k..8k+3 of rows 0-3, then 8k+4..8k+7 of rows 0-3): a 4×4
- * transpose of dwords, per row [bytes 0-15 | bytes 16-31]. */
+/* Four rows' 32 bytes back in order from four vectors of Q4_K's interleaved layout
+ * (vector k: bytes 8k..8k+3 of rows 0-3, then 8k+4..8k+7 of rows 0-3): a 4×4 transpose
+ * of dwords, per row [bytes 0-15 | bytes 16-31]. Q8_0's vector k holds bytes 4k..4k+3,
+ * then 16+4k..16+4k+3: the same transpose gives its rows' dwords in the order
+ * 0 4 1 5 2 6 3 7, which Q8_0_DWORDS puts back. */
 INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m256i l0 = load256(v), l1 = load256(v + 32), l2 = load256(v + 64), l3 = load256(v + 96);
@@ -42,6 +44,8 @@ INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
     row[2] = _mm256_permute2x128_si256(a23, b23, 0x20);
     row[3] = _mm256_permute2x128_si256(a23, b23, 0x31);
 }
+
+#define Q8_0_DWORDS _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)
 
 /* ---------------------------------------------------------------- Q8_0 × Q8_0 */
 /* Q8_0's order of sums is Q4_0's (quant_legacy.c): per block and token, the four rows'
@@ -60,6 +64,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         if (il) {
             const uint8_t *b = wx + (size_t)i * 136;
             rows4_transpose(b + 8, qx);
+            FOR_R(r) qx[r] = _mm256_permutevar8x32_epi32(qx[r], Q8_0_DWORDS);
             d = rows4_scales_at(b);
         } else {
             const moe_block_q8_0 *x[4];
@@ -225,7 +230,7 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
 }
 
 /* Q8_0 interleaved, eight rows × up to eight tokens, rows in lanes as tile8_q4_0: y dword
- * j meets the low (j even) or high half of vector j/2 of both groups. With VNNI the
+ * j meets the low (j < 4) or high half of vector j % 4 of both groups. With VNNI the
  * weights go in as x + 128 (unsigned) and −128·Σy comes off with the token's prepared
  * offsets (Q8_0_TILE_OFF); without it, ggml's sign trick: |x| times y with x's sign. */
 #if defined(__AVXVNNI__)
@@ -239,9 +244,10 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *b0 = wx + (size_t)i * 136, *b1 = b0 + gb;
-        __m256i x[8], u[8]; /* dword j of the eight rows: vector j/2, half j%2; u: the unsigned operand */
+        __m256i x[8], u[8]; /* dword j of the eight rows: vector j%4, half j/4; u: the unsigned operand */
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-            x[j] = _mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * j), (const __m128i *)(b0 + 8 + 16 * j));
+            const size_t c = (size_t)(8 + 32 * (j % 4) + 16 * (j / 4));
+            x[j] = _mm256_loadu2_m128i((const __m128i *)(b1 + c), (const __m128i *)(b0 + c));
 #if defined(__AVXVNNI__)
             u[j] = _mm256_xor_si256(x[j], _mm256_set1_epi8((char)0x80));
 #else

@@ -76,15 +76,17 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
 }
 
 /* Q8_0's: per block i, 136 bytes: d0..d3, then four 32-byte vectors, vector k holding
- * qs[8k..8k+3] of rows 0-3, then qs[8k+4..8k+7] of rows 0-3 (moe_q8_0_vec_dot_x4i). */
+ * qs[4k..4k+3] of rows 0-3, then qs[16+4k..16+4k+3] of rows 0-3: values of the first
+ * half of the block (A) in its low half, of the second (B) in its high half, as Q4_0's
+ * chunk k masked (moe_q8_0_vec_dot_x4i). */
 void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, dst += 136)
         for (int r = 0; r < 4; r++) {
             const moe_block_q8_0 *x = (const moe_block_q8_0 *)(src + (size_t)r * bx) + i;
             memcpy(dst + 2 * r, &x->d, 2);
             for (int k = 0; k < 4; k++) {
-                memcpy(dst + 8 + 32 * k + 4 * r, x->qs + 8 * k, 4);
-                memcpy(dst + 8 + 32 * k + 16 + 4 * r, x->qs + 8 * k + 4, 4);
+                memcpy(dst + 8 + 32 * k + 4 * r, x->qs + 4 * k, 4);
+                memcpy(dst + 8 + 32 * k + 16 + 4 * r, x->qs + 16 + 4 * k, 4);
             }
         }
 }
@@ -94,8 +96,8 @@ void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     moe_block_q8_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
     for (int k = 0; k < 4; k++) {
-        memcpy(x->qs + 8 * k, b + 8 + 32 * k + 4 * r, 4);
-        memcpy(x->qs + 8 * k + 4, b + 8 + 32 * k + 16 + 4 * r, 4);
+        memcpy(x->qs + 4 * k, b + 8 + 32 * k + 4 * r, 4);
+        memcpy(x->qs + 16 + 4 * k, b + 8 + 32 * k + 16 + 4 * r, 4);
     }
 }
 
@@ -570,19 +572,16 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * (x4i_a). 96 bytes, so that a 4096-wide row's 128 blocks (12 KB) stay in L1 with the
  * stream of weights passing through it. */
 typedef struct {
-    __m256i z;  /* y's dwords: as they are (Q4_0), or [0 2 4 6 | 1 3 5 7] (Q8_0) */
+    __m256i z;  /* y's dwords */
     __m256i s;  /* what comes off the sums [A | B] (the offsets), per half */
     __m256 dy;  /* the activation scale (Q4_0: times Q4_LANES) */
 } x4i_act;
 
 #define X4I_CHUNK 512  /* activation blocks prepared at a time: 16384 columns, 48 KB of stack */
 
-/* Dword k of each half of z, broadcast over its four lanes: [y dword k | y dword 4+k]
- * for Q4_0's z, [y dword 2k | y dword 2k+1] for Q8_0's */
+/* [y dword k | y dword 4+k], each broadcast over its four lanes */
 #define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
 
-/* Q8_0's z: the dwords of y in the order its layout meets them */
-INLINE __m256i x4i_z(__m256i qy) { return _mm256_permutevar8x32_epi32(qy, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)); }
 
 /* Q4_0: the offsets are [−8·Σ y0..15 | −8·Σ y16..31 (×16 with VNNI)]. */
 static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
@@ -724,15 +723,16 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* The interleaved Q8_0 layout (moe_q8_0_interleave_group): per block of four rows, the
- * four scales, then four 32-byte vectors, vector k holding qs[8k..8k+3] of rows 0-3 and
- * then qs[8k+4..8k+7] of rows 0-3: lanes of one row each, against the activation vector
- * [y dword 2k | y dword 2k+1] (x4i_act). Vectors 0-1 hold values 0-15, 2-3 values 16-31.
- * With VNNI the weights go in as x + 128 (unsigned, one XOR), 128·Σy coming off through
- * the prepared start values; without it, the sign trick. */
+ * four scales, then four 32-byte vectors, vector k holding qs[4k..4k+3] of rows 0-3 and
+ * then qs[16+4k..16+4k+3] of rows 0-3: lanes of one row each, against the activation
+ * vector [y dword k | y dword 4+k] (x4i_a), so that the four dot products add up to
+ * [A0..A3 | B0..B3] directly, as Q4_0's. With VNNI the weights go in as x + 128
+ * (unsigned, one XOR), 128·Σy coming off through the prepared start values; without
+ * it, the sign trick. */
 static void q8_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        a[i].z = x4i_z(qy);
+        a[i].z = qy;
 #if defined(__AVXVNNI__)
         a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 7)); /* 128·Σy */
 #else
@@ -760,10 +760,9 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
             else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
         }
         const __m256i *v = (const __m256i *)(b + 8);
-        const __m256i z = a[i].z, zero = _mm256_setzero_si256();
-        const __m256i lo = dot2_s8s8(zero, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1));
-        const __m256i hi = dot2_s8s8(zero, _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
-        const __m256i ab = _mm256_add_epi32(fold_halves(lo, hi), a[i].s);
+        const __m256i z = a[i].z;
+        const __m256i ab = dot2_s8s8(dot2_s8s8(a[i].s, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1)),
+                                     _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
