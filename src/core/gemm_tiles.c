@@ -62,7 +62,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         __m256i qx[4], ox[4];
         __m256 d;
         if (il) {
-            const uint8_t *b = wx + (size_t)i * 136;
+            const uint8_t *b = wx + (size_t)i * MOE_Q8_0_IL_BLOCK;
             rows4_transpose(b + 8, qx);
             FOR_R(r) qx[r] = _mm256_permutevar8x32_epi32(qx[r], Q8_0_DWORDS);
             d = rows4_scales_at(b);
@@ -116,7 +116,7 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         __m256i qx[4];
         __m256 d;
         if (il) {
-            const uint8_t *b = wx + (size_t)i * 72;
+            const uint8_t *b = wx + (size_t)i * MOE_Q4_0_IL_BLOCK;
             const __m128i c0 = _mm_loadu_si128((const __m128i *)(b + 8)), c1 = _mm_loadu_si128((const __m128i *)(b + 24)),
                           c2 = _mm_loadu_si128((const __m128i *)(b + 40)), c3 = _mm_loadu_si128((const __m128i *)(b + 56));
             const __m128i t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
@@ -205,7 +205,7 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b0 = wx + (size_t)i * 72, *b1 = b0 + gb;
+        const uint8_t *b0 = wx + (size_t)i * MOE_Q4_0_IL_BLOCK, *b1 = b0 + gb;
         __m256i ua[4], ub[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
             const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * k), (const __m128i *)(b0 + 8 + 16 * k));
@@ -243,7 +243,7 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b0 = wx + (size_t)i * 136, *b1 = b0 + gb;
+        const uint8_t *b0 = wx + (size_t)i * MOE_Q8_0_IL_BLOCK, *b1 = b0 + gb;
         __m256i x[8], u[8]; /* dword j of the eight rows: vector j%4, half j/4; u: the unsigned operand */
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             const size_t c = (size_t)(8 + 32 * (j % 4) + 16 * (j / 4));
@@ -324,7 +324,7 @@ INLINE void tile_q45_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t b
         __m256i hbits[4] = {0};             /* Q5_K: the fifth bits */
         _Alignas(32) uint8_t rowq[4][128]; /* the interleaved layout's rows, in block order */
         if (il && !q5)
-            q4_K_rows(wx + (size_t)i * Q4K_GB, rowq, smv, dm, qs);
+            q4_K_rows(wx + (size_t)i * MOE_Q4_K_IL_BLOCK, rowq, smv, dm, qs);
         else if (q5)
             FOR_R(r) {
                 const moe_block_q5_K *x = MOE_GROUP_BLOCK(moe_block_q5_K, wx, bx, r, i, il);
@@ -419,7 +419,7 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     FOR_T(t) acc_t[t] = acc_m[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b0 = wx + (size_t)i * Q4K_GB, *b1 = b0 + gb;
+        const uint8_t *b0 = wx + (size_t)i * MOE_Q4_K_IL_BLOCK, *b1 = b0 + gb;
         __m256i sc0, mn0, sc1, mn1;
         q4_K_scales_mins(b0, &sc0, &mn0);
         q4_K_scales_mins(b1, &sc1, &mn1);

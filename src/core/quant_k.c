@@ -10,6 +10,7 @@
 #include <string.h>
 
 #define QK MOE_QK_K
+_Static_assert(MOE_Q4_K_IL_BLOCK == 4 * sizeof(moe_block_q4_K), "an interleaved block holds four rows' blocks");
 
 /* Block scales (ggml's GROUP_MAX_EPS): below this a group counts as all zero. */
 #define GROUP_MAX_EPS 1e-15f
@@ -95,7 +96,7 @@ void moe_q3_K_to_float(const void *src, float *y, int64_t n) {
  *   64..575  for j, k = 0..3, 32 bytes at 64 + 128j + 32k: qs[32j + 8k ..+3] of rows 0-3,
  *            then qs[32j + 8k + 4 ..+7] of rows 0-3. */
 void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, dst += 4 * sizeof(moe_block_q4_K)) {
+    for (int64_t i = 0; i < nb; i++, dst += MOE_Q4_K_IL_BLOCK) {
         memset(dst + 48, 0, 16);
         for (int r = 0; r < 4; r++) {
             const moe_block_q4_K *x = (const moe_block_q4_K *)(src + (size_t)r * bx) + i;
@@ -118,7 +119,7 @@ void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int6
 }
 
 void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
-    const uint8_t *b = group + (size_t)i * 4 * sizeof(moe_block_q4_K);
+    const uint8_t *b = group + (size_t)i * MOE_Q4_K_IL_BLOCK;
     moe_block_q4_K *x = out;
     memcpy(&x->d, b + 4 * r, 2);
     memcpy(&x->dmin, b + 4 * r + 2, 2);

@@ -115,6 +115,8 @@ void moe_q5_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
 void moe_q6_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 void moe_q8_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 
+/* The bytes of one block of four rows in Q4_K's interleaved layout (quant_k.c) */
+#define MOE_Q4_K_IL_BLOCK 576
 /* Q4_K's interleaved layout (moe_mat_interleave): moe_q4_K_interleave_group writes the
  * group of four rows at src (rows bx bytes apart, nb blocks each) to dst (not overlapping
  * src); moe_q4_K_group_block reads block i of row r back, byte for byte as it was. */

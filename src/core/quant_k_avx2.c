@@ -431,8 +431,8 @@ INLINE __m256i bytes8_epi32(__m256i v, int j) {
 
 INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, bool l2) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int64_t i = 0; i < nb; i++, b += Q4K_GB) {
-        UNROLL for (int p = 0; p < (int)Q4K_GB; p += 64) {
+    for (int64_t i = 0; i < nb; i++, b += MOE_Q4_K_IL_BLOCK) {
+        UNROLL for (int p = 0; p < MOE_Q4_K_IL_BLOCK; p += 64) {
             if (l2) _mm_prefetch((const char *)b + pfd + p, _MM_HINT_T1);
             else _mm_prefetch((const char *)b + pfd + p, _MM_HINT_T0);
         }
@@ -488,7 +488,7 @@ INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe
     const int64_t T = moe_il_tile_blocks(n / QK, QK);
     const size_t pfd = MOE_IL_PREFETCH;
 #define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, l2)
-    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)Q4K_GB, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
+    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)MOE_Q4_K_IL_BLOCK, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
 #undef GROUP
 }
 

@@ -21,6 +21,8 @@ _Static_assert(sizeof(moe_block_q5_0) == 22, "block_q5_0 layout");
 _Static_assert(sizeof(moe_block_q5_1) == 24, "block_q5_1 layout");
 _Static_assert(sizeof(moe_block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(moe_block_q8_1) == 36, "block_q8_1 layout");
+_Static_assert(MOE_Q4_0_IL_BLOCK == 4 * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
+               "an interleaved block holds four rows' blocks");
 
 #define QK MOE_QK_LEGACY
 #define F16(h) moe_f16_to_f32(h)
@@ -60,7 +62,7 @@ static inline uint32_t load_u32(const uint8_t *p) {
  * qs[4k..4k+3] of rows 0, 1, 2, 3 (why: moe_q4_0_vec_dot_x4i below). */
 
 void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, dst += 72)
+    for (int64_t i = 0; i < nb; i++, dst += MOE_Q4_0_IL_BLOCK)
         for (int r = 0; r < 4; r++) {
             const moe_block_q4_0 *x = (const moe_block_q4_0 *)(src + (size_t)r * bx) + i;
             memcpy(dst + 2 * r, &x->d, 2);
@@ -69,7 +71,7 @@ void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int6
 }
 
 void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
-    const uint8_t *b = group + (size_t)i * 72;
+    const uint8_t *b = group + (size_t)i * MOE_Q4_0_IL_BLOCK;
     moe_block_q4_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
     for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + 8 + 16 * k + 4 * r, 4);
@@ -80,7 +82,7 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
  * half of the block (A) in its low half, of the second (B) in its high half, as Q4_0's
  * chunk k masked (moe_q8_0_vec_dot_x4i). */
 void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, dst += 136)
+    for (int64_t i = 0; i < nb; i++, dst += MOE_Q8_0_IL_BLOCK)
         for (int r = 0; r < 4; r++) {
             const moe_block_q8_0 *x = (const moe_block_q8_0 *)(src + (size_t)r * bx) + i;
             memcpy(dst + 2 * r, &x->d, 2);
@@ -92,7 +94,7 @@ void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int6
 }
 
 void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
-    const uint8_t *b = group + (size_t)i * 136;
+    const uint8_t *b = group + (size_t)i * MOE_Q8_0_IL_BLOCK;
     moe_block_q8_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
     for (int k = 0; k < 4; k++) {
@@ -617,7 +619,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
     const __m256i m4 = _mm256_set1_epi8(0x0F), sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
 #define Q4I_NIBBLES(c) _mm256_and_si256(_mm256_srlv_epi32(c, sh), m4)
 #endif
-    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += 72) {
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q4_0_IL_BLOCK) {
         if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
         else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
         const __m256i z = a[i].z;
@@ -754,8 +756,8 @@ INLINE __m256i dot2_s8s8(__m256i acc, __m256i x0, __m256i y0, __m256i x1, __m256
 }
 
 INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
-    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += 136) {
-        for (int k = 0; k < 136; k += 64) {
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q8_0_IL_BLOCK) {
+        for (int k = 0; k < MOE_Q8_0_IL_BLOCK; k += 64) {
             if (l2) _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T1);
             else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
         }
@@ -773,7 +775,7 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2,
                     bool q8) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
-    const size_t blk = q8 ? 136 : 72;
+    const size_t blk = q8 ? MOE_Q8_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
     const size_t pfd = MOE_IL_PREFETCH;
 #define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
 #define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))

@@ -55,6 +55,10 @@ void moe_q8_1_quantize_scalar(const float *src, void *dst, int64_t n);
  * _x4i: the same on ngroups groups of four rows interleaved by moe_mat_interleave (Q4_0's
  * and Q8_0's interleaving is a layout of their own: quant_legacy.c); defined only where the
  * SIMD kernels are compiled in (moe_type_vec_dot_x4i says which). */
+/* The bytes of one block of four rows in Q4_0's and Q8_0's interleaved layouts: four
+ * scales and the four rows' quants (quant_legacy.c describes the order). */
+#define MOE_Q4_0_IL_BLOCK 72
+#define MOE_Q8_0_IL_BLOCK 136
 /* Q4_0's interleaved layout (moe_mat_interleave): moe_q4_0_interleave_group writes the
  * group of four rows at src (rows bx bytes apart, nb blocks each) to dst (4·bx bytes, not
  * overlapping src); moe_q4_0_group_block reads block i of row r back from such a group. */

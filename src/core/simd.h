@@ -151,8 +151,7 @@ SIMD_INLINE __m256 k_scales4(uint32_t a, uint32_t b, uint32_t c, uint32_t e, flo
     } while (0)
 
 /* Q4_K's interleaved layout (quant_k.c): the scales (sc) and mins (mn) of a block of four
- * rows, byte 4·sub-block + row. Q4K_GB: the bytes of a block of four rows. */
-#define Q4K_GB 576
+ * rows, byte 4·sub-block + row. */
 SIMD_INLINE void q4_K_scales_mins(const uint8_t *b, __m256i *sc, __m256i *mn) {
     const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
     const __m256i l = load256(b + 16), h = nibbles32(b + 48);
