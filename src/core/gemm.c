@@ -87,6 +87,8 @@ typedef struct {
     int64_t rows; /* rows per tile call: moe_gemm_tile_rows */
 } gemm_job;
 
+int moe_gemm_test_no_copy = 0;
+
 static void gemm_task(void *arg, int ith, int nth) {
     const gemm_job *j = arg;
     if (ith >= j->row_parts * j->tok_parts) return;
@@ -99,7 +101,7 @@ static void gemm_task(void *arg, int ith, int nth) {
      * tokens (~1 % of the work of a 128-token batch). Without memory for the copy, the
      * decode kernel takes every token (the same bits, slower). */
     uint8_t *untiled = NULL;
-    if (moe_mat_tiled(j->W) && !(untiled = malloc((size_t)j->rows * j->W->row_bytes))) {
+    if (moe_mat_tiled(j->W) && (moe_gemm_test_no_copy || !(untiled = malloc((size_t)j->rows * j->W->row_bytes)))) {
         for (int64_t t = t0; t < t1; t++)
             moe_mat_dot_rows(j->W, r0, r1, j->xq + (size_t)t * j->xb, j->y + t * j->ldy);
         return;

@@ -38,4 +38,9 @@ int64_t moe_gemm_tile_rows(const moe_mat *W);
  * block of weight rows stays in L1/L2 while the tokens pass. */
 void moe_gemm_prepared(moe_pool *pool, float *y, int64_t ldy, const moe_mat *W, const void *xq, int64_t n);
 
+/* Tests only: nonzero makes moe_gemm_prepared take, on a tiled matrix, the path it takes
+ * when it cannot allocate the copy of a block of rows (the decode kernel, token by token),
+ * which a test cannot otherwise reach. Not for use from more than one thread at a time. */
+extern int moe_gemm_test_no_copy;
+
 #endif
