@@ -191,8 +191,8 @@ TEST(matmul_interleaved_bit_identical) {
                 memset(yb, 0, (size_t)(rows * n) * sizeof(float));
                 moe_gemm_prepared(pool, yb, rows, &B, xq, n);
                 moe_gemm_test_no_copy = 0;
-                CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s %lldx%lld n=%lld gemm without the copy",
-                          t->name, (long long)rows, (long long)cols, (long long)n);
+                CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0,
+                          "%s %lldx%lld n=%lld gemm without the copy", t->name, (long long)rows, (long long)cols, (long long)n);
             }
             free(wq); free(wi); free(src); free(ra); free(rb_); free(ya); free(yb); free(xq);
         }

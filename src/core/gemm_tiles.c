@@ -452,8 +452,9 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
                     ylo[p] = bcast_dword(qs + 4 * p);
                     yhi[p] = bcast_dword(qs + 32 + 4 * p);
                 }
-                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(dot_nibbles(_mm256_setzero_si256(), lo, ylo, 8), sc_lo),
-                                                                     _mm256_mullo_epi32(dot_nibbles(_mm256_setzero_si256(), hi, yhi, 8), sc_hi)));
+                const __m256i zero = _mm256_setzero_si256();
+                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(dot_nibbles(zero, lo, ylo, 8), sc_lo),
+                                                                     _mm256_mullo_epi32(dot_nibbles(zero, hi, yhi, 8), sc_hi)));
                 msum[t] = _mm256_add_epi32(msum[t], _mm256_add_epi32(_mm256_mullo_epi32(mn_lo, _mm256_set1_epi32(a->bs[2 * j])),
                                                                      _mm256_mullo_epi32(mn_hi, _mm256_set1_epi32(a->bs[2 * j + 1]))));
             }

@@ -458,7 +458,8 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
                                     _mm256_shuffle_epi32(zl, 0xFF)};
             const __m256i yhi[4] = {_mm256_shuffle_epi32(zh, 0x00), _mm256_shuffle_epi32(zh, 0x55), _mm256_shuffle_epi32(zh, 0xAA),
                                     _mm256_shuffle_epi32(zh, 0xFF)};
-            const __m256i slo = dot_nibbles(_mm256_setzero_si256(), lo, ylo, 4), shi = dot_nibbles(_mm256_setzero_si256(), hi, yhi, 4);
+            const __m256i zero = _mm256_setzero_si256();
+            const __m256i slo = dot_nibbles(zero, lo, ylo, 4), shi = dot_nibbles(zero, hi, yhi, 4);
             /* lanes (row, half): [sub-block 2j of rows 0-3 | 2j+1], both halves of each row added */
             const __m256i s = fold_halves(slo, shi);
             t = _mm256_add_epi32(t, _mm256_mullo_epi32(s, bytes8_epi32(sc, j)));

@@ -763,8 +763,9 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         }
         const __m256i *v = (const __m256i *)(b + 8);
         const __m256i z = a[i].z;
-        const __m256i ab = dot2_s8s8(dot2_s8s8(a[i].s, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1)),
-                                     _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
+        /* the offsets, then values 4k.. and 16+4k.. of every row for k = 0..3: [A | B] */
+        const __m256i ab01 = dot2_s8s8(a[i].s, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1));
+        const __m256i ab = dot2_s8s8(ab01, _mm256_loadu_si256(v + 2), x4i_a(z, 2), _mm256_loadu_si256(v + 3), x4i_a(z, 3));
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
