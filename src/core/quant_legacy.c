@@ -623,11 +623,11 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
         else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
         const __m256i z = a[i].z;
-        __m256i u[4], y[4];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        __m256i u[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
             u[k] = Q4I_NIBBLES(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + 8 + 16 * k))));
-            y[k] = x4i_a(z, k);
-        }
+        /* (k written out: at -O1, as in the sanitizer build, k·0x55 in a loop is no constant) */
+        const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
         const __m256i ab = dot_nibbles(a[i].s, u, y, 4); /* the offsets, then the sums */
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
