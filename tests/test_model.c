@@ -269,6 +269,38 @@ TEST(model_no_mmap_same_logits) {
     CHECK_MSG(strstr(moe_last_error(), "/nonexistent/x.gguf") != NULL, "%s", moe_last_error());
 }
 
+/* Attention scores eight keys at a time (forward.c, hsum8x8) give the bits of one key at a
+ * time, with either cache type: batch and decode logits compared bit for bit. */
+TEST(model_attention_key_blocks_same_bits) {
+    int32_t tokens[64];
+    const int64_t n = fixture_tokens(tokens, 64);
+    REQUIRE(n == 64);
+    for (int f16 = 0; f16 < 2; f16++) {
+        moe_model_params mp = moe_model_default_params();
+        mp.n_threads = 2;
+        mp.kv_type = f16 ? MOE_KV_F16 : MOE_KV_F32;
+        moe_model *m = moe_model_load(test_fixture("gguf/mixtral-q8_0.gguf"), &mp);
+        REQUIRE_MSG(m, "%s", moe_last_error());
+        const int64_t nv = moe_model_n_vocab(m);
+        float *la = malloc((size_t)(n * nv) * sizeof *la), *lb = malloc((size_t)(n * nv) * sizeof *lb);
+        REQUIRE(la && lb);
+        for (int one = 0; one < 2; one++) {
+            moe_forward_test_one_key_at_a_time = one;
+            moe_context *c = moe_context_init(m, n);
+            REQUIRE_MSG(c, "%s", moe_last_error());
+            float *l = one ? lb : la;
+            CHECK(moe_eval(c, tokens, n - 8, l, 0) == MOE_OK); /* a batch, then tokens one at a time */
+            for (int64_t t = n - 8; t < n; t++) CHECK(moe_eval(c, tokens + t, 1, l + t * nv, 0) == MOE_OK);
+            moe_context_free(c);
+        }
+        moe_forward_test_one_key_at_a_time = 0;
+        CHECK_MSG(memcmp(la, lb, (size_t)(n * nv) * sizeof *la) == 0, "kv %s", f16 ? "f16" : "f32");
+        free(la);
+        free(lb);
+        moe_model_free(m);
+    }
+}
+
 /* resident_in_memory (what --mem uses): the attention and output matrices are copied out
  * of the mapping and interleaved, the experts and the (untied) embedding table stay in the
  * mapping, and the logits are the same bit for bit, batch and decode, with and without an

@@ -279,18 +279,43 @@ SIMD_INLINE __m256 kv_load8(const void *p, int64_t i, bool f16) {
 
 /* k·q over one head (a few dozen to a few hundred values), inlined: attention takes one
  * such dot per head and cached position, and a call through the type table per dot cost
- * as much as the dot itself. Two 8-wide FMA chains, then the scalar tail. */
-static inline __attribute__((always_inline)) float dot_head(const void *k, const float *q, int64_t n, bool f16) {
-    int64_t i = 0;
-    float s = 0.0f;
+ * as much as the dot itself. Two 8-wide FMA chains (dot_head_lanes: their sum, over the
+ * values up to the last multiple of 8), then the scalar tail. */
 #if defined(__AVX2__) && defined(__FMA__)
+static inline __attribute__((always_inline)) __m256 dot_head_lanes(const void *k, const float *q, int64_t n, bool f16) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         s0 = _mm256_fmadd_ps(kv_load8(k, i, f16), _mm256_loadu_ps(q + i), s0);
         s1 = _mm256_fmadd_ps(kv_load8(k, i + 8, f16), _mm256_loadu_ps(q + i + 8), s1);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(kv_load8(k, i, f16), _mm256_loadu_ps(q + i), s0);
-    s = hsum8(_mm256_add_ps(s0, s1));
+    return _mm256_add_ps(s0, s1);
+}
+
+/* hsum8 of eight vectors at once: lane p of the result is hsum8(a[p]), added in the same
+ * pairs (so the same bits): 21 instructions for eight sums instead of 48. */
+SIMD_INLINE __m256 hsum8x8(const __m256 a[8]) {
+    __m256 d[4], f[2];
+    for (int p = 0; p < 4; p++) /* [a_p lane i + a_p lane i+4 | the same of a_{p+4}] */
+        d[p] = _mm256_add_ps(_mm256_permute2f128_ps(a[p], a[p + 4], 0x31),
+                             _mm256_permute2f128_ps(a[p], a[p + 4], 0x20));
+    for (int p = 0; p < 2; p++) /* (r0 + r2, r1 + r3) of d[2p] and of d[2p+1], per half */
+        f[p] = _mm256_add_ps(_mm256_shuffle_ps(d[2 * p], d[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(d[2 * p], d[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(f[0], f[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(f[0], f[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+#endif
+
+int moe_forward_test_one_key_at_a_time = 0;
+
+static inline __attribute__((always_inline)) float dot_head(const void *k, const float *q, int64_t n, bool f16) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    s = hsum8(dot_head_lanes(k, q, n, f16));
+    i = n / 8 * 8;
 #endif
     for (; i < n; i++) s += kv_at(k, i, f16) * q[i];
     return s;
@@ -308,6 +333,9 @@ static inline __attribute__((always_inline)) float dot_head(const void *k, const
         __m256 acc[NV];                                                                                             \
         _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) acc[k] = _mm256_loadu_ps(o + 8 * k);                \
         for (int64_t s = s0; s < s1; s++) {                                                                         \
+            if (ahead)                                                                                              \
+                for (int64_t b_ = 0; b_ < hv * (int64_t)eb; b_ += 64)                                               \
+                    _mm_prefetch((const char *)v + ((s + ahead) * (int64_t)stride) * (int64_t)eb + b_, _MM_HINT_T0);  \
             const __m256 vp = _mm256_set1_ps(w[s] * inv);                                                           \
             _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++)                                                 \
                 acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(vp, kv_load8(v, s * (int64_t)stride + 8 * k, f16)));   \
@@ -317,7 +345,9 @@ static inline __attribute__((always_inline)) float dot_head(const void *k, const
 #endif
 static inline __attribute__((always_inline)) void attn_values_add(float *o, const float *w, float inv, const void *v,
                                                                   size_t stride, int64_t s0, int64_t s1, int64_t hv,
-                                                                  bool f16) {
+                                                                  bool f16, int64_t ahead) {
+    const size_t eb = moe_kv_elem_bytes(f16);
+    (void)eb;
 #if defined(__AVX2__)
     if (hv == 64) { ATTN_V_REGS(8); return; }
     if (hv == 128) { ATTN_V_REGS(16); return; }
@@ -351,6 +381,7 @@ typedef struct {
  * values stays in L1 while they pass. */
 #define ATTN_HEADS 8
 #define ATTN_V_BLOCK 64
+#define ATTN_K_AHEAD 32
 
 /* The query heads taken together: all of a KV head's (≤ ATTN_HEADS), unless there are
  * too few (token, KV head) pairs for the threads, then fewer per task. */
@@ -378,7 +409,35 @@ static inline __attribute__((always_inline)) void attn_heads(const attn_job *j, 
     const size_t kstride = (size_t)hk * moe_kv_elem_bytes(f16);
     float mx[ATTN_HEADS], inv[ATTN_HEADS];
     for (int64_t h = 0; h < nh; h++) mx[h] = -INFINITY;
-    for (int64_t s = 0; s < n_kv; s++) /* each key once, for every head of the run */
+    int64_t s1 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    /* Eight keys at a time (16 KB of them at most, in L1 for every head of the run): a
+     * head's eight dots are summed across lanes together (hsum8x8), and the scores are
+     * scaled, stored and compared as one vector. The same values as one key at a time
+     * below, and the same maximum (a maximum does not depend on the order). */
+    if (hk % 8 == 0 && !moe_forward_test_one_key_at_a_time) {
+        __m256 mxv[ATTN_HEADS];
+        for (int64_t h = 0; h < nh; h++) mxv[h] = _mm256_set1_ps(-INFINITY);
+        for (; s1 + 8 <= n_kv; s1 += 8) {
+            if (s1 + ATTN_K_AHEAD + 8 <= n_kv)
+                for (size_t b = 0; b < 8 * kstride; b += 64)
+                    _mm_prefetch((const char *)kk + (size_t)(s1 + ATTN_K_AHEAD) * kstride + b, _MM_HINT_T0);
+            for (int64_t h = 0; h < nh; h++) {
+                __m256 a[8];
+                for (int p = 0; p < 8; p++) a[p] = dot_head_lanes(kk + (size_t)(s1 + p) * kstride, q + h * hk, hk, f16);
+                const __m256 v = _mm256_mul_ps(hsum8x8(a), _mm256_set1_ps(j->scale));
+                _mm256_storeu_ps(probs + h * c->n_ctx + s1, v);
+                mxv[h] = _mm256_max_ps(v, mxv[h]); /* v > mx ? v : mx, lane by lane */
+            }
+        }
+        for (int64_t h = 0; h < nh; h++) {
+            float l[8];
+            _mm256_storeu_ps(l, mxv[h]);
+            for (int p = 0; p < 8; p++) mx[h] = l[p] > mx[h] ? l[p] : mx[h];
+        }
+    }
+#endif
+    for (int64_t s = s1; s < n_kv; s++) /* each key once, for every head of the run */
         for (int64_t h = 0; h < nh; h++) {
             const float v = dot_head(kk + (size_t)s * kstride, q + h * hk, hk, f16) * j->scale;
             probs[h * c->n_ctx + s] = v;
@@ -410,7 +469,8 @@ static inline __attribute__((always_inline)) void attn_heads(const attn_job *j, 
     for (int64_t s0 = 0; s0 < n_kv; s0 += ATTN_V_BLOCK) /* each value once, for every head */
         for (int64_t h = 0; h < nh; h++)
             attn_values_add(c->att + t * na + (h0 + h) * hv, probs + h * c->n_ctx, inv[h], vv, (size_t)hv, s0,
-                            MOE_MIN(s0 + ATTN_V_BLOCK, n_kv), hv, f16);
+                            MOE_MIN(s0 + ATTN_V_BLOCK, n_kv), hv, f16,
+                            h == 0 && s0 + 2 * ATTN_V_BLOCK <= n_kv ? ATTN_V_BLOCK : 0);
 }
 
 static void attn_task(void *arg, int ith, int nth) {

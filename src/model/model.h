@@ -74,4 +74,9 @@ moe_pool *moe_context_pool(moe_context *c);
  * decode (0 turns it off). */
 void moe_context_set_lookahead(moe_context *c, int n);
 
+/* Tests only: nonzero makes attention score one key at a time (as for heads whose size
+ * is not a multiple of 8) instead of eight at a time, whose results must be the same
+ * bits (forward.c). Not for use from more than one thread at a time. */
+extern int moe_forward_test_one_key_at_a_time;
+
 #endif
