@@ -221,8 +221,9 @@ static void rope_apply(const moe_hparams *hp, float *v, int64_t n_heads, int64_t
  * from DRAM at every token, since the stream of weights evicts them from the caches;
  * read on one thread while the other waits, their latency showed: RMS-norm took 1.3 µs,
  * 0.65 with this. A prefetch issued right before a large product brings them in while it
- * runs. (The router's 32 KB too: that took as long to issue as it saved.) */
-static void prefetch_small(const void *p, size_t bytes) {
+ * runs. (The router's 32 KB too: that took as long to issue as it saved.) Attention also
+ * reads its cache ahead with it (attn_heads). */
+static inline void prefetch_small(const void *p, size_t bytes) {
     for (size_t o = 0; p && o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
 }
 
@@ -333,9 +334,9 @@ static inline __attribute__((always_inline)) float dot_head(const void *k, const
         __m256 acc[NV];                                                                                             \
         _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++) acc[k] = _mm256_loadu_ps(o + 8 * k);                \
         for (int64_t s = s0; s < s1; s++) {                                                                         \
-            if (ahead)                                                                                              \
-                for (int64_t b_ = 0; b_ < hv * (int64_t)eb; b_ += 64)                                               \
-                    _mm_prefetch((const char *)v + ((s + ahead) * (int64_t)stride) * (int64_t)eb + b_, _MM_HINT_T0);  \
+            if (ahead) /* the value `ahead` positions on */                                                         \
+                prefetch_small((const char *)v + (s + ahead) * (int64_t)(stride * moe_kv_elem_bytes(f16)),            \
+                               (size_t)hv * moe_kv_elem_bytes(f16));                                                   \
             const __m256 vp = _mm256_set1_ps(w[s] * inv);                                                           \
             _Pragma("GCC unroll 16") for (int k = 0; k < (NV); k++)                                                 \
                 acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(vp, kv_load8(v, s * (int64_t)stride + 8 * k, f16)));   \
@@ -346,8 +347,6 @@ static inline __attribute__((always_inline)) float dot_head(const void *k, const
 static inline __attribute__((always_inline)) void attn_values_add(float *o, const float *w, float inv, const void *v,
                                                                   size_t stride, int64_t s0, int64_t s1, int64_t hv,
                                                                   bool f16, int64_t ahead) {
-    const size_t eb = moe_kv_elem_bytes(f16);
-    (void)eb;
 #if defined(__AVX2__)
     if (hv == 64) { ATTN_V_REGS(8); return; }
     if (hv == 128) { ATTN_V_REGS(16); return; }
@@ -419,9 +418,7 @@ static inline __attribute__((always_inline)) void attn_heads(const attn_job *j, 
         __m256 mxv[ATTN_HEADS];
         for (int64_t h = 0; h < nh; h++) mxv[h] = _mm256_set1_ps(-INFINITY);
         for (; s1 + 8 <= n_kv; s1 += 8) {
-            if (s1 + ATTN_K_AHEAD + 8 <= n_kv)
-                for (size_t b = 0; b < 8 * kstride; b += 64)
-                    _mm_prefetch((const char *)kk + (size_t)(s1 + ATTN_K_AHEAD) * kstride + b, _MM_HINT_T0);
+            if (s1 + ATTN_K_AHEAD + 8 <= n_kv) prefetch_small(kk + (size_t)(s1 + ATTN_K_AHEAD) * kstride, 8 * kstride);
             for (int64_t h = 0; h < nh; h++) {
                 __m256 a[8];
                 for (int p = 0; p < 8; p++) a[p] = dot_head_lanes(kk + (size_t)(s1 + p) * kstride, q + h * hk, hk, f16);
