@@ -5,7 +5,6 @@
 #include "test.h"
 
 #include "core/f16.h"
-#include "core/cpu.h" /* MOE_IL_MAX_COLS */
 #include "core/gemm.h"
 #include "core/matmul.h"
 #include "core/threads.h"
@@ -217,12 +216,5 @@ TEST(matmul_interleaved_bit_identical) {
     CHECK(!moe_mat_can_interleave(&odd) && !moe_mat_can_interleave(&f16));
     CHECK(moe_mat_interleave(&odd, &tmp) == MOE_ERR_INVALID && !odd.interleaved);
     CHECK_MSG(strstr(moe_last_error(), "6×256 q8_0") != NULL, "%s", moe_last_error());
-    /* rows wider than the batch tiles take (cpu.h: MOE_IL_MAX_COLS) stay row-major */
-    const int64_t wide = MOE_IL_MAX_COLS + 32;
-    uint8_t *wbuf = calloc(8, moe_row_size(MOE_TYPE_Q4_0, wide));
-    REQUIRE(wbuf);
-    moe_mat w8 = moe_mat_make(wbuf, MOE_TYPE_Q4_0, 8, wide), w8ok = moe_mat_make(wbuf, MOE_TYPE_Q4_0, 8, MOE_IL_MAX_COLS);
-    CHECK(!moe_mat_can_interleave(&w8) && (moe_type_vec_dot_x4i(MOE_TYPE_Q4_0) == NULL || moe_mat_can_interleave(&w8ok)));
-    free(wbuf);
     moe_buf_free(&tmp);
 }

@@ -566,11 +566,11 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * vector k gives every row's values 4k..4k+3 (low nibbles, A: values 0-15) and 16+4k..
  * (high nibbles, B), each against one y dword broadcast to all lanes straight from memory
  * (a load, no shuffle). Every lane ends a block with its row's exact A and B sums: no
- * horizontal sums, no lane folding, and two FMAs serve eight rows. Against the four-row
- * form that came before it (chunks of four rows broadcast to both halves of a vector, the
- * y dwords shuffled in: 4 shuffles per 72 bytes, none now), on Zen 5: one thread in cache
- * 1.46 → 1.39 ns per 72 bytes, decode mix-1b q4_0 +10 % (median of 5 pairs;
- * docs/BENCHMARKS.md, "eight-row Q4_0"). */
+ * horizontal sums, no lane folding, and two FMAs serve eight rows. On Zen 5, in cache,
+ * against the four-row form that came before it (chunks of four rows broadcast to both
+ * halves, the y dwords shuffled in, docs/BENCHMARKS.md): one thread 1.46 → 1.31 ns per 72
+ * bytes, two threads 67-72 → 91-95 GB/s (the shuffles were the two threads' shared
+ * bottleneck). */
 
 /* Activation blocks prepared at a time by the interleaved Q4_0 and Q8_0 kernels: 16384
  * columns (24 and 48 KB of stack) */
