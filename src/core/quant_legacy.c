@@ -626,9 +626,8 @@ INLINE q4_0_acc q4_0_group(q4_0_acc acc, const uint8_t *b, const q4_0_act *a, in
 #define Q4I_HI(v) _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
 #endif
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q4_0_IL_BLOCK) {
-        /* every line (one per 72 bytes, as the four-row form did, misses one line in eight:
-         * decode mix-1b 1.039×, median of 9 pairs) */
-        for (int k = 0; k < MOE_Q4_0_IL_BLOCK; k += 64) {
+        /* one prefetch per 72 bytes, as the stream's density was before the eight-row form */
+        for (int k = 0; k < MOE_Q4_0_IL_BLOCK; k += MOE_Q4_0_IL_BLOCK / 2) {
             if (l2) _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T1);
             else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
         }
@@ -658,9 +657,7 @@ INLINE void q4_0_acc_store(float *s, q4_0_acc acc) { _mm256_storeu_ps(s, _mm256_
 
 INLINE void q4_0_x8_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
-    /* twice the distance of the other layouts: this kernel takes its bytes faster (decode
-     * mix-1b 1.063×, median of 9 pairs; with every line prefetched too, 1.083× of 5) */
-    const size_t pfd = 2 * MOE_IL_PREFETCH;
+    const size_t pfd = MOE_IL_PREFETCH;
 #define GROUP(acc, b, a, nb) q4_0_group(acc, b, a, nb, pfd, l2)
     MOE_X4I_RUN(q4_0_act, q4_0_acc, Q4_0_ACC_ZERO, q4_0_acc_store, MOE_Q4_0_IL_ROWS, X4I_CHUNK, MOE_Q4_0_IL_BLOCK, T,
                 q4_0_prepare, GROUP, s, x, bx, y, nb, ngroups);
