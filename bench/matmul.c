@@ -170,8 +170,7 @@ int main(int argc, char **argv) {
             if (!vt || !vt->from_float) continue;
             /* as many rows as fit in `mib` MiB at this type's size */
             const size_t rb = moe_row_size((moe_type)t, cols);
-            /* (whole super-groups of 32 rows, so that every type can be interleaved below) */
-            const int64_t rows = MOE_MIN(max_rows, MOE_MAX(32, (int64_t)(((size_t)mib << 20) / rb))) & ~(int64_t)31;
+            const int64_t rows = MOE_MIN(max_rows, MOE_MAX(4, (int64_t)(((size_t)mib << 20) / rb))) & ~(int64_t)3;
             /* 64 distinct rows, quantized once and repeated (the K-quants' reference
              * quantizers are slow; the values do not matter for the speed) */
             for (int64_t r = 0; r < rows; r++)
@@ -185,14 +184,14 @@ int main(int argc, char **argv) {
             const double bytes = (double)rows * (double)rb, bw = (double)bw_size / bsec / 1e9;
             /* the same kernel on the first 512 KiB of the matrix, which stays in L2: where
              * this is not well above the DRAM figure, the kernel is compute-bound */
-            const int64_t crows = MOE_MIN(rows, MOE_MAX(32, (int64_t)((512 << 10) / rb) & ~(int64_t)31));
+            const int64_t crows = MOE_MIN(rows, MOE_MAX(4, (int64_t)((512 << 10) / rb) & ~(int64_t)3));
             moe_mat C = moe_mat_make(w, t, crows, cols);
             const double csec = cache_seconds(pool, &C, xq, y, reps);
             const double cbytes = (double)crows * (double)rb;
             printf("  %-6s %9.1f %9.2f %8.1f %9.1f %7.1f%% %9.1f", tt->name, bytes / 1048576.0, sec * 1e3, bytes / sec / 1e9,
                    bw, pct, cbytes / csec / 1e9);
             /* the same weights interleaved (core/matmul.h), as `--no-mmap` loads them; the
-             * first crows rows (whole super-groups) are then C's rows interleaved */
+             * first crows rows (whole groups of four) are then C's rows interleaved */
             moe_buf tmp = {0};
             if (moe_mat_can_interleave(&W) && moe_mat_interleave(&W, &tmp) == MOE_OK) {
                 double isec, ibsec;

@@ -39,20 +39,16 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
  * speed in cache did not change, and with the activations of the first 64 blocks reused
  * for every block 14,336 columns streamed as fast as 1,024 (docs/BENCHMARKS.md). So a row
  * wider than MOE_IL_TILE_MIN_COLS values is stored in tiles of MOE_IL_TILE_COLS: each
- * MOE_IL_SG_ROWS rows (a super-group of groups of four or eight rows, moe_type_il_rows;
- * the last one may have fewer) hold tile 0 of group 0, tile 0 of group 1, ..., tile 0 of
- * the last group, then tile 1 of each group, and so on; tile t of a group is its blocks
- * [t·T, t·T + tn) in the type's interleaved block format (T blocks make MOE_IL_TILE_COLS
- * values; the last tile, tn ≤ T, takes the rest). The kernels then read the matrix in
- * address order, one tile of activations (3-6 KB) serving the super-group's 32 rows.
- * Narrower rows keep the untiled layout (at 2,816 columns, mix-1b's down projections,
- * tiles measured no faster). */
+ * MOE_IL_SG_GROUPS groups of four rows (a super-group; the last one may have fewer) hold
+ * tile 0 of group 0, tile 0 of group 1, ..., tile 0 of the last group, then tile 1 of
+ * each group, and so on; tile t of a group is its blocks [t·T, t·T + tn) in the type's
+ * interleaved block format (T blocks make MOE_IL_TILE_COLS values; the last tile, tn ≤
+ * T, takes the rest). The kernels then read the matrix in address order, one tile of
+ * activations (~6 KB) serving eight groups. Narrower rows keep the untiled layout (at
+ * 2,816 columns, mix-1b's down projections, tiles measured no faster). */
 #define MOE_IL_TILE_MIN_COLS 4096
 #define MOE_IL_TILE_COLS 2048
-#define MOE_IL_SG_ROWS 32
-/* The widest rows the layouts of their own take (the batch tiles prepare one token of
- * such a row on the stack: gemm_tiles.c, TACT_VALUES); wider ones stay row-major. */
-#define MOE_IL_MAX_COLS 131072
+#define MOE_IL_SG_GROUPS 8
 /* How far ahead the kernels of the layouts of their own (Q4_0, Q8_0, Q4_K) prefetch,
  * tiled or not: such a matrix is read as one stream in address order (group after group,
  * or tile after tile), so the distance is a number of bytes, not "the next rows": 4.5 KB. The same position

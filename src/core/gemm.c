@@ -18,9 +18,9 @@ typedef struct {
     uint64_t off[MV_MAX_SEGS]; /* first byte of each segment in the joint stream */
 } mv_job;
 
-/* Rows in units of a group (four or eight: the x4 kernels' groups), or of a super-group
- * where the matrix is tiled (moe_mat_row_unit): bytes [lo, hi) of the joint stream cover
- * the units whose first byte lies in them. */
+/* Rows in units of four (the x4 kernels' groups), or of a super-group where the matrix is
+ * tiled (moe_mat_row_unit): bytes [lo, hi) of the joint stream cover the units whose first
+ * byte lies in them. */
 static void mv_range(const mv_job *j, uint64_t lo, uint64_t hi) {
     for (int s = 0; s < j->n; s++) {
         const moe_mv_seg *sg = &j->segs[s];

@@ -105,21 +105,35 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
 
 /* Q4_0's order of sums (quant_legacy.c): per block and token, the four rows' exact sums
- * [A0..A3 | B0..B3], then one FMA. Row-major weights only: interleaved Q4_0 comes in
- * groups of eight rows, all of which tile8_q4_0 takes (il is never true here). */
+ * [A0..A3 | B0..B3], then one FMA. Rows of the interleaved layout are taken back out of
+ * their chunks (a 4×4 transpose of dwords: chunk k holds qs[4k..4k+3] of rows 0-3). */
 INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                       int nr, int nt, bool il) {
-    (void)il;
     __m256 acc[TILE_TOKENS];
     for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4];
-        const moe_block_q4_0 *x[4];
-        FOR_R(r) {
-            x[r] = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
-            qx[r] = nibbles32(x[r]->qs);
+        __m256 d;
+        if (il) {
+            const uint8_t *b = wx + (size_t)i * MOE_Q4_0_IL_BLOCK;
+            const __m128i c0 = _mm_loadu_si128((const __m128i *)(b + 8)), c1 = _mm_loadu_si128((const __m128i *)(b + 24)),
+                          c2 = _mm_loadu_si128((const __m128i *)(b + 40)), c3 = _mm_loadu_si128((const __m128i *)(b + 56));
+            const __m128i t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
+            const __m128i t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
+            const __m128i rows[4] = {_mm_unpacklo_epi64(t0, t2), _mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t1, t3),
+                                     _mm_unpackhi_epi64(t1, t3)};
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) /* as nibbles32 */
+                qx[r] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(rows[r]), shift), m4);
+            d = rows4_scales_at(b);
+        } else {
+            const moe_block_q4_0 *x[4];
+            FOR_R(r) {
+                x[r] = (const moe_block_q4_0 *)(wx + (size_t)r * bx) + i;
+                qx[r] = nibbles32(x[r]->qs);
+            }
+            d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         }
-        const __m256 d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
@@ -135,9 +149,9 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
-/* Q4_0 interleaved, one group of eight rows × up to eight tokens, with the rows in lanes
- * as the decode kernel (quant_legacy.c): vector k of a block holds four values of each
- * row, against one y dword broadcast to every lane. Every lane then ends a block
+/* Q4_0 interleaved, eight rows (two groups of four) × up to eight tokens, with the rows in
+ * lanes: chunk k of both groups is one vector [rows 0-3 | rows 4-7] holding four values
+ * of each row, against one y dword broadcast to every lane. Every lane then ends a block
  * with its row's exact A (values 0-15) or B (16-31) sum, with no horizontal sums
  * (rows4_halves), and one FMA serves eight rows: the same floats, in the same order, as
  * tile_q4_0 and the vec_dot, for about half the vector instructions per token. A token's
@@ -148,11 +162,8 @@ typedef struct {
     float dy;
 } q4_0_tact;
 
-/* The values of one token's row the eight-row tiles prepare on the stack (their TACT
- * arrays): eight tokens of up to 16,384 columns, fewer tokens of wider rows, one of
- * MOE_IL_MAX_COLS (cpu.h: no interleaved row is wider) */
-#define TACT_VALUES (TILE_TOKENS * 16384)
-_Static_assert(TACT_VALUES >= MOE_IL_MAX_COLS, "the tiles take one token of the widest interleaved row");
+/* the most columns the eight-row tiles prepare tokens for on the stack */
+#define TACT_MAX_COLS 16384
 
 /* off: −8 for Q4_0 (the offset of its values), Q8_0_TILE_OFF for Q8_0 */
 static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int32_t off) {
@@ -190,19 +201,18 @@ INLINE void rows8_accumulate(__m256 *acc_a, __m256 *acc_b, __m256 d, float dy, _
 
 INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_0_tact *ta, int64_t nb,
                        float *out, int64_t ldy, int nt) {
-    (void)gb; /* the eight rows are one group */
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b = wx + (size_t)i * MOE_Q4_0_IL_BLOCK; /* d0..d7, then the four vectors */
+        const uint8_t *b0 = wx + (size_t)i * MOE_Q4_0_IL_BLOCK, *b1 = b0 + gb;
         __m256i ua[4], ub[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            const __m256i v = load256(b + 2 * MOE_Q4_0_IL_ROWS + 32 * k);
+            const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * k), (const __m128i *)(b0 + 8 + 16 * k));
             ua[k] = _mm256_and_si256(v, m4);                        /* values 4k..4k+3 of each row */
             ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  /* values 16+4k..16+4k+3 */
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b));
+        const __m256 d = rows8_scales(b0, b1);
         FOR_T(t) {
             const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
             const q4_0_tact *a = &ta[t * nb + i];
@@ -462,8 +472,7 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
 
 /* Rows in fours and tokens TILE_TOKENS at a time; the edges get the kernel specialised
  * for their size (the kernels are always-inline functions of nr, nt and the layout il).
- * Rows of an interleaved matrix come in whole groups (moe_mat_can_interleave); Q4_0's
- * (eight rows) all go to tile8_q4_0. */
+ * Rows of an interleaved matrix come in whole groups of four (moe_mat_can_interleave). */
 #define TILE_NT(T, wx, bx, yt, xb, nb, o, ldy, nr, nt, il)                                                              \
     switch (nt) {                                                                                                     \
     case 8: tile_##T(wx, bx, yt, xb, nb, o, ldy, nr, 8, il); break;                                                   \
@@ -502,23 +511,22 @@ TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
 TILE_DRIVER(gemm_q4_K_4rows, q4_K, MOE_QK_K)
 TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
 
-/* Interleaved weights with an eight-row tile (Q4_0, Q4_K, Q8_0): tokens TILE_TOKENS at a
- * time (fewer past 16,384 columns: TACT_VALUES), prepared once (TACT, by PREPARE) for all
- * the rows of the call, eight rows at a time by the eight-row tile, a last group of four
- * (Q4_K, Q8_0) by the four-row one (FOUR: that driver, also the row-major one). */
+/* Interleaved weights with an eight-row tile (Q4_0, Q4_K, Q8_0): tokens
+ * TILE_TOKENS at a time, prepared once (TACT, by PREPARE) for all the rows of the call,
+ * eight rows at a time by the eight-row tile, a last group of four by the four-row one
+ * (FOUR: that driver). Rows wider than TACT_MAX_COLS go to FOUR as well. */
 #define TILE8_DRIVER(T, QK_, TACT, PREPARE, FOUR)                                                                     \
     static void gemm_##T(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0, int64_t t1, \
                          float *y, int64_t ldy) {                                                                       \
         const int64_t nb = W->cols / (QK_);                                                                           \
-        if (!W->interleaved || r1 - r0 < 8) {                                                                         \
+        if (!W->interleaved || W->cols > TACT_MAX_COLS || r1 - r0 < 8) {                                              \
             FOUR(W, r0, r1, xq, xb, t0, t1, y, ldy);                                                                  \
             return;                                                                                                   \
         }                                                                                                             \
-        TACT ta[TACT_VALUES / (QK_)];                                                                                 \
-        const int64_t pass = MOE_MIN(TILE_TOKENS, (TACT_VALUES / (QK_)) / nb); /* ≥ 1: moe_mat_can_interleave */    \
+        TACT ta[TILE_TOKENS * (TACT_MAX_COLS / (QK_))];                                                               \
         const size_t bx = W->row_bytes;                                                                               \
-        for (int64_t t = t0; t < t1; t += pass) {                                                                     \
-            const int nt = (int)MOE_MIN(pass, t1 - t);                                                                \
+        for (int64_t t = t0; t < t1; t += TILE_TOKENS) {                                                              \
+            const int nt = (int)MOE_MIN(TILE_TOKENS, t1 - t);                                                         \
             const uint8_t *yt = xq + (size_t)t * xb;                                                                  \
             PREPARE(ta, yt, xb, nb, nt);                                                                              \
             int64_t r = r0;                                                                                           \

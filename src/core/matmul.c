@@ -66,8 +66,7 @@ typedef struct {
 void moe_mat_dot_rows(const moe_mat *W, int64_t r0, int64_t r1, const void *xq, float *y) {
     const uint8_t *wd = (const uint8_t *)W->data;
     if (W->interleaved) {
-        const int64_t G = moe_type_il_rows(W->type);
-        moe_type_vec_dot_x4i(W->type)(W->cols, y + r0, wd + (size_t)r0 * W->row_bytes, W->row_bytes, xq, (r1 - r0) / G);
+        moe_type_vec_dot_x4i(W->type)(W->cols, y + r0, wd + (size_t)r0 * W->row_bytes, W->row_bytes, xq, (r1 - r0) / 4);
         return;
     }
     const moe_vec_dot_x4_fn dot4 = moe_type_vec_dot_x4(W->type);
@@ -125,10 +124,9 @@ moe_status moe_matmul(moe_pool *pool, float *y, const moe_mat *W, const float *x
     return MOE_OK;
 }
 
-/* The types whose interleaved kernels read a layout of their own (the others: blocks of
- * four rows side by side): how a group of rows is written, how block i of row r is read
- * back, the bytes of one block of a group, and the values in a block. The rows of a group
- * are moe_type_il_rows(type) (G below; 4 for the others too). */
+/* The types whose interleaved kernels read a layout of their own (the others: blocks side
+ * by side): how a group of four rows is written, how block i of row r is read back, the
+ * bytes of one block of four rows, and the values in a block. */
 typedef struct {
     void (*interleave_group)(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
     void (*group_block)(const uint8_t *group, int64_t i, int r, void *out);
@@ -151,22 +149,22 @@ static int64_t tile_blocks(const moe_mat *W, const own_layout *own) {
 bool moe_mat_tiled(const moe_mat *W) { return tile_blocks(W, own_layout_of(W->type)) > 0; }
 
 int64_t moe_mat_row_unit(const moe_mat *W) {
-    return !W->interleaved ? 1 : moe_mat_tiled(W) ? MOE_IL_SG_ROWS : moe_type_il_rows(W->type);
+    return !W->interleaved ? 1 : moe_mat_tiled(W) ? 4 * MOE_IL_SG_GROUPS : 4;
 }
 
-/* Where block i of group g (of G rows) of a tiled matrix is (cpu.h, moe_il_tiled_offset) */
+/* Where block i of group g of a tiled matrix is (cpu.h, moe_il_tiled_offset) */
 static const uint8_t *tiled_block(const moe_mat *W, const own_layout *own, int64_t T, int64_t g, int64_t i) {
-    const int64_t G = moe_type_il_rows(W->type), sgg = MOE_IL_SG_ROWS / G, sg = g / sgg, ngroups = W->rows / G;
-    const int64_t gs = MOE_MIN(sgg, ngroups - sg * sgg);
-    const uint8_t *base = (const uint8_t *)W->data + (size_t)(sg * MOE_IL_SG_ROWS) * W->row_bytes;
-    return base + moe_il_tiled_offset(i, g % sgg, gs, W->cols / own->qk, T, own->blk);
+    const int64_t sg = g / MOE_IL_SG_GROUPS, ngroups = W->rows / 4;
+    const int64_t gs = MOE_MIN(MOE_IL_SG_GROUPS, ngroups - sg * MOE_IL_SG_GROUPS);
+    const uint8_t *base = (const uint8_t *)W->data + (size_t)(sg * MOE_IL_SG_GROUPS) * 4 * W->row_bytes;
+    return base + moe_il_tiled_offset(i, g % MOE_IL_SG_GROUPS, gs, W->cols / own->qk, T, own->blk);
 }
 
 void moe_mat_untile(const moe_mat *W, int64_t r0, void *dst) {
     const own_layout *own = own_layout_of(W->type);
-    const int64_t G = moe_type_il_rows(W->type), T = tile_blocks(W, own), nb = W->cols / (own ? own->qk : 1);
-    const int64_t gs = MOE_MIN(MOE_IL_SG_ROWS, W->rows - r0) / G;
-    const size_t gb = (size_t)G * W->row_bytes;
+    const int64_t T = tile_blocks(W, own), nb = W->cols / (own ? own->qk : 1), g0 = r0 / 4;
+    const int64_t gs = MOE_MIN(MOE_IL_SG_GROUPS, W->rows / 4 - g0);
+    const size_t gb = 4 * W->row_bytes;
     if (!T) { /* already the untiled layout */
         memcpy(dst, (const uint8_t *)W->data + (size_t)r0 * W->row_bytes, (size_t)gs * gb);
         return;
@@ -187,18 +185,17 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         return;
     }
     /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K: layouts of their own) */
-    const int64_t G = moe_type_il_rows(W->type);
-    const uint8_t *group = (const uint8_t *)W->data + (size_t)(r - r % G) * W->row_bytes;
+    const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     const own_layout *own = own_layout_of(W->type);
     const int64_t T = tile_blocks(W, own);
     for (int64_t i = 0; i < W->cols / t->block_size; i++) {
         moe_block_q4_K b; /* the largest of the blocks with a layout of their own */
         const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
         if (T) {
-            own->group_block(tiled_block(W, own, T, r / G, i), 0, (int)(r % G), &b);
+            own->group_block(tiled_block(W, own, T, r / 4, i), 0, (int)(r & 3), &b);
             blk = &b;
         } else if (own) {
-            own->group_block(group, i, (int)(r % G), &b);
+            own->group_block(group, i, (int)(r & 3), &b);
             blk = &b;
         }
         t->to_float(blk, out + i * t->block_size, t->block_size);
@@ -206,8 +203,7 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
 }
 
 bool moe_mat_can_interleave(const moe_mat *W) {
-    if (own_layout_of(W->type) && W->cols > MOE_IL_MAX_COLS) return false;
-    return W->data && !W->interleaved && W->rows % moe_type_il_rows(W->type) == 0 && moe_type_vec_dot_x4i(W->type) &&
+    return W->data && !W->interleaved && W->rows % 4 == 0 && moe_type_vec_dot_x4i(W->type) &&
            W->row_bytes == moe_row_size((moe_type)W->type, W->cols);
 }
 
@@ -224,18 +220,17 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     if (!moe_mat_can_interleave(W))
         return moe_error(MOE_ERR_INVALID, "a %lld×%lld %s matrix cannot be interleaved", (long long)W->rows,
                          (long long)W->cols, moe_type_name(W->type));
-    const int64_t G = moe_type_il_rows(W->type), sgg = MOE_IL_SG_ROWS / G;
-    const size_t ts = moe_type_get(W->type)->type_size, rb = W->row_bytes, gb = (size_t)G * rb;
+    const size_t ts = moe_type_get(W->type)->type_size, rb = W->row_bytes, gb = 4 * rb;
     const int64_t nb = (int64_t)(rb / ts);
     const own_layout *own = own_layout_of(W->type);
     const int64_t T = own ? moe_il_tile_blocks(nb, own->qk) : 0;
     /* tiled: a super-group's rows, then its groups interleaved, then tiled back in place */
-    uint8_t *tmp = moe_buf_reserve(scratch, T ? 2 * MOE_IL_SG_ROWS * rb : gb);
+    uint8_t *tmp = moe_buf_reserve(scratch, T ? 2 * MOE_IL_SG_GROUPS * gb : gb);
     if (!tmp) return MOE_ERR_NOMEM;
     if (T) {
-        uint8_t *il = tmp + MOE_IL_SG_ROWS * rb;
-        for (int64_t g0 = 0; g0 < W->rows / G; g0 += sgg) {
-            const int64_t gs = MOE_MIN(sgg, W->rows / G - g0);
+        uint8_t *il = tmp + MOE_IL_SG_GROUPS * gb;
+        for (int64_t g0 = 0; g0 < W->rows / 4; g0 += MOE_IL_SG_GROUPS) {
+            const int64_t gs = MOE_MIN(MOE_IL_SG_GROUPS, W->rows / 4 - g0);
             uint8_t *dst = (uint8_t *)W->data + (size_t)g0 * gb;
             memcpy(tmp, dst, (size_t)gs * gb);
             for (int64_t g = 0; g < gs; g++) own->interleave_group(il + (size_t)g * gb, tmp + (size_t)g * gb, rb, nb);
@@ -247,7 +242,7 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
         W->interleaved = true;
         return MOE_OK;
     }
-    for (int64_t g = 0; g < W->rows / G; g++) {
+    for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
         if (own) {

@@ -38,20 +38,19 @@ void moe_buf_free(moe_buf *b);
  * blocks of four or eight rows for the same reason). The four-row kernels then read one
  * sequential stream instead of four: on the Zen 5 host of docs/BENCHMARKS.md four
  * interleaved streams of 1-3 KB rows read at 18-25 GB/s per core where one stream reads at
- * ~30. Q4_0, Q8_0 and Q4_K go further: the bytes inside each block of a group are
- * rearranged as well, so that one vector load holds all its rows in lanes of their own
+ * ~30. Q4_0, Q8_0 and Q4_K go further: the bytes inside each block of four rows are
+ * rearranged as well, so that one vector load holds all four rows in lanes of their own
  * and their kernels need no per-row float work (docs/QUANTS.md; quant_legacy.c,
- * quant_k.c); Q4_0's groups are eight rows (moe_type_il_rows). The kernels of a type sum
- * in one order in either layout, so results are bit-identical. Rows of those three types
- * wider than 4,096 values are also stored in column tiles, 32 rows at a time (cpu.h,
- * MOE_IL_TILE_COLS: why and how), and rows wider than MOE_IL_MAX_COLS are not taken.
- * Possible where the type has an interleaved kernel (moe_type_vec_dot_x4i) and rows is a
- * multiple of the type's group. moe_mat_interleave rewrites W->data in place (it must be
- * writable) and sets W->interleaved; scratch holds a group (64 rows when tiled). */
+ * quant_k.c). The kernels of a type sum in one order in either layout, so results are
+ * bit-identical. Rows of those three types wider than 4,096 values are also stored in
+ * column tiles, 32 rows at a time (cpu.h, MOE_IL_TILE_COLS: why and how). Possible where
+ * the type has an interleaved kernel (moe_type_vec_dot_x4i) and rows is a multiple of 4.
+ * moe_mat_interleave rewrites W->data in place (it must be writable) and sets
+ * W->interleaved; scratch holds four rows (64 when tiled). */
 bool moe_mat_can_interleave(const moe_mat *W);
 moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch);
 /* Whether W's interleaved layout is tiled; the rows a call of its kernel must start at
- * (1 row-major, a group interleaved: 4 or 8, 32 tiled: a super-group); and the super-group of a tiled
+ * (1 row-major, 4 interleaved, 32 tiled: a super-group); and the super-group of a tiled
  * matrix that starts at row r0 (a multiple of 32) copied to dst in the untiled layout
  * (min(32, rows − r0) rows: what the batch tiles read). */
 bool moe_mat_tiled(const moe_mat *W);

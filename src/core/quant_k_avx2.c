@@ -489,7 +489,7 @@ INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe
     const int64_t T = moe_il_tile_blocks(n / QK, QK);
     const size_t pfd = MOE_IL_PREFETCH;
 #define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, l2)
-    MOE_X4I_RUN(q4k_act, __m256, _mm256_setzero_ps(), MOE_X4I_STORE4, 4, Q4KI_CHUNK, (size_t)MOE_Q4_K_IL_BLOCK, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
+    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)MOE_Q4_K_IL_BLOCK, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
 #undef GROUP
 }
 

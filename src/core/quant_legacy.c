@@ -21,8 +21,8 @@ _Static_assert(sizeof(moe_block_q5_0) == 22, "block_q5_0 layout");
 _Static_assert(sizeof(moe_block_q5_1) == 24, "block_q5_1 layout");
 _Static_assert(sizeof(moe_block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(moe_block_q8_1) == 36, "block_q8_1 layout");
-_Static_assert(MOE_Q4_0_IL_BLOCK == MOE_Q4_0_IL_ROWS * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
-               "an interleaved block holds its group's rows' blocks");
+_Static_assert(MOE_Q4_0_IL_BLOCK == 4 * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
+               "an interleaved block holds four rows' blocks");
 
 #define QK MOE_QK_LEGACY
 #define F16(h) moe_f16_to_f32(h)
@@ -58,16 +58,15 @@ static inline uint32_t load_u32(const uint8_t *p) {
 }
 
 /* ------------------------------------------------------------ Q4_0's interleaved layout */
-/* Per block i of a group of eight rows, 144 bytes: d0..d7, then vector k = 0..3 holding
- * qs[4k..4k+3] of rows 0, 1, ..., 7 (why: moe_q4_0_vec_dot_x4i below). */
-#define Q4I_QS (2 * MOE_Q4_0_IL_ROWS) /* where the vectors start, after the scales */
+/* Per block i of a group of four rows, 72 bytes: d0..d3, then chunk k = 0..3 holding
+ * qs[4k..4k+3] of rows 0, 1, 2, 3 (why: moe_q4_0_vec_dot_x4i below). */
 
 void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, dst += MOE_Q4_0_IL_BLOCK)
-        for (int r = 0; r < MOE_Q4_0_IL_ROWS; r++) {
+        for (int r = 0; r < 4; r++) {
             const moe_block_q4_0 *x = (const moe_block_q4_0 *)(src + (size_t)r * bx) + i;
             memcpy(dst + 2 * r, &x->d, 2);
-            for (int k = 0; k < 4; k++) memcpy(dst + Q4I_QS + 4 * MOE_Q4_0_IL_ROWS * k + 4 * r, x->qs + 4 * k, 4);
+            for (int k = 0; k < 4; k++) memcpy(dst + 8 + 16 * k + 4 * r, x->qs + 4 * k, 4);
         }
 }
 
@@ -75,7 +74,7 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     const uint8_t *b = group + (size_t)i * MOE_Q4_0_IL_BLOCK;
     moe_block_q4_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
-    for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + Q4I_QS + 4 * MOE_Q4_0_IL_ROWS * k + 4 * r, 4);
+    for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + 8 + 16 * k + 4 * r, 4);
 }
 
 /* Q8_0's: per block i, 136 bytes: d0..d3, then four 32-byte vectors, vector k holding
@@ -560,114 +559,83 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     rows4_store(s, acc, nr);
 }
 
-/* The interleaved Q4_0 layout (moe_q4_0_interleave_group): a group of eight rows holds,
- * for each block i, 144 bytes: the eight scales d0..d7, then four 32-byte vectors,
- * vector k holding qs[4k..4k+3] of rows 0, 1, ..., 7: one row per 4-byte lane. Masked,
- * vector k gives every row's values 4k..4k+3 (low nibbles, A: values 0-15) and 16+4k..
- * (high nibbles, B), each against one y dword broadcast to all lanes straight from memory
- * (a load, no shuffle). Every lane ends a block with its row's exact A and B sums: no
- * horizontal sums, no lane folding, and two FMAs serve eight rows. On Zen 5, in cache,
- * against the four-row form that came before it (chunks of four rows broadcast to both
- * halves, the y dwords shuffled in, docs/BENCHMARKS.md): one thread 1.46 → 1.31 ns per 72
- * bytes, two threads 67-72 → 91-95 GB/s (the shuffles were the two threads' shared
- * bottleneck). */
-
-/* Activation blocks prepared at a time by the interleaved Q4_0 and Q8_0 kernels: 16384
- * columns (24 and 48 KB of stack) */
-#define X4I_CHUNK 512
-
-/* One prepared activation block for it: 48 bytes, so that a 4096-wide row's 128 blocks
- * (6 KB) stay in L1 beside the stream of weights. */
+/* The interleaved Q4_0 layout (moe_q4_0_interleave_group): a group of four rows holds,
+ * for each block i, 72 bytes: the four scales d0..d3, then four chunks of 16 bytes, chunk
+ * k holding qs[4k..4k+3] of rows 0, 1, 2, 3. The low nibbles of chunk k are values
+ * 4k..4k+3 of each row (A: values 0-15), its high nibbles values 16+4k.. (B), so a chunk
+ * loaded into both halves of a vector gives, masked, every row's A values in the low half
+ * and B values in the high half, lanes of their own. Against activation vectors prepared
+ * once per call, four dot products give [A0..A3 | B0..B3] directly (q4_0_group): 1.4× the
+ * four-row kernel on standard blocks, in cache on Zen 5, before the broadcast form took
+ * out the lane folding (docs/BENCHMARKS.md). */
+/* One prepared activation block for the interleaved Q4_0 and Q8_0 kernels. Each lane of
+ * a weight vector meets four y of one dword; the four activation vectors a block needs,
+ * [y dword p | y dword q] each over four lanes, are one in-lane vpshufd of z away
+ * (x4i_a). 96 bytes, so that a 4096-wide row's 128 blocks (12 KB) stay in L1 with the
+ * stream of weights passing through it. */
 typedef struct {
-    int32_t q[8];   /* y's dwords: k < 4 meets vector k's low nibbles, 4 + k its high ones */
-    int32_t sa, sb; /* the offsets: −8·Σ y0..15, −8·Σ y16..31 (×16 with VNNI) */
-    float da, db;   /* the scale of A, of B (over 16 with VNNI: B's nibbles stay in place) */
-} q4_0_act;
+    __m256i z;  /* y's dwords */
+    __m256i s;  /* what comes off the sums [A | B] (the offsets), per half */
+    __m256 dy;  /* the activation scale (Q4_0: times Q4_LANES) */
+} x4i_act;
 
-/* The sums of a group's eight rows, A and B apart as in every Q4_0 kernel */
-typedef struct {
-    __m256 a, b;
-} q4_0_acc;
+#define X4I_CHUNK 512  /* activation blocks prepared at a time: 16384 columns, 48 KB of stack */
 
-/* Vector operations only, no scalar extracts: a kernel call prepares the whole row, and
- * a thread taking a 32 KB chunk from another's part calls it for ~7 groups of a 1024-wide
- * matrix (gemm.c), so that this costs about as much as the products in those calls would
- * if it were done lane by lane. */
-static void q4_0_prepare(q4_0_act *a, const moe_block_q8_0 *y, int64_t nb) {
-#if defined(__AVXVNNI__)
-    const __m256i shift = _mm256_setr_epi32(3, 3, 3, 3, 7, 7, 7, 7); /* 8·, 8·16· */
-    const __m128 lanes = _mm_setr_ps(1, 1.0f / 16, 1, 1.0f / 16);
-#else
-    const __m256i shift = _mm256_set1_epi32(3);
-    const __m128 lanes = _mm_set1_ps(1);
-#endif
+/* [y dword k | y dword 4+k], each broadcast over its four lanes */
+#define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
+
+
+/* Q4_0: the offsets are [−8·Σ y0..15 | −8·Σ y16..31 (×16 with VNNI)]. */
+static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        _mm256_storeu_si256((__m256i *)a[i].q, qy);
-        const __m256i h = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sllv_epi32(half_sums(qy), shift));
-        const __m128i s = _mm_unpacklo_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)); /* sa sb sa sb */
-        const __m128 d = _mm_mul_ps(_mm_set1_ps(F16(y[i].d)), lanes);                                 /* da db da db */
-        _mm_storeu_si128((__m128i *)&a[i].sa, _mm_unpacklo_epi64(s, _mm_castps_si128(d)));          /* sa sb da db */
+        a[i].z = qy; /* x4i_a(z, k) = [y dword k | y dword 4+k]: Q4_0's chunk k */
+#if defined(__AVXVNNI__)
+        const __m256i shift = _mm256_setr_epi32(3, 3, 3, 3, 7, 7, 7, 7);
+#else
+        const __m256i shift = _mm256_set1_epi32(3);
+#endif
+        a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sllv_epi32(half_sums(qy), shift));
+        a[i].dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
     }
 }
 
-/* Blocks [0, nb) of one interleaved group of eight rows (b: its first block) against
- * prepared activations. */
-INLINE q4_0_acc q4_0_group(q4_0_acc acc, const uint8_t *b, const q4_0_act *a, int64_t nb, size_t pfd, bool l2) {
+/* Blocks [0, nb) of one interleaved group (b: its first block) against prepared
+ * activations, into acc = [acc_A | acc_B]. Chunk k (qs[4k..4k+3] of rows 0-3) is loaded
+ * into both halves of a vector (a broadcast load, no shuffle); its low nibbles (values
+ * 4k..4k+3) are kept in the low half and its high nibbles (values 16+4k..) in the high
+ * half, against [y dword k | y dword 4+k]. The four dot products then add up to the A
+ * sums of rows 0-3 in lanes 0-3 and the B sums in lanes 4-7, already in the order of the
+ * accumulator: no lane folding per block. (Shuffles, not arithmetic, bound this loop on
+ * Zen 5: this form has 4 in-lane ones per block instead of 6 plus an add.) */
+INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
 #if defined(__AVXVNNI__)
-    /* the high nibbles in place, 16× their value (taken out by db) */
-    const __m256i ml = _mm256_set1_epi8(0x0F), mh = _mm256_set1_epi8((char)0xF0);
-#define Q4I_LO(v) _mm256_and_si256(v, ml)
-#define Q4I_HI(v) _mm256_and_si256(v, mh)
+    /* the high nibbles in place, 16× their value (taken out by Q4_LANES) */
+    const __m256i m = _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, (long long)0xF0F0F0F0F0F0F0F0ull,
+                                         (long long)0xF0F0F0F0F0F0F0F0ull);
+#define Q4I_NIBBLES(c) _mm256_and_si256(c, m)
 #else
-    /* maddubs would saturate on 16× values: the high nibbles shifted down instead */
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-#define Q4I_LO(v) _mm256_and_si256(v, m4)
-#define Q4I_HI(v) _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)
+    /* maddubs would saturate on 16× values: the high half shifted down instead */
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+#define Q4I_NIBBLES(c) _mm256_and_si256(_mm256_srlv_epi32(c, sh), m4)
 #endif
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q4_0_IL_BLOCK) {
-        /* one prefetch per 72 bytes, as the stream's density was before the eight-row form */
-        for (int k = 0; k < MOE_Q4_0_IL_BLOCK; k += MOE_Q4_0_IL_BLOCK / 2) {
-            if (l2) _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T1);
-            else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
-        }
-        __m256i ua[4], ub[4], ya[4], yb[4];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + Q4I_QS + 32 * k));
-            ua[k] = Q4I_LO(v);
-            ub[k] = Q4I_HI(v);
-            ya[k] = _mm256_set1_epi32(a[i].q[k]);
-            yb[k] = _mm256_set1_epi32(a[i].q[4 + k]);
-        }
-        const __m256i sa = dot_nibbles(_mm256_set1_epi32(a[i].sa), ua, ya, 4); /* the offsets, then the sums */
-        const __m256i sb = dot_nibbles(_mm256_set1_epi32(a[i].sb), ub, yb, 4);
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b));
-        acc.a = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a[i].da)), _mm256_cvtepi32_ps(sa), acc.a);
-        acc.b = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a[i].db)), _mm256_cvtepi32_ps(sb), acc.b);
+        if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
+        else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
+        const __m256i z = a[i].z;
+        __m256i u[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+            u[k] = Q4I_NIBBLES(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + 8 + 16 * k))));
+        /* (k written out: at -O1, as in the sanitizer build, k·0x55 in a loop is no constant) */
+        const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
+        const __m256i ab = dot_nibbles(a[i].s, u, y, 4); /* the offsets, then the sums */
+        const __m256 d = rows4_scales_at(b);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }
-#undef Q4I_LO
-#undef Q4I_HI
+#undef Q4I_NIBBLES
     return acc;
 }
 
-#define Q4_0_ACC_ZERO ((q4_0_acc){_mm256_setzero_ps(), _mm256_setzero_ps()})
-/* A + B, as rows4_store (a function: MOE_X4I_RUN passes a call to GROUP as acc, which a
- * macro using it twice would make twice) */
-INLINE void q4_0_acc_store(float *s, q4_0_acc acc) { _mm256_storeu_ps(s, _mm256_add_ps(acc.a, acc.b)); }
-
-INLINE void q4_0_x8_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2) {
-    const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
-    const size_t pfd = MOE_IL_PREFETCH;
-#define GROUP(acc, b, a, nb) q4_0_group(acc, b, a, nb, pfd, l2)
-    MOE_X4I_RUN(q4_0_act, q4_0_acc, Q4_0_ACC_ZERO, q4_0_acc_store, MOE_Q4_0_IL_ROWS, X4I_CHUNK, MOE_Q4_0_IL_BLOCK, T,
-                q4_0_prepare, GROUP, s, x, bx, y, nb, ngroups);
-#undef GROUP
-}
-
-void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    if (moe_prefetch_level == MOE_PF_L2) q4_0_x8_run(n, s, x, bx, y, ngroups, true);
-    else q4_0_x8_run(n, s, x, bx, y, ngroups, false);
-}
 
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
     const size_t pfd = moe_prefetch_distance(bx);
@@ -760,22 +728,9 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * four scales, then four 32-byte vectors, vector k holding qs[4k..4k+3] of rows 0-3 and
  * then qs[16+4k..16+4k+3] of rows 0-3: lanes of one row each, against the activation
  * vector [y dword k | y dword 4+k] (x4i_a), so that the four dot products add up to
- * [A0..A3 | B0..B3] directly. With VNNI the weights go in as x + 128 (unsigned, one
- * XOR), 128·Σy coming off through the prepared start values; without it, the sign trick. */
-
-/* One prepared activation block: the four activation vectors a block needs,
- * [y dword k | y dword 4+k] each over four lanes, are one in-lane vpshufd of z away
- * (x4i_a). 96 bytes, so that a 4096-wide row's 128 blocks (12 KB) stay in L1 with the
- * stream of weights passing through it. */
-typedef struct {
-    __m256i z;  /* y's dwords */
-    __m256i s;  /* what comes off the sums [A | B] (the offsets), per half */
-    __m256 dy;  /* the activation scale */
-} x4i_act;
-
-/* [y dword k | y dword 4+k], each broadcast over its four lanes */
-#define x4i_a(z, k) _mm256_shuffle_epi32(z, (k) * 0x55)
-
+ * [A0..A3 | B0..B3] directly, as Q4_0's. With VNNI the weights go in as x + 128
+ * (unsigned, one XOR), 128·Σy coming off through the prepared start values; without
+ * it, the sign trick. */
 static void q8_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
@@ -817,19 +772,27 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
     return acc;
 }
 
-/* Q8_0's interleaved kernel: the loop of MOE_X4I_RUN (simd.h) over q8_0_group */
-INLINE void q8_0_x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2) {
+/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0 (q8 false) or Q8_0. */
+INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2,
+                    bool q8) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
+    const size_t blk = q8 ? MOE_Q8_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
     const size_t pfd = MOE_IL_PREFETCH;
-#define GROUP(acc, b, a, nb) q8_0_group(acc, b, a, nb, pfd, l2)
-    MOE_X4I_RUN(x4i_act, __m256, _mm256_setzero_ps(), MOE_X4I_STORE4, 4, X4I_CHUNK, MOE_Q8_0_IL_BLOCK, T, q8_0_prepare,
-                GROUP, s, x, bx, y, nb, ngroups);
+#define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
+#define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
+    MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
+#undef PREPARE
 #undef GROUP
 }
 
+void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    if (moe_prefetch_level == MOE_PF_L2) x4i_run(n, s, x, bx, y, ngroups, true, false);
+    else x4i_run(n, s, x, bx, y, ngroups, false, false);
+}
+
 void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    if (moe_prefetch_level == MOE_PF_L2) q8_0_x4i_run(n, s, x, bx, y, ngroups, true);
-    else q8_0_x4i_run(n, s, x, bx, y, ngroups, false);
+    if (moe_prefetch_level == MOE_PF_L2) x4i_run(n, s, x, bx, y, ngroups, true, true);
+    else x4i_run(n, s, x, bx, y, ngroups, false, true);
 }
 
 /* Q4_0's and Q8_0's interleaved kernels are the ones above; the other types read

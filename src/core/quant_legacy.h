@@ -52,22 +52,19 @@ void moe_q8_1_quantize_scalar(const float *src, void *dst, int64_t n);
  * Q8_0·Q8_0. _ref: scalar (integer sums per block, blocks summed in double); the plain
  * names: AVX2+FMA where compiled in. _x4: four weight rows, `bx` bytes apart, against one
  * activation row (s[0..3]) so that each activation block is loaded once per four rows.
- * _x4i: the same on ngroups interleaved groups (moe_mat_interleave; eight rows for Q4_0,
- * four for the others: moe_type_il_rows) (Q4_0's
+ * _x4i: the same on ngroups groups of four rows interleaved by moe_mat_interleave (Q4_0's
  * and Q8_0's interleaving is a layout of their own: quant_legacy.c); defined only where the
  * SIMD kernels are compiled in (moe_type_vec_dot_x4i says which). */
-/* The rows of a group of Q4_0's interleaved layout (moe_type_il_rows), and the bytes of
- * one block of a group in Q4_0's and Q8_0's layouts: the group's scales and its rows'
- * quants (quant_legacy.c describes the order). */
-#define MOE_Q4_0_IL_ROWS 8
-#define MOE_Q4_0_IL_BLOCK 144
+/* The bytes of one block of four rows in Q4_0's and Q8_0's interleaved layouts: four
+ * scales and the four rows' quants (quant_legacy.c describes the order). */
+#define MOE_Q4_0_IL_BLOCK 72
 #define MOE_Q8_0_IL_BLOCK 136
 /* Q4_0's interleaved layout (moe_mat_interleave): moe_q4_0_interleave_group writes the
- * group of eight rows at src (rows bx bytes apart, nb blocks each) to dst (8·bx bytes, not
+ * group of four rows at src (rows bx bytes apart, nb blocks each) to dst (4·bx bytes, not
  * overlapping src); moe_q4_0_group_block reads block i of row r back from such a group. */
 void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
-/* The same for Q8_0's interleaved layout (groups of four rows). */
+/* The same for Q8_0's interleaved layout. */
 void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
 

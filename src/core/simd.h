@@ -97,32 +97,29 @@ SIMD_INLINE __m256 k_scales4(uint32_t a, uint32_t b, uint32_t c, uint32_t e, flo
 
 /* The loop of the interleaved kernels that prepare the activation row once per call
  * (quant_legacy.c: Q4_0, Q8_0; quant_k_avx2.c: Q4_K), as a statement. PREPARE(a, y, nb)
- * and GROUP(acc, b, a, nb) are the type's; a group's sums are an ACC, ZERO to begin with,
- * and STORE(s, acc) writes its G results (G: rows per group, moe_type_il_rows); BLK is
- * the bytes of a block of a group; T the blocks per column tile (moe_il_tile_blocks,
- * cpu.h) or 0; s, x, bx, y, ngroups as in moe_vec_dot_x4i_fn, nb the blocks of a row.
- * Every group adds its blocks in order, in every branch, so the bits depend neither on n
- * nor on the layout.
+ * and GROUP(acc, b, a, nb) are the type's; BLK is the bytes of a block of four rows; T
+ * the blocks per column tile (moe_il_tile_blocks, cpu.h) or 0; s, x, bx, y, ngroups as in
+ * moe_vec_dot_x4i_fn, nb the blocks of a row. Every group adds its blocks in order, in
+ * every branch, so the bits depend neither on n nor on the layout.
  * - Tiled rows (T > 0): the matrix is read in address order, super-group by super-group,
  *   tile by tile, each group's sums carried from one tile to the next; the activations
  *   are prepared once for the row (one tile at a time past CHUNK blocks).
  * - Untiled rows: columns are taken CHUNK blocks at a time (the prepared activations, ACT
- *   a[CHUNK], live on the stack); past one chunk, MOE_X4I_GROUPS groups at a time carry
- *   their sums from one chunk to the next. */
+ *   a[CHUNK], live on the stack); past one chunk, MOE_X4I_GROUPS groups of four rows at a
+ *   time carry their sums from one chunk to the next. */
 #define MOE_X4I_GROUPS 32
-#define MOE_X4I_RUN(ACT, ACC, ZERO, STORE, G, CHUNK, BLK, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups)              \
+#define MOE_X4I_RUN(ACT, CHUNK, BLK, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups)                                    \
     do {                                                                                                             \
-        const size_t gb_ = (size_t)(G) * (bx);                                                                       \
-        const int64_t sg_ = MOE_IL_SG_ROWS / (G); /* groups per super-group */                                       \
+        const size_t gb_ = 4 * (bx);                                                                                 \
         ACT a_[CHUNK];                                                                                               \
-        ACC acc_[MOE_X4I_GROUPS];                                                                                    \
+        __m256 acc_[MOE_X4I_GROUPS];                                                                                 \
         if ((T) > 0) {                                                                                               \
             const bool once_ = (nb) <= (CHUNK);                                                                      \
             if (once_) PREPARE(a_, (y), (nb));                                                                       \
             const uint8_t *p_ = (x);                                                                                 \
-            for (int64_t g0_ = 0; g0_ < (ngroups); g0_ += sg_) {                                                     \
-                const int64_t gs_ = (ngroups) - g0_ < sg_ ? (ngroups) - g0_ : sg_;                                   \
-                for (int64_t g_ = 0; g_ < gs_; g_++) acc_[g_] = ZERO;                                                \
+            for (int64_t g0_ = 0; g0_ < (ngroups); g0_ += MOE_IL_SG_GROUPS) {                                        \
+                const int64_t gs_ = (ngroups) - g0_ < MOE_IL_SG_GROUPS ? (ngroups) - g0_ : MOE_IL_SG_GROUPS;         \
+                for (int64_t g_ = 0; g_ < gs_; g_++) acc_[g_] = _mm256_setzero_ps();                                 \
                 for (int64_t t_ = 0; t_ < (nb); t_ += (T)) {                                                         \
                     const int64_t tn_ = (nb) - t_ < (T) ? (nb) - t_ : (T);                                           \
                     if (!once_) PREPARE(a_, (y) + t_, tn_);                                                          \
@@ -130,29 +127,28 @@ SIMD_INLINE __m256 k_scales4(uint32_t a, uint32_t b, uint32_t c, uint32_t e, flo
                     for (int64_t g_ = 0; g_ < gs_; g_++, p_ += (size_t)tn_ * (BLK))                                  \
                         acc_[g_] = GROUP(acc_[g_], p_, at_, tn_);                                                    \
                 }                                                                                                    \
-                for (int64_t g_ = 0; g_ < gs_; g_++) STORE((s) + (G) * (g0_ + g_), acc_[g_]);                        \
+                for (int64_t g_ = 0; g_ < gs_; g_++) rows4_store((s) + 4 * (g0_ + g_), acc_[g_], 4);                 \
             }                                                                                                        \
             break;                                                                                                   \
         }                                                                                                            \
         if ((nb) <= (CHUNK)) {                                                                                       \
             PREPARE(a_, (y), (nb));                                                                                  \
-            for (int64_t g_ = 0; g_ < (ngroups); g_++) STORE((s) + (G) * g_, GROUP(ZERO, (x) + g_ * gb_, a_, (nb)));  \
+            for (int64_t g_ = 0; g_ < (ngroups); g_++)                                                               \
+                rows4_store((s) + 4 * g_, GROUP(_mm256_setzero_ps(), (x) + g_ * gb_, a_, (nb)), 4);                  \
             break;                                                                                                   \
         }                                                                                                            \
         for (int64_t g0_ = 0; g0_ < (ngroups); g0_ += MOE_X4I_GROUPS) {                                              \
             const int64_t ng_ = (ngroups) - g0_ < MOE_X4I_GROUPS ? (ngroups) - g0_ : MOE_X4I_GROUPS;                 \
-            for (int64_t g_ = 0; g_ < ng_; g_++) acc_[g_] = ZERO;                                                    \
+            for (int64_t g_ = 0; g_ < ng_; g_++) acc_[g_] = _mm256_setzero_ps();                                     \
             for (int64_t c_ = 0; c_ < (nb); c_ += (CHUNK)) {                                                         \
                 const int64_t cn_ = (nb) - c_ < (CHUNK) ? (nb) - c_ : (CHUNK);                                       \
                 PREPARE(a_, (y) + c_, cn_);                                                                          \
                 for (int64_t g_ = 0; g_ < ng_; g_++)                                                                 \
                     acc_[g_] = GROUP(acc_[g_], (x) + (g0_ + g_) * gb_ + (size_t)c_ * (BLK), a_, cn_);                \
             }                                                                                                        \
-            for (int64_t g_ = 0; g_ < ng_; g_++) STORE((s) + (G) * (g0_ + g_), acc_[g_]);                            \
+            for (int64_t g_ = 0; g_ < ng_; g_++) rows4_store((s) + 4 * (g0_ + g_), acc_[g_], 4);                     \
         }                                                                                                            \
     } while (0)
-/* STORE for the four-row kernels: [acc_A | acc_B] → acc_A + acc_B */
-#define MOE_X4I_STORE4(s, acc) rows4_store(s, acc, 4)
 
 /* Q4_K's interleaved layout (quant_k.c): the scales (sc) and mins (mn) of a block of four
  * rows, byte 4·sub-block + row. */

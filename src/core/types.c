@@ -111,8 +111,6 @@ moe_vec_dot_x4i_fn moe_type_vec_dot_x4i(int type) {
 #endif
 }
 
-int moe_type_il_rows(int type) { return type == MOE_TYPE_Q4_0 ? MOE_Q4_0_IL_ROWS : 4; }
-
 const moe_type_traits *moe_type_get(int type) {
     if (type < 0 || type >= MOE_TYPE_COUNT || !g_types[type].name) return NULL;
     return &g_types[type];

@@ -28,10 +28,9 @@ typedef void (*moe_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y
 /* s[0..3] = dot(x row r, y) for four rows of x, bx bytes apart: the matmul's fast path
  * (each activation block is loaded once for four weight rows). */
 typedef void (*moe_vec_dot_x4_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y);
-/* s[0 .. G·ngroups) for ngroups consecutive groups of G rows interleaved by
- * moe_mat_interleave (core/matmul.h), each G·bx bytes, G = moe_type_il_rows(type): one
- * call for a thread's whole share of a matrix, so that a kernel may prepare the
- * activation row once per call. */
+/* s[0 .. 4·ngroups) for ngroups consecutive groups of four rows interleaved by
+ * moe_mat_interleave (core/matmul.h), each 4·bx bytes: one call for a thread's whole
+ * share of a matrix, so that a kernel may prepare the activation row once per call. */
 typedef void (*moe_vec_dot_x4i_fn)(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 
 typedef struct moe_type_traits {
@@ -62,9 +61,6 @@ moe_vec_dot_x4_fn moe_type_vec_dot_x4(int type);
 /* The four-row kernel on rows interleaved by moe_mat_interleave (core/matmul.h), or NULL
  * where the type's matrices cannot be interleaved (float types, builds without SIMD). */
 moe_vec_dot_x4i_fn moe_type_vec_dot_x4i(int type);
-/* The rows of one interleaved group of the type: 8 for Q4_0 (its layout holds eight rows
- * in one vector: quant_legacy.c), 4 for the others. */
-int moe_type_il_rows(int type);
 /* MOE_OK if tensors of type t can be computed with (dequantized and multiplied); else an
  * error naming the type, e.g. "type iq2_xxs is not supported yet (IQ quants)". */
 moe_status moe_type_check_compute(int type);

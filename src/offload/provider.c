@@ -3,7 +3,7 @@
  * pool of slots sized from the memory budget; the cache policy of xcache.c decides what
  * to evict; an I/O thread loads the experts the router picked (and those a predictor
  * guessed) while the compute threads work. A wrong guess costs time, never results:
- * a slot holds the file's bytes, each matrix with its rows interleaved in groups from its
+ * a slot holds the file's bytes, each matrix with its rows interleaved in fours from its
  * second use on (op_get; core/matmul.h: the kernels then stream it, with the same results). */
 #include "offload/xcache.h"
 #include "io/gguf.h"
