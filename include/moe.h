@@ -333,17 +333,19 @@ typedef struct moe_offload_plan {
     uint64_t file_bytes;
     uint64_t expert_bytes;       /* all routed experts of all layers */
     uint64_t resident_bytes;     /* everything else: attention, embeddings, norms, shared experts */
-    uint64_t kv_bytes;           /* KV cache for n_ctx tokens (F32: an F16 cache takes half) */
+    uint64_t kv_bytes;           /* KV cache for n_ctx tokens of kv_type elements */
     uint64_t overhead_bytes;     /* scratch buffers and bookkeeping (estimate) */
     uint64_t slot_bytes;         /* one expert slot: gate+up+down of the largest expert */
     int n_layers, n_moe_layers, n_experts, n_experts_used;
     int64_t n_slots;             /* expert slots the budget leaves room for */
     uint64_t min_budget;         /* the smallest budget that runs: one layer's worth of slots */
 } moe_offload_plan;
-/* Fills `plan` for running the model with `budget` bytes and a context of n_ctx tokens.
+/* Fills `plan` for running the model with `budget` bytes and a context of n_ctx tokens
+ * whose KV cache holds kv_type elements (as moe_model_params.kv_type).
  * Fails with MOE_ERR_NOMEM and a message saying how much is needed when the budget cannot
  * hold the resident part plus one layer's worth of experts (the plan is filled anyway). */
-moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_offload_plan *plan);
+moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_kv_type kv_type,
+                                    moe_offload_plan *plan);
 
 /* EdgeMoE's statistical expert predictor: how often expert j of layer l+1 follows
  * expert i of layer l on the same token, counted over a profiling text. Built by

@@ -198,6 +198,28 @@ TEST(cachesim_cli_json_and_errors) {
     rc = test_run(cmd, &out);
     CHECK_EQ_INT(rc, 2);
     free(out);
+    /* --mem sizes the slots as a run would, with the run's KV type: with an F16 cache the
+     * same budget leaves more slots (4,096 positions: 4 MiB more on this fixture) */
+    int64_t slots[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s cachesim --trace %s --mem 64M -m %s -c 4096 --kv-type %s --json | /usr/bin/python3 -c "
+                 "'import json,sys; print(\"slots=%%d\" %% json.load(sys.stdin)[\"slots\"])'",
+                 test_moe_bin(), path, test_fixture("gguf/mixtral-q8_0.gguf"), k ? "f16" : "f32");
+        rc = test_run(cmd, &out);
+        CHECK_MSG(rc == 0, "rc %d: %s", rc, out);
+        const char *e = out ? strstr(out, "slots=") : NULL;
+        if (e) slots[k] = atoll(e + 6);
+        free(out);
+    }
+    CHECK(slots[0] > 0);
+    CHECK_MSG(slots[1] - slots[0] >= 9 && slots[1] - slots[0] <= 11, "slots f32 %lld, f16 %lld", (long long)slots[0],
+              (long long)slots[1]);
+    snprintf(cmd, sizeof cmd, "%s cachesim --trace %s --mem 64M -m %s --kv-type q8_0", test_moe_bin(), path,
+             test_fixture("gguf/mixtral-q8_0.gguf"));
+    rc = test_run(cmd, &out);
+    CHECK_EQ_INT(rc, 2);
+    CHECK_STR_CONTAINS(out, "'q8_0' is not one of f32, f16");
+    free(out);
 }
 
 TEST(offload_plan_on_fixture) {
@@ -205,7 +227,7 @@ TEST(offload_plan_on_fixture) {
     REQUIRE(g);
     moe_offload_plan p;
     /* generous budget: everything fits */
-    CHECK(moe_offload_plan_compute(g, 1ull << 30, 512, &p) == MOE_OK);
+    CHECK(moe_offload_plan_compute(g, 1ull << 30, 512, MOE_KV_F32, &p) == MOE_OK);
     CHECK_EQ_INT(p.n_moe_layers, 2);
     CHECK_EQ_INT(p.n_experts, 8);
     CHECK_EQ_INT(p.n_experts_used, 2);
@@ -217,8 +239,19 @@ TEST(offload_plan_on_fixture) {
     CHECK_EQ_INT(p.kv_bytes, 2 * 512 * 4 * 64 * 4);
     CHECK(p.n_slots > 16);
     /* too small: the message says how much is needed */
-    CHECK(moe_offload_plan_compute(g, 1 << 20, 512, &p) == MOE_ERR_NOMEM);
+    CHECK(moe_offload_plan_compute(g, 1 << 20, 512, MOE_KV_F32, &p) == MOE_ERR_NOMEM);
     CHECK_STR_CONTAINS(moe_last_error(), "need at least");
+    /* an F16 cache takes half the bytes, and the budget those leave goes to slots: at
+     * 4,096 positions the F32 cache is 8 MiB, so a budget 1 MiB short of the F32 plan's
+     * minimum runs with F16 */
+    moe_offload_plan p32, p16;
+    CHECK(moe_offload_plan_compute(g, 1ull << 30, 4096, MOE_KV_F32, &p32) == MOE_OK);
+    CHECK(moe_offload_plan_compute(g, 1ull << 30, 4096, MOE_KV_F16, &p16) == MOE_OK);
+    CHECK_EQ_INT(p16.kv_bytes * 2, p32.kv_bytes);
+    /* the 4 MiB saved hold ten more 408 KiB slots */
+    CHECK(p16.n_slots - p32.n_slots >= 9 && p16.n_slots - p32.n_slots <= 11);
+    CHECK(moe_offload_plan_compute(g, p32.min_budget - (1 << 20), 4096, MOE_KV_F32, &p) == MOE_ERR_NOMEM);
+    CHECK(moe_offload_plan_compute(g, p32.min_budget - (1 << 20), 4096, MOE_KV_F16, &p) == MOE_OK);
     moe_gguf_close(g);
 }
 

@@ -32,6 +32,8 @@ bool cli_arg_float(const char *sub, int argc, char **argv, int *i, double *out);
 /* Sizes like 700M, 2G, 1.5G, 512K, 1000000 (bytes); powers of 1024. */
 bool cli_parse_size(const char *s, uint64_t *out);
 bool cli_arg_size(const char *sub, int argc, char **argv, int *i, uint64_t *out);
+/* --kv-type's value: f32 or f16. */
+bool cli_arg_kv_type(const char *sub, int argc, char **argv, int *i, moe_kv_type *out);
 /* True if argv[i] is -h or --help. */
 bool cli_is_help(const char *a);
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 static void help(void) {
-    printf("usage: moe cachesim --trace ROUTING.jsonl (--slots N | --mem SIZE -m MODEL.gguf [-c CTX])\n"
+    printf("usage: moe cachesim --trace ROUTING.jsonl (--slots N | --mem SIZE -m MODEL.gguf [-c CTX] [--kv-type T])\n"
            "                    [--policy lru|lfu|fifo|edgemoe|belady|oracle-lfu|all] [--per-layer] [--json]\n\n"
            "Replays a routing trace (written by `moe logits/run --dump-routing`) in file order through an\n"
            "expert cache and prints each policy's hit rate next to Belady's offline optimum.\n"
@@ -19,6 +19,8 @@ static void help(void) {
            "  --mem SIZE      or: a memory budget (700M, 2G); slots = what the budget leaves after the\n"
            "                  resident weights, KV cache and scratch of MODEL (-m), as `--mem` would\n"
            "  -c N            context length assumed for the KV cache with --mem (default 2048)\n"
+           "  --kv-type T     the KV cache's element type assumed with --mem: f32 (default) or f16,\n"
+           "                  as the run's --kv-type\n"
            "  --policy P      one policy, or all (default)\n"
            "  --per-layer     give every layer an equal share of the slots (default: one global pool)\n"
            "  --json          one JSON object on stdout\n");
@@ -28,6 +30,7 @@ int cmd_cachesim(int argc, char **argv) {
     const char *sub = "cachesim", *trace_path = NULL, *model = NULL, *policy = "all";
     int64_t slots = 0, n_ctx = 2048;
     uint64_t mem = 0;
+    moe_kv_type kv_type = MOE_KV_F32;
     bool per_layer = false, json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -38,6 +41,7 @@ int cmd_cachesim(int argc, char **argv) {
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!cli_arg_str(sub, argc, argv, &i, &model)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { if (!cli_arg_int(sub, argc, argv, &i, 1, 1 << 24, &n_ctx)) return 2; }
         else if (!strcmp(a, "--policy")) { if (!cli_arg_str(sub, argc, argv, &i, &policy)) return 2; }
+        else if (!strcmp(a, "--kv-type")) { if (!cli_arg_kv_type(sub, argc, argv, &i, &kv_type)) return 2; }
         else if (!strcmp(a, "--per-layer")) per_layer = true;
         else if (!strcmp(a, "--json")) json = true;
         else return cli_usage(sub, "unknown option %s", a);
@@ -53,7 +57,7 @@ int cmd_cachesim(int argc, char **argv) {
     if (mem) {
         moe_gguf *g = moe_gguf_open(model);
         if (!g) return cli_fail_lib(sub);
-        moe_status st = moe_offload_plan_compute(g, mem, (int)n_ctx, &plan);
+        moe_status st = moe_offload_plan_compute(g, mem, (int)n_ctx, kv_type, &plan);
         moe_gguf_close(g);
         if (st) return cli_fail_lib(sub);
         slots = plan.n_slots;

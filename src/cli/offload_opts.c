@@ -39,16 +39,7 @@ int cli_offload_parse_opt(const char *sub, int argc, char **argv, int *i, cli_of
     if (!strcmp(a, "--no-direct-io")) { o->params.no_direct = true; return 1; }
     if (!strcmp(a, "--no-mmap")) { o->no_mmap = true; return 1; }
     if (!strcmp(a, "--mmap")) { o->mmap = true; return 1; }
-    if (!strcmp(a, "--kv-type")) {
-        if (!cli_arg_str(sub, argc, argv, i, &s)) return -1;
-        const int t = moe_kv_type_from_name(s);
-        if (t < 0) {
-            cli_usage(sub, "--kv-type: '%s' is not one of f32, f16", s);
-            return -1;
-        }
-        o->kv_type = (moe_kv_type)t;
-        return 1;
-    }
+    if (!strcmp(a, "--kv-type")) return cli_arg_kv_type(sub, argc, argv, i, &o->kv_type) ? 1 : -1;
     return 0;
 }
 

@@ -105,6 +105,18 @@ bool cli_arg_size(const char *sub, int argc, char **argv, int *i, uint64_t *out)
     return true;
 }
 
+bool cli_arg_kv_type(const char *sub, int argc, char **argv, int *i, moe_kv_type *out) {
+    const char *s;
+    if (!cli_arg_str(sub, argc, argv, i, &s)) return false;
+    const int t = moe_kv_type_from_name(s);
+    if (t < 0) {
+        cli_usage(sub, "option %s: '%s' is not one of f32, f16", argv[*i - 1], s);
+        return false;
+    }
+    *out = (moe_kv_type)t;
+    return true;
+}
+
 void cli_json_str(FILE *f, const char *s, size_t len) {
     fputc('"', f);
     for (size_t i = 0; i < len; i++) {

@@ -36,7 +36,8 @@ static int64_t get_arch_int(const moe_gguf *g, const char *arch, const char *suf
     return moe_gguf_get_i64(g, key, &v) == MOE_OK ? v : def;
 }
 
-moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_offload_plan *plan) {
+moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ctx, moe_kv_type kv_type,
+                                    moe_offload_plan *plan) {
     memset(plan, 0, sizeof *plan);
     const char *path = moe_gguf_path(g);
     const char *arch = NULL;
@@ -80,7 +81,8 @@ moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ct
     }
     free(layer_expert);
     if (n_ctx <= 0) n_ctx = (int)get_arch_int(g, arch, "context_length", 4096);
-    plan->kv_bytes = (uint64_t)n_layer * (uint64_t)n_ctx * (uint64_t)n_head_kv * (uint64_t)(head_k + head_v) * 4u;
+    const uint64_t kv_elem = kv_type == MOE_KV_F16 ? 2u : 4u;
+    plan->kv_bytes = (uint64_t)n_layer * (uint64_t)n_ctx * (uint64_t)n_head_kv * (uint64_t)(head_k + head_v) * kv_elem;
     uint64_t n_vocab = 0;
     const void *toks;
     if (moe_gguf_get_arr(g, "tokenizer.ggml.tokens", MOE_GGUF_STRING, &toks, &n_vocab) != MOE_OK) n_vocab = 0;

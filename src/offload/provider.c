@@ -423,8 +423,9 @@ static moe_status plan_slots(moe_offload *o, const moe_model *m, const moe_conte
             o->slot_bytes = MOE_MAX(o->slot_bytes, bytes);
         }
     }
-    /* The plan estimates the KV cache and scratch; the context knows its real numbers. */
-    moe_offload_plan_compute(g, prm->budget, (int)moe_context_n_ctx(ctx), &o->plan);
+    /* The plan estimates the KV cache and scratch (its KV type does not matter here); the
+     * context knows its real numbers, which replace them below. */
+    moe_offload_plan_compute(g, prm->budget, (int)moe_context_n_ctx(ctx), MOE_KV_F32, &o->plan);
     moe_clear_error();
     if (!o->plan.n_moe_layers || !o->slot_bytes)
         return moe_error(MOE_ERR_UNSUPPORTED, "%s: no routed expert tensors: nothing to offload", o->path);
