@@ -252,6 +252,8 @@ TEST(offload_plan_on_fixture) {
     CHECK(p16.n_slots - p32.n_slots >= 9 && p16.n_slots - p32.n_slots <= 11);
     CHECK(moe_offload_plan_compute(g, p32.min_budget - (1 << 20), 4096, MOE_KV_F32, &p) == MOE_ERR_NOMEM);
     CHECK(moe_offload_plan_compute(g, p32.min_budget - (1 << 20), 4096, MOE_KV_F16, &p) == MOE_OK);
+    CHECK(moe_offload_plan_compute(g, 1ull << 30, 512, (moe_kv_type)7, &p) == MOE_ERR_INVALID);
+    CHECK_STR_CONTAINS(moe_last_error(), "KV type 7");
     moe_gguf_close(g);
 }
 

@@ -40,6 +40,8 @@ moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ct
                                     moe_offload_plan *plan) {
     memset(plan, 0, sizeof *plan);
     const char *path = moe_gguf_path(g);
+    if (kv_type != MOE_KV_F32 && kv_type != MOE_KV_F16)
+        return moe_error(MOE_ERR_INVALID, "%s: KV type %d is not MOE_KV_F32 or MOE_KV_F16", path, (int)kv_type);
     const char *arch = NULL;
     if (moe_gguf_get_str(g, "general.architecture", &arch) != MOE_OK)
         return moe_error(MOE_ERR_FORMAT, "%s: key 'general.architecture' is missing", path);
