@@ -4,7 +4,9 @@
 #ifndef MOE_BENCH_UTIL_H
 #define MOE_BENCH_UTIL_H
 
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 /* qsort's comparison for doubles, ascending */
 static inline int bench_cmp_double(const void *a, const void *b) {
@@ -16,6 +18,21 @@ static inline int bench_cmp_double(const void *a, const void *b) {
 static inline double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Memory as the loader keeps weights read into memory (moe_read_file): one region in
+ * 2 MiB pages where the kernel grants them; NULL when out of memory. */
+static inline uint8_t *bench_region_alloc(size_t n) {
+    const size_t huge = (size_t)2 << 20, len = (n + huge - 1) / huge * huge;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    (void)madvise(p, len, MADV_HUGEPAGE);
+    return p;
+}
+
+static inline void bench_region_free(uint8_t *p, size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    if (p) munmap(p, (n + huge - 1) / huge * huge);
 }
 
 #endif

@@ -24,17 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 
-
-/* The weights as the loader keeps them: one region in 2 MiB pages (moe_read_file). */
-static uint8_t *region_alloc(size_t n) {
-    const size_t huge = (size_t)2 << 20, len = (n + huge - 1) / huge * huge;
-    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    (void)madvise(p, len, MADV_HUGEPAGE);
-    return p;
-}
 
 int main(int argc, char **argv) {
     const char *type_name = "q4_0", *threads = "1,2";
@@ -67,7 +57,7 @@ int main(int argc, char **argv) {
     }
     const int n = (int)(layers * segs);
     const size_t rb = moe_row_size((moe_type)type, cols), mat = (size_t)rows * rb, stride = (mat + 63) / 64 * 64;
-    uint8_t *w = region_alloc(stride * (size_t)n);
+    uint8_t *w = bench_region_alloc(stride * (size_t)n); /* as the loader keeps weights */
     float *src = malloc((size_t)cols * 8 * sizeof(float)), *x = malloc((size_t)cols * sizeof(float));
     float *y = malloc((size_t)rows * (size_t)n * sizeof(float));
     void *xq = moe_aligned_alloc(moe_act_row_size(type, cols));
