@@ -4,8 +4,11 @@
 #ifndef MOE_BENCH_UTIL_H
 #define MOE_BENCH_UTIL_H
 
+#include "core/types.h"
+
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 /* qsort's comparison for doubles, ascending */
@@ -18,6 +21,25 @@ static inline int bench_cmp_double(const void *a, const void *b) {
 static inline double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* n values uniform in [-1, 1), the same sequence in every benchmark (a fixed LCG) */
+static inline void bench_fill_uniform(float *v, int64_t n) {
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int64_t i = 0; i < n; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        v[i] = (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 23);
+    }
+}
+
+/* Weights of a speed test: rows [0, distinct) of w quantized from src's rows (cols values
+ * each, rows rb bytes apart), the others copies of row r % distinct; the values do not
+ * change the speed. */
+static inline void bench_fill_rows(const moe_type_traits *tt, const float *src, uint8_t *w, int64_t rows, size_t rb,
+                                   int64_t cols, int64_t distinct) {
+    for (int64_t r = 0; r < rows; r++)
+        if (r < distinct) tt->from_float_ref(src + r * cols, w + (size_t)r * rb, cols);
+        else memcpy(w + (size_t)r * rb, w + (size_t)(r % distinct) * rb, rb);
 }
 
 /* Memory as the loader keeps weights read into memory (moe_read_file): one region in

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static const size_t k_sizes[] = {256u << 10, 2u << 20, 8u << 20, 24u << 20, 256u << 20};
 #define N_SIZES (sizeof k_sizes / sizeof k_sizes[0])
@@ -84,11 +83,7 @@ int main(int argc, char **argv) {
     moe_read_seconds(pool, bwbuf, bw_size);
     for (int r = 0; r < reps; r++) tb[r] = moe_read_seconds(pool, bwbuf, bw_size);
     const double probe = (double)bw_size / bench_median(tb, (int)reps) / 1e9;
-    uint64_t rng = 0x9e3779b97f4a7c15ull;
-    for (int64_t i = 0; i < cols * 64; i++) {
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        src[i] = (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 23);
-    }
+    bench_fill_uniform(src, cols * 64);
     memcpy(x, src, (size_t)cols * sizeof(float));
 
     printf("one thread%s, %lld columns, interleaved where the type has the layout, best of %lld\n",
@@ -121,10 +116,7 @@ int main(int argc, char **argv) {
             const int64_t rows = MOE_MAX(32, (int64_t)(k_sizes[s] / rb) & ~(int64_t)31);
             uint8_t *w = bench_region_alloc((size_t)rows * rb);
             if (!w) { fprintf(stderr, "out of memory\n"); return 1; }
-            /* 64 distinct rows, the rest copies: the values do not change the speed */
-            for (int64_t r = 0; r < rows; r++)
-                if (r < 64) tt->from_float_ref(src + r * cols, w + (size_t)r * rb, cols);
-                else memcpy(w + (size_t)r * rb, w + (size_t)(r % 64) * rb, rb);
+            bench_fill_rows(tt, src, w, rows, rb, cols, 64);
             moe_mat W = moe_mat_make(w, t, rows, cols);
             moe_buf tmp = {0};
             if (moe_mat_can_interleave(&W) && moe_mat_interleave(&W, &tmp)) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }

@@ -138,11 +138,7 @@ int main(int argc, char **argv) {
     float *y = moe_aligned_alloc((size_t)max_rows * MOE_MAX(batch, 1) * sizeof(float));
     if (!bwbuf || !src || !x || !w || !xq || !y) { fprintf(stderr, "%s\n", moe_last_error()); return 1; }
     memset(bwbuf, 1, bw_size);
-    uint64_t rng = 0x9e3779b97f4a7c15ull;
-    for (int64_t i = 0; i < cols * 64; i++) {
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        src[i] = (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 23);
-    }
+    bench_fill_uniform(src, cols * 64);
     for (int64_t i = 0; i < cols * MOE_MAX(batch, 1); i++) x[i] = src[(i * 7) % (cols * 64)];
 
     printf("matrix-vector product, %lld columns, ~%lld MiB of weights per type, median of %lld reps\n",
@@ -173,9 +169,7 @@ int main(int argc, char **argv) {
             const int64_t rows = MOE_MIN(max_rows, MOE_MAX(4, (int64_t)(((size_t)mib << 20) / rb))) & ~(int64_t)3;
             /* 64 distinct rows, quantized once and repeated (the K-quants' reference
              * quantizers are slow; the values do not matter for the speed) */
-            for (int64_t r = 0; r < rows; r++)
-                if (r < 64) tt->from_float_ref(src + r * cols, w + (size_t)r * rb, cols);
-                else memcpy(w + (size_t)r * rb, w + (size_t)(r % 64) * rb, rb);
+            bench_fill_rows(tt, src, w, rows, rb, cols, 64);
             moe_mat W = moe_mat_make(w, t, rows, cols);
             double tm[64], sec, bsec;
             /* The machine may be shared: the bandwidth yardstick is re-measured between the

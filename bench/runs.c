@@ -68,11 +68,7 @@ int main(int argc, char **argv) {
     moe_buf scratch = {0};
     if (!w || !src || !x || !y || !xq || !bwbuf || !W || !sg) { fprintf(stderr, "out of memory\n"); return 1; }
     memset(bwbuf, 1, bw_size);
-    uint64_t rng = 0x9e3779b97f4a7c15ull;
-    for (int64_t i = 0; i < cols * 8; i++) {
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        src[i] = (float)((int64_t)(rng >> 40) - (1 << 23)) / (float)(1 << 23);
-    }
+    bench_fill_uniform(src, cols * 8);
     memcpy(x, src, (size_t)cols * sizeof(float));
     /* 8 distinct rows quantized, the rest copies (the values do not matter for speed) */
     const moe_type_traits *tt = moe_type_get(type);
