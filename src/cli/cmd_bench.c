@@ -1,6 +1,7 @@
 /* cmd_bench.c — `moe bench`: prompt processing and decode speed, measured against this
  * machine's DRAM bandwidth bound (decode reads the active weights once per token). */
 #include "cli/cli.h"
+#include "model/kv_cache.h" /* moe_kv_elem_bytes */
 
 #include <math.h>
 #include <stdlib.h>
@@ -91,7 +92,7 @@ static void fill_tokens(int32_t *t, int64_t n, int64_t n_vocab, uint32_t seed) {
 static double kv_read_per_token(const moe_model *m, moe_kv_type kv, int64_t n_depth, int64_t n_gen) {
     const moe_hparams *hp = moe_model_hparams(m);
     const double per_position = (double)hp->n_layer * (double)hp->n_head_kv *
-                                (double)(hp->n_embd_head_k + hp->n_embd_head_v) * (kv == MOE_KV_F16 ? 2.0 : 4.0);
+                                (double)(hp->n_embd_head_k + hp->n_embd_head_v) * (double)moe_kv_elem_bytes(kv == MOE_KV_F16);
     return per_position * ((double)n_depth + (double)(n_gen + 1) / 2.0);
 }
 

@@ -1,6 +1,7 @@
 /* plan.c — how a memory budget splits between resident weights, KV cache, scratch and
  * expert slots, computed from a GGUF file's tensor table (moe_offload_plan_compute). */
 #include "core/common.h"
+#include "model/kv_cache.h" /* moe_kv_elem_bytes */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +84,8 @@ moe_status moe_offload_plan_compute(const moe_gguf *g, uint64_t budget, int n_ct
     }
     free(layer_expert);
     if (n_ctx <= 0) n_ctx = (int)get_arch_int(g, arch, "context_length", 4096);
-    const uint64_t kv_elem = kv_type == MOE_KV_F16 ? 2u : 4u;
-    plan->kv_bytes = (uint64_t)n_layer * (uint64_t)n_ctx * (uint64_t)n_head_kv * (uint64_t)(head_k + head_v) * kv_elem;
+    plan->kv_bytes = (uint64_t)n_layer * (uint64_t)n_ctx * (uint64_t)n_head_kv * (uint64_t)(head_k + head_v) *
+                     moe_kv_elem_bytes(kv_type == MOE_KV_F16);
     uint64_t n_vocab = 0;
     const void *toks;
     if (moe_gguf_get_arr(g, "tokenizer.ggml.tokens", MOE_GGUF_STRING, &toks, &n_vocab) != MOE_OK) n_vocab = 0;
