@@ -75,7 +75,7 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
             d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         }
         FOR_R(r) {
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
             ox[r] = _mm256_sub_epi32(_mm256_setzero_si256(), dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), qx[r]));
 #else
             ox[r] = _mm256_sign_epi8(qx[r], qx[r]); /* |x| */
@@ -84,12 +84,12 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         FOR_T(t) {
             const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
             const __m256i qy = load256(y->qs);
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
             const __m256i yu = _mm256_xor_si256(qy, _mm256_set1_epi8((char)0x80));
 #endif
             __m256i p[4];
             FOR_R(r) {
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
                 p[r] = dot_u8s8(ox[r], yu, qx[r]);
 #else
                 p[r] = dot_u8s8(_mm256_setzero_si256(), ox[r], _mm256_sign_epi8(qy, qx[r]));
@@ -233,7 +233,7 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
  * j meets the low (j < 4) or high half of vector j % 4 of both groups. With VNNI the
  * weights go in as x + 128 (unsigned) and −128·Σy comes off with the token's prepared
  * offsets (Q8_0_TILE_OFF); without it, ggml's sign trick: |x| times y with x's sign. */
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
 #define Q8_0_TILE_OFF (-128)
 #else
 #define Q8_0_TILE_OFF 0
@@ -248,7 +248,7 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             const size_t c = (size_t)(8 + 32 * (j % 4) + 16 * (j / 4));
             x[j] = _mm256_loadu2_m128i((const __m128i *)(b1 + c), (const __m128i *)(b0 + c));
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
             u[j] = _mm256_xor_si256(x[j], _mm256_set1_epi8((char)0x80));
 #else
             u[j] = _mm256_sign_epi8(x[j], x[j]);
@@ -260,7 +260,7 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
             const q4_0_tact *a = &ta[t * nb + i];
             __m256i sa = _mm256_set1_epi32(a->sa), sb = _mm256_set1_epi32(a->sb);
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
                 sa = dot_u8s8(sa, u[j], bcast_dword(qs + 4 * j));
                 sb = dot_u8s8(sb, u[4 + j], bcast_dword(qs + 16 + 4 * j));
 #else

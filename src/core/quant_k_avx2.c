@@ -6,7 +6,7 @@
  * offsets of Q3_K (−4) and Q6_K (−32) also come off through the block sums instead of a
  * second maddubs per 32 values, high bits are moved with one shift and one mask, the
  * Q4_K/Q5_K scales are unpacked with two byte shuffles, and madd+add is one vpdpwssd
- * where the CPU has AVX-VNNI. The integer sums are exactly those of the references.
+ * where the CPU has VNNI (MOE_VNNI, simd.h). The integer sums are exactly those of the references.
  * Without AVX2 (or FMA, F16C) every function falls back to its scalar reference. */
 #include "core/quant_k.h"
 #include "core/cpu.h"
@@ -445,7 +445,7 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
             UNROLL for (int k = 0; k < 4; k++) {
                 const __m256i w = load256(b + 64 + 128 * j + 32 * k);
                 lo[k] = _mm256_and_si256(w, m4);
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
                 hi[k] = _mm256_andnot_si256(m4, w); /* 16 × the high nibbles */
 #else
                 hi[k] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
@@ -472,7 +472,7 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
                                                                     5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15));
         const __m256i m = _mm256_add_epi32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(mp)), a[i].ys[0]),
                                            _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(mp, 1)), a[i].ys[1]));
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
         const __m128i todd = _mm_srai_epi32(_mm256_extracti128_si256(t, 1), 4); /* exact: multiples of 16 */
 #else
         const __m128i todd = _mm256_extracti128_si256(t, 1);

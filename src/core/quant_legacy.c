@@ -429,8 +429,8 @@ void moe_q8_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
 
 /* ------------------------------------------------------------------ dot products: AVX2
  * ggml's approach: integer products of a block with _mm256_maddubs_epi16 (u8 × s8 → pairs
- * of s16) summed to s32 with _mm256_madd_epi16 — or one _mm256_dpbusd_avx_epi32 where the
- * CPU has AVX-VNNI, as ggml does — converted to float and accumulated with one FMA by the
+ * of s16) summed to s32 with _mm256_madd_epi16 — or one vpdpbusd where the CPU has
+ * VNNI (MOE_VNNI, simd.h), as ggml does — converted to float and accumulated with one FMA by the
  * block's two scales. Differences from ggml, all for speed and none changing the integer
  * sums: the 4- and 5-bit values stay unsigned (0..15, 0..31) so they multiply directly,
  * and the offset (-8, -16) comes off as 8·Σy per block, computed once per activation
@@ -453,7 +453,7 @@ void moe_q8_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
 #define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
 
 
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
 /* With VNNI (32-bit sums, no 16-bit saturation) Q4 nibbles need no shift: the low lane
  * keeps the low nibbles (values 0..15), the high lane the high nibbles in place, i.e. 16×
  * their value. The dot then carries a 16× factor in lanes 4..7, which Q4_LANES takes out
@@ -492,17 +492,17 @@ INLINE __m256i fifth_bits32(const uint8_t *qh) {
  * of two, same integers (|x·y pair| ≤ 2·31·128 and |k·y pair| ≤ 2·16·128, no int16
  * overflows). */
 INLINE __m256i offset_term(__m256i qy, __m256i k) {
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
     /* one vpdpbusd rather than maddubs + madd: the multiply ports are this kernel's
      * bottleneck (+5 % in cache on Zen 5, bench/matmul's L2 column) */
-    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), k, qy));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), mm256_dpbusd(_mm256_setzero_si256(), k, qy));
 #else
     return _mm256_maddubs_epi16(k, qy);
 #endif
 }
 INLINE __m256i dot_offset(__m256i term, __m256i x, __m256i qy) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(term, x, qy);
+#if MOE_VNNI
+    return mm256_dpbusd(term, x, qy);
 #else
     return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(x, qy), term), _mm256_set1_epi16(1));
 #endif
@@ -590,7 +590,7 @@ static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         a[i].z = qy; /* x4i_a(z, k) = [y dword k | y dword 4+k]: Q4_0's chunk k */
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
         const __m256i shift = _mm256_setr_epi32(3, 3, 3, 3, 7, 7, 7, 7);
 #else
         const __m256i shift = _mm256_set1_epi32(3);
@@ -609,7 +609,7 @@ static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
  * accumulator: no lane folding per block. (Shuffles, not arithmetic, bound this loop on
  * Zen 5: this form has 4 in-lane ones per block instead of 6 plus an add.) */
 INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
     /* the high nibbles in place, 16× their value (taken out by Q4_LANES) */
     const __m256i m = _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, (long long)0xF0F0F0F0F0F0F0F0ull,
                                          (long long)0xF0F0F0F0F0F0F0F0ull);
@@ -735,7 +735,7 @@ static void q8_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         a[i].z = qy;
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
         a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 7)); /* 128·Σy */
 #else
         a[i].s = _mm256_setzero_si256();
@@ -746,9 +746,9 @@ static void q8_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
 
 /* acc + Σ x·y over two pairs of vectors of signed weights, in 4-value lanes */
 INLINE __m256i dot2_s8s8(__m256i acc, __m256i x0, __m256i y0, __m256i x1, __m256i y1) {
-#if defined(__AVXVNNI__)
+#if MOE_VNNI
     const __m256i f = _mm256_set1_epi8((char)0x80);
-    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, _mm256_xor_si256(x0, f), y0), _mm256_xor_si256(x1, f), y1);
+    return mm256_dpbusd(mm256_dpbusd(acc, _mm256_xor_si256(x0, f), y0), _mm256_xor_si256(x1, f), y1);
 #else
     acc = dot_u8s8(acc, _mm256_sign_epi8(x0, x0), _mm256_sign_epi8(y0, x0));
     return dot_u8s8(acc, _mm256_sign_epi8(x1, x1), _mm256_sign_epi8(y1, x1));
