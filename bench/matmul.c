@@ -143,8 +143,8 @@ int main(int argc, char **argv) {
 
     printf("matrix-vector product, %lld columns, ~%lld MiB of weights per type, median of %lld reps\n",
            (long long)cols, (long long)mib, (long long)reps);
-    printf("four-row kernels prefetch into %s (core/cpu.h; MOE_PREFETCH=l1|l2 overrides)\n",
-           moe_prefetch_level == MOE_PF_L2 ? "L2" : "L1");
+    printf("software prefetch: row-major %s, interleaved %s (core/cpu.h; MOE_PREFETCH, MOE_PREFETCH_IL=l1|l2|none\n"
+           "override)\n", moe_prefetch_name(moe_prefetch_level), moe_prefetch_name(moe_prefetch_il_level));
     for (int ti = 0; ti < n_nthr; ti++) {
         const int nt = nthr[ti];
         moe_pool *pool = moe_pool_create(nt);

@@ -4,6 +4,7 @@
  * blocking and the thread splits. */
 #include "test.h"
 
+#include "core/cpu.h" /* moe_prefetch_il_level */
 #include "core/f16.h"
 #include "core/gemm.h"
 #include "core/matmul.h"
@@ -180,9 +181,16 @@ TEST(matmul_interleaved_bit_identical) {
             for (int64_t k = 0; k < cols * n; k++) src[k] = rnd();
             moe_act_prepare(pool, type, src, xq, n, cols);
             moe_matmul_prepared(pool, ya, rows, &A, xq, n);
-            moe_matmul_prepared(pool, yb, rows, &B, xq, n);
-            CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s %lldx%lld n=%lld matmul", t->name,
-                      (long long)rows, (long long)cols, (long long)n);
+            /* at each prefetch level of the interleaved kernels (core/cpu.h) */
+            const int saved_pf = moe_prefetch_il_level;
+            for (int pf = MOE_PF_L1; pf <= MOE_PF_NONE; pf++) {
+                moe_prefetch_il_level = pf;
+                memset(yb, 0, (size_t)(rows * n) * sizeof(float));
+                moe_matmul_prepared(pool, yb, rows, &B, xq, n);
+                CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s %lldx%lld n=%lld matmul, prefetch %d",
+                          t->name, (long long)rows, (long long)cols, (long long)n, pf);
+            }
+            moe_prefetch_il_level = saved_pf;
             moe_gemm_prepared(pool, yb, rows, &B, xq, n); /* tiles (batch) or the fused matvec */
             CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s %lldx%lld n=%lld gemm", t->name,
                       (long long)rows, (long long)cols, (long long)n);

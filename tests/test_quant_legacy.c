@@ -107,10 +107,12 @@ TEST(quant_legacy_simd_dot_matches_scalar_reference) {
     free(xf); free(yf); free(xd); free(yd); free(xq); free(yq);
 }
 
-/* The four-row kernels prefetch into L1 or L2 by CPU (core/cpu.h): both give the same bits,
- * and for the block types the bits of the single-row kernel; MOE_PREFETCH overrides the
- * choice. Rows are not packed (bx > row bytes) and n leaves the float types a tail. */
-TEST(quant_four_row_kernels_same_bits_at_both_prefetch_levels) {
+/* The four-row kernels prefetch into L1, L2 or not at all by CPU (core/cpu.h): all three
+ * give the same bits, and for the block types the bits of the single-row kernel;
+ * MOE_PREFETCH and MOE_PREFETCH_IL override the choice. Rows are not packed (bx > row
+ * bytes) and n leaves the float types a tail. (test_matmul.c checks the interleaved
+ * kernels at each level.) */
+TEST(quant_four_row_kernels_same_bits_at_every_prefetch_level) {
     const int types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
                          MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
                          MOE_TYPE_Q6_K};
@@ -129,27 +131,42 @@ TEST(quant_four_row_kernels_same_bits_at_both_prefetch_levels) {
         for (int r = 0; r < 12; r++) t->from_float_ref(xf + r * 1024, w + r * bx, n);
         moe_type_get(t->vec_dot_type)->from_float(yf, yq, n);
         for (int g = 0; g < 12; g += 4) { /* the last group prefetches past the buffer: harmless */
-            float a[4], b[4], s1;
+            float a[4], b[4], c[4], s1;
             moe_prefetch_level = MOE_PF_L1;
             x4(n, a, w + g * bx, bx, yq);
             moe_prefetch_level = MOE_PF_L2;
             x4(n, b, w + g * bx, bx, yq);
+            moe_prefetch_level = MOE_PF_NONE;
+            x4(n, c, w + g * bx, bx, yq);
             for (int r = 0; r < 4; r++) {
                 CHECK_MSG(memcmp(&a[r], &b[r], 4) == 0, "%s row %d: L1 %.9g, L2 %.9g", t->name, g + r, a[r], b[r]);
+                CHECK_MSG(memcmp(&c[r], &b[r], 4) == 0, "%s row %d: none %.9g, L2 %.9g", t->name, g + r, c[r], b[r]);
                 t->vec_dot(n, &s1, w + (g + r) * bx, yq);
                 if (t->block_size > 1)
                     CHECK_MSG(memcmp(&s1, &b[r], 4) == 0, "%s row %d: four-row %.9g, single %.9g", t->name, g + r, b[r], s1);
             }
         }
     }
+    /* MOE_PREFETCH sets both levels, MOE_PREFETCH_IL the interleaved one before it */
+    unsetenv("MOE_PREFETCH_IL");
     setenv("MOE_PREFETCH", "l1", 1);
-    CHECK_EQ_INT(moe_prefetch_detect(), MOE_PF_L1);
+    CHECK_EQ_INT(moe_prefetch_detect(false), MOE_PF_L1);
+    CHECK_EQ_INT(moe_prefetch_detect(true), MOE_PF_L1);
     setenv("MOE_PREFETCH", "L2", 1);
-    CHECK_EQ_INT(moe_prefetch_detect(), MOE_PF_L2);
-    setenv("MOE_PREFETCH", "l3", 1); /* not a choice: the CPU's */
-    const int by_env = moe_prefetch_detect();
+    CHECK_EQ_INT(moe_prefetch_detect(false), MOE_PF_L2);
+    setenv("MOE_PREFETCH", "None", 1);
+    CHECK_EQ_INT(moe_prefetch_detect(false), MOE_PF_NONE);
+    setenv("MOE_PREFETCH_IL", "l1", 1);
+    CHECK_EQ_INT(moe_prefetch_detect(true), MOE_PF_L1);
+    CHECK_EQ_INT(moe_prefetch_detect(false), MOE_PF_NONE);
+    setenv("MOE_PREFETCH_IL", "off", 1); /* not a choice: MOE_PREFETCH's */
+    CHECK_EQ_INT(moe_prefetch_detect(true), MOE_PF_NONE);
+    setenv("MOE_PREFETCH", "l3", 1); /* neither a choice: the CPU's */
+    const int by_env = moe_prefetch_detect(false), by_env_il = moe_prefetch_detect(true);
     unsetenv("MOE_PREFETCH");
-    CHECK_EQ_INT(by_env, moe_prefetch_detect());
+    unsetenv("MOE_PREFETCH_IL");
+    CHECK_EQ_INT(by_env, moe_prefetch_detect(false));
+    CHECK_EQ_INT(by_env_il, moe_prefetch_detect(true));
     moe_prefetch_level = saved;
     free(xf); free(yf); free(w); free(yq);
 }

@@ -1,21 +1,45 @@
-/* cpu.h — what the kernels choose by CPU at run time rather than at compile time: the
- * cache level into which the four-row matrix-vector kernels prefetch the next rows. */
+/* cpu.h — what the kernels choose by CPU at run time rather than at compile time: whether,
+ * and into which cache level, the four-row matrix-vector kernels prefetch what they read
+ * next. */
 #ifndef MOE_CORE_CPU_H
 #define MOE_CORE_CPU_H
 
 #include "core/common.h"
 
-/* MOE_PF_L1: _MM_HINT_T0 (into L1); MOE_PF_L2: _MM_HINT_T1 (into L2). Which one streams
- * faster from DRAM depends on the core (docs/BENCHMARKS.md, "Matrix-vector kernels"). */
-enum { MOE_PF_L1 = 0, MOE_PF_L2 = 1 };
+/* MOE_PF_L1: _MM_HINT_T0 (into L1); MOE_PF_L2: _MM_HINT_T1 (into L2); MOE_PF_NONE: no
+ * software prefetch, the hardware prefetchers alone. Which one streams fastest from DRAM
+ * depends on the core and on the layout (docs/BENCHMARKS.md, "Matrix-vector kernels" and
+ * "Zen 4"). */
+enum { MOE_PF_L1 = 0, MOE_PF_L2 = 1, MOE_PF_NONE = 2 };
 
-/* Set when the library is loaded from moe_prefetch_detect(); each _x4 kernel call reads
- * it once. Benchmarks and tests may assign it (it changes speed, never results). */
+/* Set when the library is loaded from moe_prefetch_detect(): moe_prefetch_level for the
+ * four-row kernels on row-major matrices (four streams, rows apart: the float types),
+ * moe_prefetch_il_level for the kernels on interleaved ones (matmul.h: one stream in
+ * address order, every quantized matrix a model loads). Each kernel call reads its level
+ * once. Benchmarks and tests may assign them (they change speed, never results). */
 extern int moe_prefetch_level;
+extern int moe_prefetch_il_level;
 
-/* The environment variable MOE_PREFETCH ("l1" or "l2") if set to one of those, otherwise
- * the choice for this CPU: L1 on AMD family 1Ah (Zen 5) and later, L2 elsewhere. */
-int moe_prefetch_detect(void);
+/* The level for interleaved (il) or row-major matrices: the environment variable
+ * MOE_PREFETCH_IL (il only) or MOE_PREFETCH ("l1", "l2" or "none") if set to one of
+ * those, otherwise the choice for this CPU (cpu.c): L1 on AMD family 1Ah (Zen 5) and
+ * later; on Zen 4, L2 for row-major and none for interleaved matrices; L2 elsewhere. */
+int moe_prefetch_detect(bool il);
+/* "L1", "L2" or "none", for reports */
+static inline const char *moe_prefetch_name(int level) {
+    return level == MOE_PF_L1 ? "L1" : level == MOE_PF_NONE ? "none" : "L2";
+}
+
+/* Calls f(..., pf) with pf the constant MOE_PF_* that `level` holds, so that each choice
+ * compiles to its own loop (the kernels are always-inline functions of pf). */
+#define MOE_PF_DISPATCH(level, f, ...)                   \
+    do {                                                 \
+        switch (level) {                                 \
+        case MOE_PF_L1: f(__VA_ARGS__, MOE_PF_L1); break;     \
+        case MOE_PF_NONE: f(__VA_ARGS__, MOE_PF_NONE); break; \
+        default: f(__VA_ARGS__, MOE_PF_L2); break;            \
+        }                                                \
+    } while (0)
 /* How far ahead the _x4 kernels prefetch in a row-major matrix whose rows are row_bytes
  * long: the same position four rows on, or eight, twelve, ... rows on when four rows are
  * shorter than moe_prefetch_min_bytes. Why: four rows of a 1024-wide Q4_0 or Q4_K matrix
@@ -83,23 +107,21 @@ static inline size_t moe_il_tiled_offset(int64_t i, int64_t g, int64_t gs, int64
     ((il) ? (const T *)(vx) + 4 * (i) + (r) : (const T *)((const uint8_t *)(vx) + (size_t)(r) * (bx)) + (i))
 
 /* The public entry points of a type's kernels, moe_<t>_vec_dot and moe_<t>_vec_dot_x4,
- * from one always-inline dot_<t>(n, s, x, bx, y, rows, l2, il) that the compiler
+ * from one always-inline dot_<t>(n, s, x, bx, y, rows, il, pf) that the compiler
  * specialises for one row and for four rows at each prefetch level (chosen here, once per
  * call). MOE_DEFINE_VEC_DOT_X4I adds moe_<t>_vec_dot_x4i, the four-row kernel on
  * interleaved rows, for the types whose matrices may be interleaved (the quantized ones). */
 #define MOE_DEFINE_VEC_DOTS(t)                                                                \
-    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_##t(n, s, x, 0, y, 1, false, false); } \
+    void moe_##t##_vec_dot(int64_t n, float *s, const void *x, const void *y) { dot_##t(n, s, x, 0, y, 1, false, MOE_PF_NONE); } \
     void moe_##t##_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y) { \
-        if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, x, bx, y, 4, true, false);        \
-        else dot_##t(n, s, x, bx, y, 4, false, false);                                        \
+        MOE_PF_DISPATCH(moe_prefetch_level, dot_##t, n, s, x, bx, y, 4, false);               \
     }
 #define MOE_DEFINE_VEC_DOT_X4I(t)                                                             \
     void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) { \
         const uint8_t *g = x;                                                                 \
-        for (int64_t k = 0; k < ngroups; k++, g += 4 * bx, s += 4) {                          \
-            if (moe_prefetch_level == MOE_PF_L2) dot_##t(n, s, g, bx, y, 4, true, true);     \
-            else dot_##t(n, s, g, bx, y, 4, false, true);                                     \
-        }                                                                                     \
+        const int pf = moe_prefetch_il_level;                                                 \
+        for (int64_t k = 0; k < ngroups; k++, g += 4 * bx, s += 4)                            \
+            MOE_PF_DISPATCH(pf, dot_##t, n, s, g, bx, y, 4, true);                            \
     }
 /* The same entry points where there are no SIMD kernels: the scalar reference, row by row. */
 #define MOE_DEFINE_REF_DOTS(t)                                                                \

@@ -87,25 +87,24 @@ enum { sizeof_f32 = 4, sizeof_f16 = 2, sizeof_bf16 = 2 };
  * il is always false: float matrices are never interleaved (MOE_DEFINE_VEC_DOTS's
  * signature has it for the quantized types). */
 #define DEFINE_FLOAT_DOT(T)                                                                   \
-    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool l2, bool il) { \
+    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool il, int pf) { \
         enum { A = 4 };                                                                       \
         const int na = nr == 1 ? 4 : 2, step = 8 * na;                                        \
         const int sub = nr == 1 ? 1 : MOE_MAX(1, 64 / (step * sizeof_##T));                  \
         /* Into L1, rows of 16 KB and more are not prefetched: they are long enough streams  \
          * for the hardware prefetchers, and prefetching them measured slower on Zen 5; into \
          * L2 it helped on Zen 4 (F32 at 4096 columns, one thread: +5 % of DRAM). */        \
-        const bool pf = nr > 1 && (l2 || bx < 16384);                                         \
+        const bool fetch = nr > 1 && (pf == MOE_PF_L2 || (pf == MOE_PF_L1 && bx < 16384));     \
         const size_t pfd = moe_prefetch_distance((size_t)bx * sizeof_##T); /* once: it divides */ \
         __m256 acc[4][A];                                                                     \
         UNROLL for (int r = 0; r < nr; r++)                                                   \
             UNROLL for (int a = 0; a < A; a++) acc[r][a] = _mm256_setzero_ps();               \
         int64_t i = 0;                                                                        \
         for (; i + step * sub <= n; i += step * sub) {                                        \
-            if (pf)                                                                           \
+            if (fetch)                                                                        \
                 UNROLL for (int r = 0; r < nr; r++) {                                         \
                     const char *p_ = (const char *)(x + r * bx) + pfd + i * sizeof_##T;   \
-                    if (l2) _mm_prefetch(p_, _MM_HINT_T1);                                    \
-                    else _mm_prefetch(p_, _MM_HINT_T0);                                       \
+                    prefetch_line(p_, pf);                                                    \
                 }                                                                             \
             UNROLL for (int u = 0; u < sub; u++)                                              \
                 UNROLL for (int a = 0; a < na; a++) {                                         \
@@ -134,7 +133,7 @@ INLINE float get_f16(const void *p, int64_t i) { return moe_f16_to_f32(((const m
 INLINE float get_bf16(const void *p, int64_t i) { return moe_bf16_to_f32(((const moe_bf16 *)p)[i]); }
 /* Eight independent float lanes, like the SIMD version, that the compiler may vectorise. */
 #define DEFINE_FLOAT_DOT(T)                                                                   \
-    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool l2, bool il) { \
+    INLINE void dot_##T(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int nr, bool il, int pf) { \
         for (int r = 0; r < nr; r++) {                                                        \
             const uint8_t *xr = x + r * bx;                                                   \
             float acc[8] = {0};                                                               \

@@ -27,8 +27,8 @@ bool moe_quant_k_simd(void) { return true; }
  * flight. It also prefetches the same block of the next four rows (or further for short
  * rows: moe_prefetch_distance, core/cpu.h): a row of a 4096-wide
  * matrix is only 2-3 KB, too short for the hardware prefetchers to ramp up on (the same
- * remark as in quant_legacy.c), into L1 or L2 as moe_prefetch_level says (core/cpu.h;
- * the argument l2 of the kernels). No int16 can saturate in maddubs: the largest pair is
+ * remark as in quant_legacy.c), into L1, L2 or not at all as the argument pf of the
+ * kernels says (MOE_PF_*, core/cpu.h). No int16 can saturate in maddubs: the largest pair is
  * 2·63·127 = 16002 (Q6_K); Q8_K quants are in [-127, 127]. */
 #define INLINE static inline __attribute__((always_inline))
 #define FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
@@ -37,13 +37,10 @@ bool moe_quant_k_simd(void) { return true; }
 #define UNROLL _Pragma("GCC unroll 8")
 
 /* dist = moe_prefetch_distance(bx), computed once per kernel call (it divides) */
-#define PREFETCH(p, dist, nr, size, l2)                                                    \
+#define PREFETCH(p, dist, nr, size, pf)                                                    \
     do {                                                                                   \
         if ((nr) > 1)                                                                      \
-            for (int k_ = 0; k_ < (int)(size); k_ += 64) {                                 \
-                if (l2) _mm_prefetch((const char *)(p) + (dist) + k_, _MM_HINT_T1);        \
-                else _mm_prefetch((const char *)(p) + (dist) + k_, _MM_HINT_T0);           \
-            }                                                                              \
+            for (int k_ = 0; k_ < (int)(size); k_ += 64) prefetch_line((const char *)(p) + (dist) + k_, pf); \
     } while (0)
 
 
@@ -116,14 +113,14 @@ INLINE __m256 q2_K_finish(__m256 acc, const moe_block_q2_K *x, const moe_block_q
     return _mm256_fnmadd_ps(lane1(dd), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, load256(y->bsums))), acc);
 }
 
-INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q2_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
             const moe_block_q2_K *x = MOE_GROUP_BLOCK(moe_block_q2_K, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, pf);
             __m256i sc, mins;
             q2_K_scales(x, &sc, &mins);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
@@ -169,14 +166,14 @@ INLINE __m256 k16_finish(__m256 acc, moe_f16 d, const moe_block_q8_K *y, const _
     return _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc);
 }
 
-INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
             const moe_block_q3_K *x = MOE_GROUP_BLOCK(moe_block_q3_K, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, pf);
             const __m256i sc = q3_K_scales(x);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
             __m256i sumi[2] = {k16_sums_start(sc, &y[i], 2), _mm256_setzero_si256()};
@@ -198,7 +195,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * in one order: per block and row the exact integers T = Σ sc·Σ q·y and M = Σ m·bsum,
  * then [T0..T3 | M0..M3] of four rows times k_scales4 in one FMA, the row's result
  * acc_T + acc_M (rows4_halves, rows4_store: simd.h). */
-INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il, bool q5) {
+INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf, bool q5) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -212,7 +209,7 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
         FOR_ROWS(r) {
             const moe_block_q4_K *x4 = MOE_GROUP_BLOCK(moe_block_q4_K, vx, bx, r, i, il);
             const moe_block_q5_K *x5 = MOE_GROUP_BLOCK(moe_block_q5_K, vx, bx, r, i, il);
-            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, pfd, nr, q5 ? sizeof *x5 : sizeof *x4, l2);
+            PREFETCH(q5 ? (const void *)x5 : (const void *)x4, pfd, nr, q5 ? sizeof *x5 : sizeof *x4, pf);
             dm[r] = load_u32(q5 ? &x5->d : &x4->d);
             const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
             const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), q8s);
@@ -240,11 +237,11 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
     }
     rows4_store(s, acc, nr);
 }
-INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    dot_q45_K(n, s, vx, bx, vy, nr, l2, il, false);
+INLINE void dot_q4_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    dot_q45_K(n, s, vx, bx, vy, nr, il, pf, false);
 }
-INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
-    dot_q45_K(n, s, vx, bx, vy, nr, l2, il, true);
+INLINE void dot_q5_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    dot_q45_K(n, s, vx, bx, vy, nr, il, pf, true);
 }
 
 /* Q6_K: q = (4 low bits | 2 high bits << 4) − 32 with int8 scales per 16 values; the
@@ -266,14 +263,14 @@ INLINE void q6_K_unpack_half(const moe_block_q6_K *x, int j, __m256i q[4]) {
     q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
 }
 
-INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q6_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     ACC_INIT;
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
             const moe_block_q6_K *x = MOE_GROUP_BLOCK(moe_block_q6_K, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, pf);
             const __m256i sc = q6_K_scales(x);
             const __m256i scv[2] = {dup_lo(sc), dup_hi(sc)};
             __m256i sumi[2] = {k16_sums_start(sc, &y[i], 5), _mm256_setzero_si256()};
@@ -367,7 +364,7 @@ void moe_k16_gemm_tile(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *
 }
 
 /* Q8_K·Q8_K (both signed): |x| (unsigned) times y with x's sign. */
-INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -375,7 +372,7 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
             const moe_block_q8_K *x = MOE_GROUP_BLOCK(moe_block_q8_K, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, sizeof *x, l2);
+            PREFETCH(x, pfd, nr, sizeof *x, pf);
             __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             UNROLL for (int j = 0; j < QK / 32; j++) {
                 const __m256i qx = load256(x->qs + 32 * j), qy = load256(y[i].qs + 32 * j);
@@ -429,13 +426,10 @@ INLINE __m256i bytes8_epi32(__m256i v, int j) {
 }
 
 
-INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, bool l2) {
+INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, int pf) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     for (int64_t i = 0; i < nb; i++, b += MOE_Q4_K_IL_BLOCK) {
-        UNROLL for (int p = 0; p < MOE_Q4_K_IL_BLOCK; p += 64) {
-            if (l2) _mm_prefetch((const char *)b + pfd + p, _MM_HINT_T1);
-            else _mm_prefetch((const char *)b + pfd + p, _MM_HINT_T0);
-        }
+        UNROLL for (int p = 0; p < MOE_Q4_K_IL_BLOCK; p += 64) prefetch_line(b + pfd + p, pf);
         __m256i sc, mn;
         q4_K_scales_mins(b, &sc, &mn);
         /* t: [Σ sc·S of the even sub-blocks | of the odd ones (×16 with VNNI)] per row */
@@ -485,17 +479,16 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
     return acc;
 }
 
-INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, bool l2) {
+INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, int pf) {
     const int64_t T = moe_il_tile_blocks(n / QK, QK);
     const size_t pfd = MOE_IL_PREFETCH;
-#define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, l2)
+#define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, pf)
     MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)MOE_Q4_K_IL_BLOCK, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
 #undef GROUP
 }
 
 void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    if (moe_prefetch_level == MOE_PF_L2) q4_K_x4i(n, s, x, bx, y, ngroups, true);
-    else q4_K_x4i(n, s, x, bx, y, ngroups, false);
+    MOE_PF_DISPATCH(moe_prefetch_il_level, q4_K_x4i, n, s, x, bx, y, ngroups);
 }
 
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)

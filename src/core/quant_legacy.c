@@ -444,9 +444,10 @@ void moe_q8_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
  * of the next four rows (or further for short rows: moe_prefetch_distance, core/cpu.h): a
  * row of a quantized matrix is only a few KB, too short for the
  * hardware prefetchers to ramp up on, and without this a 4096-wide Q4_0 matrix-vector
- * product streams at ~8 GB/s instead of ~30 (docs/BENCHMARKS.md). Into L1 or L2 as
- * moe_prefetch_level says (core/cpu.h: which is faster depends on the core); the _x4
- * entry points pick the specialisation once per call. */
+ * product streams at ~8 GB/s instead of ~30 (docs/BENCHMARKS.md). Into L1, L2 or not at
+ * all as moe_prefetch_level (row-major) or moe_prefetch_il_level (interleaved) says
+ * (core/cpu.h: which is fastest depends on the core); the entry points pick the
+ * specialisation once per call. */
 #if MOE_LEGACY_AVX2
 #define INLINE static inline __attribute__((always_inline))
 /* The row loops must be unrolled for the accumulators to live in registers. */
@@ -509,16 +510,13 @@ INLINE __m256i dot_offset(__m256i term, __m256i x, __m256i qy) {
 }
 
 /* The _x4 kernels prefetch the same position of a later row group (see above), once per
- * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes; into
- * L2 (_MM_HINT_T1) when l2, else into L1. `dist` is moe_prefetch_distance(bx), which each
+ * cache line: every block for Q8_0, every other block for the types of ≤ 32 bytes, at the
+ * level pf (prefetch_line, simd.h). `dist` is moe_prefetch_distance(bx), which each
  * kernel computes once per call (it divides: not in the block loop). (The kernels of the
  * layouts of their own, below, prefetch MOE_IL_PREFETCH bytes ahead: core/cpu.h.) */
-#define PREFETCH(p, dist, nr, i, l2) \
+#define PREFETCH(p, dist, nr, i, pf) \
     do { \
-        if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) { \
-            if (l2) _mm_prefetch((const char *)(p) + (dist), _MM_HINT_T1); \
-            else _mm_prefetch((const char *)(p) + (dist), _MM_HINT_T0); \
-        } \
+        if ((nr) > 1 && (sizeof(*(p)) > 32 || ((i) & 1) == 0)) prefetch_line((const char *)(p) + (dist), pf); \
     } while (0)
 
 INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) {
@@ -537,7 +535,7 @@ INLINE void store_sums(float *s, const __m256 *acc, const float *extra, int nr) 
  * B lanes carry 16·B and dy/16 (Q4_LANES): the same floats, powers of two being exact.
  * (llama.cpp's own AVX2 kernel sums in another order: its results and these agree to
  * float rounding, which tests/test_quant_legacy.c bounds.) */
-INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     (void)il; /* the interleaved layout has its own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
@@ -549,7 +547,7 @@ INLINE void dot_q4_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i off = offset_term(qy, Q4_OFFSET);
         __m256i p[4];
         FOR_ROWS(r) {
-            PREFETCH(x[r] + i, pfd, nr, i, l2);
+            PREFETCH(x[r] + i, pfd, nr, i, pf);
             p[r] = dot_offset(off, q4_nibbles(x[r][i].qs), qy);
         }
         const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
@@ -608,7 +606,7 @@ static void q4_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
  * sums of rows 0-3 in lanes 0-3 and the B sums in lanes 4-7, already in the order of the
  * accumulator: no lane folding per block. (Shuffles, not arithmetic, bound this loop on
  * Zen 5: this form has 4 in-lane ones per block instead of 6 plus an add.) */
-INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
+INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
 #if MOE_VNNI
     /* the high nibbles in place, 16× their value (taken out by Q4_LANES) */
     const __m256i m = _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, (long long)0xF0F0F0F0F0F0F0F0ull,
@@ -620,8 +618,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 #define Q4I_NIBBLES(c) _mm256_and_si256(_mm256_srlv_epi32(c, sh), m4)
 #endif
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q4_0_IL_BLOCK) {
-        if (l2) _mm_prefetch((const char *)b + pfd, _MM_HINT_T1);
-        else _mm_prefetch((const char *)b + pfd, _MM_HINT_T0);
+        prefetch_line(b + pfd, pf);
         const __m256i z = a[i].z;
         __m256i u[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
@@ -637,7 +634,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 }
 
 
-INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     ACC_INIT;
@@ -647,7 +644,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256 dy = bcast_f16(y[i].d);
         FOR_ROWS(r) {
             const moe_block_q5_0 *x = MOE_GROUP_BLOCK(moe_block_q5_0, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, pf);
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, qx, qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
@@ -657,7 +654,7 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
-INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
@@ -668,7 +665,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q4_1 *x = MOE_GROUP_BLOCK(moe_block_q4_1, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, pf);
             summs[r] += moe_f16_table[x->m] * sy;
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), q4_nibbles(x->qs), qy));
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
@@ -677,7 +674,7 @@ INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, summs, nr);
 }
 
-INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
@@ -688,7 +685,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
             const moe_block_q5_1 *x = MOE_GROUP_BLOCK(moe_block_q5_1, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, l2);
+            PREFETCH(x, pfd, nr, i, pf);
             summs[r] += moe_f16_table[x->m] * sy;
             const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
             const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
@@ -702,7 +699,7 @@ INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * The order of sums is Q4_0's (above), for the same reason: per block and row the exact
  * integer sums of values 0–15 and 16–31, then one FMA per block for four rows; every
  * Q8_0 kernel (one row, four rows, the interleaved layout, the batch tiles) follows it. */
-INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool l2, bool il) {
+INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     (void)il; /* the interleaved layout has its own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
@@ -713,7 +710,7 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         __m256i p[4];
         FOR_ROWS(r) {
-            PREFETCH(x[r] + i, pfd, nr, i, l2);
+            PREFETCH(x[r] + i, pfd, nr, i, pf);
             const __m256i qx = _mm256_loadu_si256((const __m256i *)x[r][i].qs);
             p[r] = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
         }
@@ -755,12 +752,9 @@ INLINE __m256i dot2_s8s8(__m256i acc, __m256i x0, __m256i y0, __m256i x1, __m256
 #endif
 }
 
-INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, bool l2) {
+INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q8_0_IL_BLOCK) {
-        for (int k = 0; k < MOE_Q8_0_IL_BLOCK; k += 64) {
-            if (l2) _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T1);
-            else _mm_prefetch((const char *)b + pfd + k, _MM_HINT_T0);
-        }
+        for (int k = 0; k < MOE_Q8_0_IL_BLOCK; k += 64) prefetch_line(b + pfd + k, pf);
         const __m256i *v = (const __m256i *)(b + 8);
         const __m256i z = a[i].z;
         /* the offsets, then values 4k.. and 16+4k.. of every row for k = 0..3: [A | B] */
@@ -773,26 +767,24 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 }
 
 /* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0 (q8 false) or Q8_0. */
-INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool l2,
-                    bool q8) {
+INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool q8,
+                    int pf) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
     const size_t blk = q8 ? MOE_Q8_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
     const size_t pfd = MOE_IL_PREFETCH;
 #define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
-#define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, l2) : q4_0_group(acc, b, a, nb, pfd, l2))
+#define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, pf) : q4_0_group(acc, b, a, nb, pfd, pf))
     MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
 #undef PREPARE
 #undef GROUP
 }
 
 void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    if (moe_prefetch_level == MOE_PF_L2) x4i_run(n, s, x, bx, y, ngroups, true, false);
-    else x4i_run(n, s, x, bx, y, ngroups, false, false);
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, false);
 }
 
 void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    if (moe_prefetch_level == MOE_PF_L2) x4i_run(n, s, x, bx, y, ngroups, true, true);
-    else x4i_run(n, s, x, bx, y, ngroups, false, true);
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, true);
 }
 
 /* Q4_0's and Q8_0's interleaved kernels are the ones above; the other types read

@@ -7,6 +7,7 @@
 #ifndef MOE_CORE_SIMD_H
 #define MOE_CORE_SIMD_H
 
+#include "core/cpu.h" /* MOE_PF_* */
 #include "core/f16.h"
 
 #include <immintrin.h>
@@ -41,6 +42,14 @@ SIMD_INLINE float hsum8(__m256 v) {
 #else
 #define MOE_VNNI 0
 #endif
+
+/* Prefetch the line at p into L1 (MOE_PF_L1), L2 (MOE_PF_L2) or not at all (MOE_PF_NONE):
+ * pf is a constant in every kernel (MOE_PF_DISPATCH, cpu.h), so this is one instruction or
+ * none. */
+SIMD_INLINE void prefetch_line(const void *p, int pf) {
+    if (pf == MOE_PF_L1) _mm_prefetch((const char *)p, _MM_HINT_T0);
+    else if (pf == MOE_PF_L2) _mm_prefetch((const char *)p, _MM_HINT_T1);
+}
 
 SIMD_INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
