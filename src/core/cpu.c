@@ -33,9 +33,11 @@ static int prefetch_choice(const char *e) {
  * 26 → 10 GB/s, Q5_0 20 → 8, Q8_0 25 → 20; mix-1b Q4_0 decode 157-168 → 87-97 tokens/s)
  * while the float types' row-major kernels still gained from L2 (F16 15-18 → 22). Zen 4
  * is told from Zen 3 (the same family, 19h, not measured) by AVX-512, which Zen 4 is the
- * first AMD core to have. Other CPUs were not measured; L2 is what Intel's guides advise
- * for streams. bench/prefetch measures the choices on any machine, and
- * docs/BENCHMARKS.md has the numbers. */
+ * first AMD core to have. Other CPUs were not measured: for row-major matrices they keep
+ * L2, what Intel's guides advise for streams; for interleaved ones L1, the choice that
+ * lost least on the two cores measured (paired decode, mix-1b: Zen 5 L1 best, L2 0.96×;
+ * Zen 4 none best, L1 0.98×, L2 0.47× for Q4_0). bench/prefetch measures the choices on
+ * any machine, and docs/BENCHMARKS.md has the numbers. */
 int moe_prefetch_detect(bool il) {
     int v = il ? prefetch_choice(getenv("MOE_PREFETCH_IL")) : -1;
     if (v < 0) v = prefetch_choice(getenv("MOE_PREFETCH"));
@@ -50,7 +52,7 @@ int moe_prefetch_detect(bool il) {
         if (family == 0x19 && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 16 & 1)) return il ? MOE_PF_NONE : MOE_PF_L2;
     }
 #endif
-    return MOE_PF_L2;
+    return il ? MOE_PF_L1 : MOE_PF_L2;
 }
 
 __attribute__((constructor)) static void init_prefetch_level(void) {

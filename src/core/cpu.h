@@ -23,7 +23,8 @@ extern int moe_prefetch_il_level;
 /* The level for interleaved (il) or row-major matrices: the environment variable
  * MOE_PREFETCH_IL (il only) or MOE_PREFETCH ("l1", "l2" or "none") if set to one of
  * those, otherwise the choice for this CPU (cpu.c): L1 on AMD family 1Ah (Zen 5) and
- * later; on Zen 4, L2 for row-major and none for interleaved matrices; L2 elsewhere. */
+ * later; on Zen 4, L2 for row-major and none for interleaved matrices; elsewhere L2 for
+ * row-major and L1 for interleaved ones. */
 int moe_prefetch_detect(bool il);
 /* "L1", "L2" or "none", for reports */
 static inline const char *moe_prefetch_name(int level) {
