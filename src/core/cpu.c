@@ -30,7 +30,7 @@ static int prefetch_choice(const char *e) {
  * order, which the hardware prefetchers follow by themselves: on Zen 5 a prefetch 4.5 KB
  * ahead still made Q4_0 a third faster per core, but on Zen 4 every software prefetch,
  * into L1 or L2, near or far, slowed the interleaved kernels from DRAM (one core: Q4_0
- * 26 → 10 GB/s, Q5_0 20 → 8, Q8_0 25 → 20; mix-1b Q4_0 decode 157-168 → 87-97 tokens/s)
+ * 26 → 10 GB/s, Q5_0 20 → 8, Q8_0 25 → 20; mix-1b Q4_0 decode at two threads 146-158 → 88-90 tokens/s)
  * while the float types' row-major kernels still gained from L2 (F16 15-18 → 22). Zen 4
  * is told from Zen 3 (the same family, 19h, not measured) by AVX-512, which Zen 4 is the
  * first AMD core to have. Other CPUs were not measured: for row-major matrices they keep

@@ -33,14 +33,15 @@ static inline const char *moe_prefetch_name(int level) {
 
 /* Calls f(..., pf) with pf the constant MOE_PF_* that `level` holds, so that each choice
  * compiles to its own loop (the kernels are always-inline functions of pf). */
-#define MOE_PF_DISPATCH(level, f, ...)                   \
-    do {                                                 \
-        switch (level) {                                 \
+#define MOE_PF_DISPATCH(level, f, ...)                        \
+    do {                                                      \
+        switch (level) {                                      \
         case MOE_PF_L1: f(__VA_ARGS__, MOE_PF_L1); break;     \
         case MOE_PF_NONE: f(__VA_ARGS__, MOE_PF_NONE); break; \
         default: f(__VA_ARGS__, MOE_PF_L2); break;            \
-        }                                                \
+        }                                                     \
     } while (0)
+
 /* How far ahead the _x4 kernels prefetch in a row-major matrix whose rows are row_bytes
  * long: the same position four rows on, or eight, twelve, ... rows on when four rows are
  * shorter than moe_prefetch_min_bytes. Why: four rows of a 1024-wide Q4_0 or Q4_K matrix
