@@ -48,6 +48,12 @@ uint64_t moe_mem_available_bytes(void);
 /* This machine's DRAM read bandwidth in bytes/s: the median of `reps` streaming reads of
  * a buffer of `bytes` (≥ 64 MiB; pick one much larger than the caches) over n_threads. */
 double moe_measure_read_bandwidth(int n_threads, size_t bytes, int reps);
+/* What the kernels of this build use on this CPU, in one line for reports (as llama.cpp's
+ * system info): the instruction sets compiled in and the software prefetch levels chosen
+ * at load (docs/RUN.md, "Tuning the kernels to a CPU"), e.g. "simd avx2 fma f16c
+ * vnni(avx512vl); prefetch row-major L2, interleaved none". Valid until the next call on the
+ * same thread. */
+const char *moe_system_info(void);
 
 /* ------------------------------------------------------------------ GGUF files */
 

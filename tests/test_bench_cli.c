@@ -10,7 +10,8 @@
 TEST(bench_json_keys_and_bound) {
     char cmd[2048], *out = NULL;
     snprintf(cmd, sizeof cmd,
-             "%s bench -m %s -p 8 -n 4 -d 5 -r 1 -t 1 --bw-bytes 64M --kv-type f16 --json 2>/dev/null | /usr/bin/python3 -c '"
+             "MOE_PREFETCH=none MOE_PREFETCH_IL=L2 %s bench -m %s -p 8 -n 4 -d 5 -r 1 -t 1 --bw-bytes 64M --kv-type f16 --json"
+             " 2>/dev/null | /usr/bin/python3 -c '"
              "import json,sys,math; d=json.load(sys.stdin)\n"
              "for k in [\"pp_tps\",\"tg_tps\",\"dram_gbps\",\"bytes_per_token\",\"tg_bound_tps\",\"tg_pct_of_bound\",\"peak_rss_bytes\"]:\n"
              "    assert k in d and d[k] is not None and d[k] > 0, k\n"
@@ -24,6 +25,9 @@ TEST(bench_json_keys_and_bound) {
              "r = d[\"tg_pct_of_bound\"] * (d[\"bytes_per_token\"] + d[\"kv_bytes_per_token\"]) / d[\"bytes_per_token\"]\n"
              "assert abs(d[\"tg_pct_of_bound_with_kv\"] - r) < 1e-6 * r, d\n"
              "assert 0 < d[\"tg_product_share_pct\"] <= 100 and d[\"tg_product_pct_of_dram\"] > 0, d\n"
+             /* the kernels in use, with the prefetch levels the environment asked for */
+             "si = d[\"system_info\"]\n"
+             "assert si.startswith(\"simd \") and (\"scalar\" in si or \"prefetch row-major none, interleaved L2\" in si), si\n"
              "print(d[\"bytes_per_token\"], d[\"tg_product_bytes_per_token\"])'",
              test_moe_bin(), test_fixture("gguf/mixtral-q8_0.gguf"));
     int rc = test_run(cmd, &out);

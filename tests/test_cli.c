@@ -35,6 +35,7 @@ TEST(cli_unknown_subcommand_and_version) {
     snprintf(cmd, sizeof cmd, "%s --version", test_moe_bin());
     CHECK_EQ_INT(test_run(cmd, &out), 0);
     CHECK_STR_CONTAINS(out, "moe ");
+    CHECK_STR_CONTAINS(out, "kernels: simd ");
     free(out);
     snprintf(cmd, sizeof cmd, "%s inspect --bogus-flag x.gguf", test_moe_bin());
     CHECK_EQ_INT(test_run(cmd, &out), 2);

@@ -33,7 +33,8 @@ static void help(void) {
            "                      kv_bytes_per_token and tg_pct_of_bound_with_kv (the bound with the cache's\n"
            "                      keys and values counted too), tg_product_share_pct (the share of decode\n"
            "                      time spent in weight products) and tg_product_pct_of_dram (their speed /\n"
-           "                      the bandwidth), pool_wait_us_per_token, ...\n");
+           "                      the bandwidth), pool_wait_us_per_token, system_info (the kernels' SIMD\n"
+           "                      and prefetch levels: docs/RUN.md, \"Tuning the kernels to a CPU\"), ...\n");
     cli_offload_print_help(stdout);
 }
 
@@ -262,6 +263,9 @@ int cmd_bench(int argc, char **argv) {
         printf(",\"bytes_per_token\":%llu,\"file_bytes\":%llu,\"context_bytes\":%llu,\"rss_limit_bytes\":%llu",
                (unsigned long long)bpt, (unsigned long long)fbytes, (unsigned long long)ctx_bytes,
                (unsigned long long)rss_limit);
+        printf(",\"system_info\":");
+        const char *si = moe_system_info();
+        cli_json_str(stdout, si, strlen(si));
         printf(",\"pool_steps_per_token\":");
         cli_json_num(stdout, n_gen > 0 ? (double)steps / (double)(n_gen * reps) : NAN);
         cli_offload_json_stats(off, stdout);
@@ -270,7 +274,7 @@ int cmd_bench(int argc, char **argv) {
         printf("model %s (%s), %d threads, weights %s, KV cache %s", model, moe_model_arch(m), nt,
                mp.no_mmap ? "read into memory (interleaved)" : "mapped", moe_kv_type_name(mp.kv_type));
         if (n_depth > 0) printf(", %lld tokens in the context before each test", (long long)n_depth);
-        printf("\n");
+        printf("\n  kernels: %s\n", moe_system_info());
         if (n_prompt > 0)
             printf("  pp%-5lld %9.2f tokens/s  (min %.2f, max %.2f, %lld reps)\n", (long long)n_prompt, sp.median, sp.min,
                    sp.max, (long long)reps);

@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     const char *sub = argv[1];
     if (cli_is_help(sub)) { usage(stdout); return 0; }
     if (strcmp(sub, "--version") == 0 || strcmp(sub, "version") == 0) {
-        printf("moe %s\n", MOE_VERSION);
+        printf("moe %s\nkernels: %s\n", MOE_VERSION, moe_system_info());
         return 0;
     }
     for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)

@@ -1,6 +1,10 @@
 /* cpu.c — the run-time choices of cpu.h. */
 #include "core/cpu.h"
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include "core/simd.h" /* MOE_VNNI */
+#endif
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -62,4 +66,21 @@ __attribute__((constructor)) static void init_prefetch_level(void) {
     char *end;
     const long long v = e ? strtoll(e, &end, 10) : -1;
     if (e && *e && !*end && v >= 0 && v <= (1 << 20)) moe_prefetch_min_bytes = (size_t)v;
+}
+
+const char *moe_system_info(void) {
+    static _Thread_local char buf[160];
+    /* the paths the kernels were compiled with; only the SIMD kernels prefetch */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if MOE_VNNI
+    const char *simd = "avx2 fma f16c vnni(" MOE_VNNI_NAME ")";
+#else
+    const char *simd = "avx2 fma f16c";
+#endif
+    snprintf(buf, sizeof buf, "simd %s; prefetch row-major %s, interleaved %s", simd, moe_prefetch_name(moe_prefetch_level),
+             moe_prefetch_name(moe_prefetch_il_level));
+#else
+    snprintf(buf, sizeof buf, "simd none (scalar kernels, no prefetch)");
+#endif
+    return buf;
 }

@@ -33,10 +33,12 @@ SIMD_INLINE float hsum8(__m256 v) {
  * build/bench/levels, docs/BENCHMARKS.md.) */
 #if defined(__AVXVNNI__)
 #define MOE_VNNI 1
+#define MOE_VNNI_NAME "avx-vnni" /* for moe_system_info */
 #define mm256_dpbusd(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
 #define mm256_dpwssd(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
 #elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define MOE_VNNI 1
+#define MOE_VNNI_NAME "avx512vl"
 #define mm256_dpbusd(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
 #define mm256_dpwssd(acc, a, b) _mm256_dpwssd_epi32(acc, a, b)
 #else
