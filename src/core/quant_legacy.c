@@ -653,46 +653,36 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, NULL, nr);
 }
 
-/* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. */
-INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+/* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. One
+ * kernel for both: Q5_1 ORs in the fifth bits (qh); Q4_1's nibbles come through
+ * q4_nibbles, with VNNI the high ones 16× in place, which Q4_LANES takes out of dy. */
+INLINE void dot_q45_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf, bool q5) {
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
     ACC_INIT;
     float summs[4] = {0};
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 dy = _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
+        const __m256 dy = q5 ? bcast_f16(y[i].d) : _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
         const float sy = moe_f16_table[y[i].s];
         FOR_ROWS(r) {
-            const moe_block_q4_1 *x = MOE_GROUP_BLOCK(moe_block_q4_1, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, pf);
-            summs[r] += moe_f16_table[x->m] * sy;
-            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), q4_nibbles(x->qs), qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
+            const moe_block_q4_1 *x4 = MOE_GROUP_BLOCK(moe_block_q4_1, vx, bx, r, i, il);
+            const moe_block_q5_1 *x5 = MOE_GROUP_BLOCK(moe_block_q5_1, vx, bx, r, i, il);
+            if (q5) PREFETCH(x5, pfd, nr, i, pf);
+            else PREFETCH(x4, pfd, nr, i, pf);
+            summs[r] += moe_f16_table[q5 ? x5->m : x4->m] * sy;
+            const __m256i qx = q5 ? _mm256_or_si256(nibbles32(x5->qs), fifth_bits32(x5->qh)) : q4_nibbles(x4->qs);
+            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(q5 ? x5->d : x4->d), dy), q, acc[r]);
         }
     }
     store_sums(s, acc, summs, nr);
 }
-
+INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    dot_q45_1(n, s, vx, bx, vy, nr, il, pf, false);
+}
 INLINE void dot_q5_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
-    const size_t pfd = moe_prefetch_distance(bx);
-    const moe_block_q8_1 *y = vy;
-    ACC_INIT;
-    float summs[4] = {0};
-    for (int64_t i = 0; i < n / QK; i++) {
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 dy = bcast_f16(y[i].d);
-        const float sy = moe_f16_table[y[i].s];
-        FOR_ROWS(r) {
-            const moe_block_q5_1 *x = MOE_GROUP_BLOCK(moe_block_q5_1, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, pf);
-            summs[r] += moe_f16_table[x->m] * sy;
-            const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
-            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
-        }
-    }
-    store_sums(s, acc, summs, nr);
+    dot_q45_1(n, s, vx, bx, vy, nr, il, pf, true);
 }
 
 /* Q8_0·Q8_0: both signed, so ggml's sign trick: |x| (unsigned) times y with x's sign.
