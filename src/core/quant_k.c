@@ -214,11 +214,11 @@ void moe_q8_K_to_float(const void *src, float *y, int64_t n) {
 
 /* ------------------------------------------------------------------ scale searches */
 
-/* Symmetric quantization of x[n] to L[i] = l + nmax with l in [-nmax, nmax-1], weighted
- * by w = x² (ggml's make_qx_quants with rmse_type 1 and no importance weights): starts
- * from the scale that maps the largest |x| to -nmax, then tries 18 nearby scales and keeps
- * the least-squares one. Returns the scale. */
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+/* The first guess of both symmetric searches below: the value of largest magnitude
+ * (returned; 0 when every |x| is below GROUP_MAX_EPS, L then all 0), and for the scale that
+ * maps it to -nmax, L[i] = offset + l with l the nearest level in [-nmax, nmax-1], and the
+ * x²-weighted sums Σw·x·l and Σw·l² (ggml computes them inline in both). */
+static float qx_first_guess(int n, int nmax, const float *x, int8_t *L, int offset, float *sumlx, float *suml2) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
         float ax = fabsf(x[i]);
@@ -228,21 +228,34 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.f;
     }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
+    const float iscale = -nmax / max;
+    float slx = 0, sl2 = 0;
     for (int i = 0; i < n; i++) {
         int l = nearest_int(iscale * x[i]);
         l = imax(-nmax, imin(nmax - 1, l));
-        L[i] = (int8_t)(l + nmax);
+        L[i] = (int8_t)(l + offset);
         float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
+        slx += w * x[i] * l;
+        sl2 += w * l * l;
     }
+    *sumlx = slx;
+    *suml2 = sl2;
+    return max;
+}
+
+/* Symmetric quantization of x[n] to L[i] = l + nmax with l in [-nmax, nmax-1], weighted
+ * by w = x² (ggml's make_qx_quants with rmse_type 1 and no importance weights): starts
+ * from the scale that maps the largest |x| to -nmax, then tries 18 nearby scales and keeps
+ * the least-squares one. Returns the scale. */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+    float sumlx = 0, suml2 = 0;
+    const float max = qx_first_guess(n, nmax, x, L, nmax, &sumlx, &suml2);
+    if (max == 0) return 0.f;
     float scale = suml2 ? sumlx / suml2 : 0.0f;
     float best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;
-        iscale = -(nmax + 0.1f * is) / max;
+        const float iscale = -(nmax + 0.1f * is) / max;
         sumlx = suml2 = 0;
         for (int i = 0; i < n; i++) {
             int l = nearest_int(iscale * x[i]);
@@ -266,25 +279,8 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
 /* Q3_K's sub-block search (ggml's make_q3_quants with do_rmse): like make_qx_quants, then
  * up to 5 passes that move single quants while that lowers the x²-weighted error. */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = -nmax / max;
     float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * x[i]);
-        l = imax(-nmax, imin(nmax - 1, l));
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
+    if (qx_first_guess(n, nmax, x, L, 0, &sumlx, &suml2) == 0) return 0.f;
     for (int itry = 0; itry < 5; itry++) {
         int n_changed = 0;
         for (int i = 0; i < n; i++) {
