@@ -392,7 +392,7 @@ TEST(quant_k_matmul_matches_dequantized_product) {
 }
 
 TEST(quant_k_iq_types_are_refused_by_name) {
-    static const struct { int type; const char *name; } IQ[] = {{MOE_TYPE_IQ2_XXS, "iq2_xxs"}, {MOE_TYPE_IQ4_NL, "iq4_nl"}};
+    static const struct { int type; const char *name; } IQ[] = {{MOE_TYPE_IQ2_XXS, "iq2_xxs"}, {MOE_TYPE_IQ4_XS, "iq4_xs"}};
     for (size_t i = 0; i < MOE_ARRAY_LEN(IQ); i++) {
         moe_clear_error();
         CHECK_EQ_INT(moe_type_check_compute(IQ[i].type), MOE_ERR_UNSUPPORTED);

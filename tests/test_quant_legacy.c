@@ -22,8 +22,8 @@ static float rnd_normal(void) {
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
-static const int k_weight_types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0,
-                                     MOE_TYPE_Q4_1, MOE_TYPE_Q5_0, MOE_TYPE_Q5_1, MOE_TYPE_Q8_0};
+static const int k_weight_types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0, MOE_TYPE_Q4_1,
+                                     MOE_TYPE_Q5_0, MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_IQ4_NL};
 
 /* ------------------------------------------------------------------ (a) SIMD = scalar */
 
@@ -114,7 +114,7 @@ TEST(quant_legacy_simd_dot_matches_scalar_reference) {
  * kernels at each level.) */
 TEST(quant_four_row_kernels_same_bits_at_every_prefetch_level) {
     const int types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
-                         MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
+                         MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
                          MOE_TYPE_Q6_K};
     const int saved = moe_prefetch_level;
     float *xf = malloc(12 * 1024 * sizeof(float)), *yf = malloc(1024 * sizeof(float));
@@ -244,6 +244,11 @@ static double block_bound(int type, const float *x, int64_t n) {
     case MOE_TYPE_Q4_1: return rng / 30 + (rng + fabs(mn)) * h * 2;
     case MOE_TYPE_Q5_1: return rng / 62 + (rng + fabs(mn)) * h * 2;
     case MOE_TYPE_Q8_0: return amax / 254 + amax * h * 2;
+    /* d ≈ amax/127, moved by the search (scales amax/134 … amax/120, then the weighted
+     * least-squares fit): the grid's widest gap is 24 steps (half of it at most), and a
+     * value at +amax when the extreme is negative clips at 113·d, ~21 steps at amax/134.
+     * amax/5 leaves room for the fit's move; on N(0,1) the worst error is ~0.52 of it. */
+    case MOE_TYPE_IQ4_NL: return amax / 5 + amax * h * 2;
     default: return INFINITY;
     }
 }
@@ -409,4 +414,40 @@ TEST(quant_legacy_block_layouts) {
     moe_block_q5_0 b50 = {moe_f32_to_f16(1.0f), {0x00, 0, 0, 0x80}, {0}};
     moe_q5_0_to_float(&b50, out, 32);
     CHECK(out[0] == -16.0f && out[31] == 0.0f);
+    /* IQ4_NL: ggml-common.h's grid, written out here from the format's definition */
+    static const int grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    moe_block_iq4_nl bnl = {moe_f32_to_f16(0.5f), {0}};
+    for (int j = 0; j < 16; j++) bnl.qs[j] = (uint8_t)(j | (15 - j) << 4); /* value j: grid[j], value 16+j: grid[15-j] */
+    moe_iq4_nl_to_float(&bnl, out, 32);
+    for (int j = 0; j < 16; j++) {
+        CHECK_MSG(out[j] == 0.5f * grid[j], "iq4_nl value %d: %g", j, out[j]);
+        CHECK_MSG(out[16 + j] == 0.5f * grid[15 - j], "iq4_nl value %d: %g", 16 + j, out[16 + j]);
+    }
+}
+
+/* IQ4_NL's quantizer gives back a block whose values lie on the grid: the same indices and
+ * scale, when the largest magnitude is the grid's end (-127·d, which fixes the first
+ * guess of the scale exactly); a block of zeros gives d = 0 and index 8 (the grid's value
+ * nearest 0), as ggml's. */
+TEST(quant_iq4_nl_quantizer_recovers_grid_blocks) {
+    static const int grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    for (int trial = 0; trial < 200; trial++) {
+        const float d = (trial % 2 ? 0.125f : 3.0f) * (trial % 3 ? 1.0f : -1.0f);
+        uint8_t L[32];
+        float x[32];
+        for (int j = 0; j < 32; j++) L[j] = (uint8_t)(rnd_uniform() * 16) & 15;
+        L[(int)(rnd_uniform() * 32) & 31] = 0; /* the grid's end: -127 */
+        for (int j = 0; j < 32; j++) x[j] = d * grid[L[j]];
+        moe_block_iq4_nl b;
+        moe_iq4_nl_quantize_ref(x, &b, 32);
+        CHECK_MSG(moe_f16_to_f32(b.d) == d, "trial %d: d %g, want %g", trial, moe_f16_to_f32(b.d), d);
+        for (int j = 0; j < 16; j++)
+            CHECK_MSG(b.qs[j] == (L[j] | L[16 + j] << 4), "trial %d byte %d: %02x, want %02x", trial, j, b.qs[j],
+                      L[j] | L[16 + j] << 4);
+    }
+    float zeros[32] = {0};
+    moe_block_iq4_nl z;
+    moe_iq4_nl_quantize_ref(zeros, &z, 32);
+    CHECK(moe_f16_to_f32(z.d) == 0.0f);
+    for (int j = 0; j < 16; j++) CHECK_EQ_INT(z.qs[j], 0x88);
 }

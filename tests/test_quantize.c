@@ -7,7 +7,9 @@
 #include "core/types.h"
 #include "model/quantize.h"
 
+#include <math.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static bool read_file(const char *path, uint8_t **data, size_t *size) {
     FILE *f = fopen(path, "rb");
@@ -174,7 +176,72 @@ TEST(quantize_plan_follows_llama_quantize_pure) {
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_Q5_1), 9);
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_BF16), 32);
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_Q8_1), -1); /* activations only */
+    CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_IQ4_NL), 25);
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_IQ2_XXS), -1);
+}
+
+/* Logits of the F16 fixture quantized to `type`, as one batch or token by token (rows of
+ * `n` tokens; *nv_out the vocabulary), from a model read into memory (interleaved
+ * matrices) or mapped. NULL on a failure, which is CHECKed. */
+static float *quantized_logits(const char *type, const int32_t *tokens, int64_t n, bool in_memory, bool decode,
+                               int64_t *nv_out) {
+    char out[600];
+    snprintf(out, sizeof out, "%s/f16-%s.gguf", test_tmpdir(), type);
+    moe_quantize_params p = moe_quantize_default_params();
+    p.progress = false;
+    moe_quantize_stats st;
+    if (strcmp(type, "f16") && access(out, F_OK) != 0)
+        CHECK_MSG(moe_quantize_file(test_fixture("gguf/mixtral-f16.gguf"), out, type, &p, &st) == MOE_OK, "%s", moe_last_error());
+    moe_model_params mp = moe_model_default_params();
+    mp.n_threads = 2;
+    mp.no_mmap = in_memory;
+    moe_model *m = moe_model_load(strcmp(type, "f16") ? out : test_fixture("gguf/mixtral-f16.gguf"), &mp);
+    CHECK_MSG(m, "%s", moe_last_error());
+    if (!m) return NULL;
+    const int64_t nv = *nv_out = moe_model_n_vocab(m);
+    moe_context *c = moe_context_init(m, n);
+    float *l = malloc((size_t)(n * nv) * sizeof *l);
+    bool ok = c && l;
+    if (ok && !decode) ok = moe_eval(c, tokens, n, l, 0) == MOE_OK;
+    for (int64_t t = 0; ok && decode && t < n; t++) ok = moe_eval(c, tokens + t, 1, l + t * nv, 0) == MOE_OK;
+    CHECK_MSG(ok, "%s: %s", type, moe_last_error());
+    moe_context_free(c);
+    moe_model_free(m);
+    if (!ok) { free(l); l = NULL; }
+    return l;
+}
+
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) { d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); s += (double)b[i] * b[i]; }
+    return sqrt(d / s);
+}
+
+/* IQ4_NL end to end: the F16 fixture quantized to it runs through every path the model
+ * has (batch and decode, mapped row-major and interleaved matrices) with the same bits,
+ * and its logits are as close to the F16 model's as Q4_0's are (it has the same 4.5 bits
+ * per weight on a non-linear grid: closer, in fact). */
+TEST(quantize_iq4_nl_model_runs_and_is_as_close_as_q4_0) {
+    const int32_t tokens[16] = {1, 415, 2936, 906, 285, 1142, 2870, 2877, 2873, 2723, 13, 1014, 349, 264, 1369, 2};
+    const int64_t n = 16;
+    int64_t nv[6] = {0};
+    float *f16 = quantized_logits("f16", tokens, n, true, false, &nv[0]);
+    float *q40 = quantized_logits("q4_0", tokens, n, true, false, &nv[1]);
+    float *nl = quantized_logits("iq4_nl", tokens, n, true, false, &nv[2]);
+    float *nl_dec = quantized_logits("iq4_nl", tokens, n, true, true, &nv[3]);
+    float *nl_map = quantized_logits("iq4_nl", tokens, n, false, false, &nv[4]);
+    float *nl_map_dec = quantized_logits("iq4_nl", tokens, n, false, true, &nv[5]);
+    if (f16 && q40 && nl && nl_dec && nl_map && nl_map_dec) {
+        for (int k = 1; k < 6; k++) REQUIRE(nv[k] == nv[0] && nv[0] > 0);
+        const size_t all = (size_t)n * (size_t)nv[0];
+        CHECK(memcmp(nl, nl_dec, all * sizeof *nl) == 0);     /* batch = decode */
+        CHECK(memcmp(nl, nl_map, all * sizeof *nl) == 0);     /* interleaved = row-major */
+        CHECK(memcmp(nl, nl_map_dec, all * sizeof *nl) == 0);
+        const double e_nl = rel_l2(nl, f16, all), e_q40 = rel_l2(q40, f16, all);
+        fprintf(stderr, "    logits vs the F16 model (relative L2): iq4_nl %.4f, q4_0 %.4f\n", e_nl, e_q40);
+        CHECK(e_nl > 0 && e_nl <= e_q40);
+    }
+    free(f16); free(q40); free(nl); free(nl_dec); free(nl_map); free(nl_map_dec);
 }
 
 /* A small file with a misfit matrix, an F16 bias and a BF16 matrix, quantized to Q5_1. */

@@ -21,6 +21,9 @@ _Static_assert(sizeof(moe_block_q5_0) == 22, "block_q5_0 layout");
 _Static_assert(sizeof(moe_block_q5_1) == 24, "block_q5_1 layout");
 _Static_assert(sizeof(moe_block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(moe_block_q8_1) == 36, "block_q8_1 layout");
+_Static_assert(sizeof(moe_block_iq4_nl) == 18, "block_iq4_nl layout");
+
+const int8_t moe_iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 _Static_assert(MOE_Q4_0_IL_BLOCK == 4 * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
                "an interleaved block holds four rows' blocks");
 
@@ -134,6 +137,17 @@ void moe_q8_0_to_float(const void *src, float *y, int64_t n) {
     for (int64_t i = 0; i < n / QK; i++, y += QK) {
         const float d = F16(x[i].d);
         for (int j = 0; j < QK; j++) y[j] = x[i].qs[j] * d;
+    }
+}
+
+void moe_iq4_nl_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_iq4_nl *x = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const float d = F16(x[i].d);
+        for (int j = 0; j < QK / 2; j++) {
+            y[j] = d * moe_iq4_nl_values[x[i].qs[j] & 0x0F];
+            y[j + QK / 2] = d * moe_iq4_nl_values[x[i].qs[j] >> 4];
+        }
     }
 }
 
@@ -268,6 +282,74 @@ void moe_q8_1_quantize_ref(const float *x, void *dst, int64_t n) {
             sum += y[i].qs[j];
         }
         y[i].s = moe_f32_to_f16(sum * d);
+    }
+}
+
+/* IQ4_NL (ggml-quants.c: quantize_row_iq4_nl_impl for one block of 32 with ntry 7 and no
+ * importance weights, as quantize_iq4_nl calls it). best_index: the grid index nearest
+ * to x (ties to the upper one), by bisection as ggml's best_index_int8. */
+static int iq4_nl_best_index(float x) {
+    const int8_t *val = moe_iq4_nl_values;
+    if (x <= val[0]) return 0;
+    if (x >= val[15]) return 15;
+    int ml = 0, mu = 15;
+    while (mu - ml > 1) {
+        const int mav = (ml + mu) / 2;
+        if (x < val[mav]) mu = mav;
+        else ml = mav;
+    }
+    return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
+}
+
+void moe_iq4_nl_quantize_ref(const float *x, void *dst, int64_t n) {
+    enum { NTRY = 7 };
+    const int8_t *values = moe_iq4_nl_values;
+    moe_block_iq4_nl *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        uint8_t L[QK];
+        float weight[QK];
+        for (int j = 0; j < QK; j++) weight[j] = x[j] * x[j];
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK; j++) {
+            const float ax = fabsf(x[j]);
+            if (ax > amax) { amax = ax; max = x[j]; }
+        }
+        float scale = 0;
+        if (amax >= 1e-15f) { /* ggml's GROUP_MAX_EPS; below it the scale stays 0 */
+            float d = -max / values[0];
+            float id = 1 / d;
+            float sumqx = 0, sumq2 = 0;
+            for (int j = 0; j < QK; j++) {
+                const float al = id * x[j];
+                const int l = iq4_nl_best_index(al);
+                L[j] = (uint8_t)l;
+                const float q = values[l], w = weight[j];
+                sumqx += w * q * x[j];
+                sumq2 += w * q * q;
+            }
+            d = sumqx / sumq2;
+            float best = d * sumqx;
+            for (int itry = -NTRY; itry <= NTRY; itry++) {
+                id = (itry + values[0]) / max;
+                sumqx = sumq2 = 0;
+                for (int j = 0; j < QK; j++) {
+                    const float al = id * x[j];
+                    const float q = values[iq4_nl_best_index(al)], w = weight[j];
+                    sumqx += w * q * x[j];
+                    sumq2 += w * q * q;
+                }
+                if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+                    d = sumqx / sumq2;
+                    best = d * sumqx;
+                }
+            }
+            scale = d;
+        }
+        y[i].d = moe_f32_to_f16(scale);
+        /* the quants again at the chosen scale (at 0: index 8, the grid's value nearest 0) */
+        const float id = scale ? 1 / scale : 0;
+        for (int j = 0; j < QK; j++) L[j] = (uint8_t)iq4_nl_best_index(id * x[j]);
+        for (int j = 0; j < QK / 2; j++) y[i].qs[j] = (uint8_t)(L[j] | L[j + QK / 2] << 4);
     }
 }
 
@@ -412,6 +494,19 @@ void moe_q5_1_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
             sumi += v0 * y[i].qs[j] + v1 * y[i].qs[j + QK / 2];
         }
         acc += (double)sumi * F16(x[i].d) * F16(y[i].d) + (double)F16(x[i].m) * F16(y[i].s);
+    }
+    *s = (float)acc;
+}
+
+void moe_iq4_nl_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_iq4_nl *x = vx;
+    const moe_block_q8_0 *y = vy;
+    double acc = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++)
+            sumi += moe_iq4_nl_values[x[i].qs[j] & 0x0F] * y[i].qs[j] + moe_iq4_nl_values[x[i].qs[j] >> 4] * y[i].qs[j + QK / 2];
+        acc += (double)sumi * F16(x[i].d) * F16(y[i].d);
     }
     *s = (float)acc;
 }
@@ -717,6 +812,31 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     rows4_store(s, acc, nr);
 }
 
+/* IQ4_NL·Q8_0: the nibbles looked up in the grid (one pshufb of the 16 values) give signed
+ * weights, which then go exactly as Q8_0's (the sign trick; the same order of sums). On
+ * interleaved rows the generic layout (blocks side by side, MOE_GROUP_BLOCK). */
+INLINE void dot_iq4_nl(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    const size_t pfd = moe_prefetch_distance(bx);
+    const moe_block_q8_0 *y = vy;
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const moe_block_iq4_nl *x[4];
+        __m256i p[4];
+        FOR_ROWS(r) {
+            x[r] = MOE_GROUP_BLOCK(moe_block_iq4_nl, vx, bx, r, i, il);
+            PREFETCH(x[r], pfd, nr, i, pf);
+            const __m256i qx = _mm256_shuffle_epi8(grid, nibbles32(x[r]->qs));
+            p[r] = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+        }
+        const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
+        const __m256 d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y[i].d)), _mm256_cvtepi32_ps(ab), acc);
+    }
+    rows4_store(s, acc, nr);
+}
+
 /* The interleaved Q8_0 layout (moe_q8_0_interleave_group): per block of four rows, the
  * four scales, then four 32-byte vectors, vector k holding qs[4k..4k+3] of rows 0-3 and
  * then qs[16+4k..16+4k+3] of rows 0-3: lanes of one row each, against the activation
@@ -788,7 +908,7 @@ void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
 MOE_DEFINE_VEC_DOTS(q4_0)
 MOE_DEFINE_VEC_DOTS(q8_0)
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
-DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1)
+DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1) DEFINE_DOTS(iq4_nl)
 #else
 MOE_LEGACY_DOTS(MOE_DEFINE_REF_DOTS)
 #endif
