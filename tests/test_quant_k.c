@@ -10,7 +10,8 @@
 
 #include <stdlib.h>
 
-static const int K_TYPES[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K, MOE_TYPE_Q6_K, MOE_TYPE_Q8_K};
+static const int K_TYPES[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
+                              MOE_TYPE_Q6_K, MOE_TYPE_Q8_K, MOE_TYPE_IQ4_XS};
 
 /* splitmix64 + Box-Muller: reproducible data without libc's rand. */
 static uint64_t rng_next(uint64_t *s) {
@@ -45,6 +46,7 @@ static void fill_random_blocks(int type, void *row, int64_t n, uint64_t seed) {
         case MOE_TYPE_Q4_K: memcpy(blk + offsetof(moe_block_q4_K, d), &d, 2); memcpy(blk + offsetof(moe_block_q4_K, dmin), &dm, 2); break;
         case MOE_TYPE_Q5_K: memcpy(blk + offsetof(moe_block_q5_K, d), &d, 2); memcpy(blk + offsetof(moe_block_q5_K, dmin), &dm, 2); break;
         case MOE_TYPE_Q6_K: memcpy(blk + offsetof(moe_block_q6_K, d), &d, 2); break;
+        case MOE_TYPE_IQ4_XS: memcpy(blk + offsetof(moe_block_iq4_xs, d), &d, 2); break;
         default: break;
         }
     }
@@ -183,7 +185,7 @@ TEST(quant_k_q8_K_simd_quantizer_is_bit_exact) {
 TEST(quant_k_roundtrip_error_within_bounds) {
     static const struct { int type; double bound; } B[] = {
         {MOE_TYPE_Q2_K, 0.33}, {MOE_TYPE_Q3_K, 0.17}, {MOE_TYPE_Q4_K, 0.080},
-        {MOE_TYPE_Q5_K, 0.040}, {MOE_TYPE_Q6_K, 0.020}, {MOE_TYPE_Q8_K, 0.0077},
+        {MOE_TYPE_Q5_K, 0.040}, {MOE_TYPE_Q6_K, 0.020}, {MOE_TYPE_Q8_K, 0.0077}, {MOE_TYPE_IQ4_XS, 0.085},
     };
     const int64_t n = 65536;
     float *x = malloc(n * 4), *y = malloc(n * 4);
@@ -392,7 +394,7 @@ TEST(quant_k_matmul_matches_dequantized_product) {
 }
 
 TEST(quant_k_iq_types_are_refused_by_name) {
-    static const struct { int type; const char *name; } IQ[] = {{MOE_TYPE_IQ2_XXS, "iq2_xxs"}, {MOE_TYPE_IQ4_XS, "iq4_xs"}};
+    static const struct { int type; const char *name; } IQ[] = {{MOE_TYPE_IQ2_XXS, "iq2_xxs"}, {MOE_TYPE_IQ3_S, "iq3_s"}};
     for (size_t i = 0; i < MOE_ARRAY_LEN(IQ); i++) {
         moe_clear_error();
         CHECK_EQ_INT(moe_type_check_compute(IQ[i].type), MOE_ERR_UNSUPPORTED);
@@ -409,4 +411,30 @@ TEST(quant_k_iq_types_are_refused_by_name) {
         moe_buf_free(&scratch);
     }
     for (size_t ti = 0; ti < MOE_ARRAY_LEN(K_TYPES); ti++) CHECK_EQ_INT(moe_type_check_compute(K_TYPES[ti]), MOE_OK);
+}
+
+/* IQ4_XS's layout, from ggml-common.h's definition: sub-block ib's 6-bit scale is the
+ * nibble ib % 2 of scales_l[ib / 2] with bits 2·ib, 2·ib+1 of scales_h above it, minus 32;
+ * its values are d·scale·grid[nibble], the nibbles as IQ4_NL's. */
+TEST(quant_k_iq4_xs_block_layout) {
+    static const int grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    moe_block_iq4_xs b;
+    memset(&b, 0, sizeof b);
+    b.d = moe_f32_to_f16(0.25f);
+    const int ls[8] = {0, 63, 32, 33, 17, 48, 31, 5}; /* stored values; the scales are ls - 32 */
+    for (int ib = 0; ib < 8; ib++) {
+        b.scales_l[ib / 2] |= (uint8_t)((ls[ib] & 0xf) << 4 * (ib % 2));
+        b.scales_h |= (uint16_t)((ls[ib] >> 4) << 2 * ib);
+    }
+    for (int j = 0; j < 128; j++) b.qs[j] = (uint8_t)((j % 16) | ((j * 7 + 3) % 16) << 4);
+    float out[256];
+    moe_iq4_xs_to_float(&b, out, 256);
+    for (int ib = 0; ib < 8; ib++)
+        for (int j = 0; j < 16; j++) {
+            const int byte = 16 * ib + j;
+            const float lo = 0.25f * (float)(ls[ib] - 32) * (float)grid[byte % 16];
+            const float hi = 0.25f * (float)(ls[ib] - 32) * (float)grid[(byte * 7 + 3) % 16];
+            CHECK_MSG(out[32 * ib + j] == lo, "sub-block %d value %d: %g, want %g", ib, j, out[32 * ib + j], lo);
+            CHECK_MSG(out[32 * ib + 16 + j] == hi, "sub-block %d value %d: %g, want %g", ib, 16 + j, out[32 * ib + 16 + j], hi);
+        }
 }

@@ -114,7 +114,7 @@ TEST(quant_legacy_simd_dot_matches_scalar_reference) {
  * kernels at each level.) */
 TEST(quant_four_row_kernels_same_bits_at_every_prefetch_level) {
     const int types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q4_0, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
-                         MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
+                         MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_IQ4_NL, MOE_TYPE_IQ4_XS, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
                          MOE_TYPE_Q6_K};
     const int saved = moe_prefetch_level;
     float *xf = malloc(12 * 1024 * sizeof(float)), *yf = malloc(1024 * sizeof(float));

@@ -177,6 +177,7 @@ TEST(quantize_plan_follows_llama_quantize_pure) {
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_BF16), 32);
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_Q8_1), -1); /* activations only */
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_IQ4_NL), 25);
+    CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_IQ4_XS), 30);
     CHECK_EQ_INT(moe_quantize_ftype(MOE_TYPE_IQ2_XXS), -1);
 }
 
@@ -217,31 +218,39 @@ static double rel_l2(const float *a, const float *b, size_t n) {
     return sqrt(d / s);
 }
 
-/* IQ4_NL end to end: the F16 fixture quantized to it runs through every path the model
- * has (batch and decode, mapped row-major and interleaved matrices) with the same bits,
- * and its logits are as close to the F16 model's as Q4_0's are (it has the same 4.5 bits
- * per weight on a non-linear grid: closer, in fact). */
-TEST(quantize_iq4_nl_model_runs_and_is_as_close_as_q4_0) {
+/* The IQ types end to end: the F16 fixture quantized to IQ4_NL (4.5 bits per weight) and
+ * IQ4_XS (4.25) runs through every path the model has (batch and decode, mapped
+ * row-major and interleaved matrices) with the same bits, and its logits are as close to
+ * the F16 model's as Q4_0's (4.5 bits on a uniform grid; IQ4_XS within 10 % of it). */
+TEST(quantize_iq4_models_run_and_are_as_close_as_q4_0) {
     const int32_t tokens[16] = {1, 415, 2936, 906, 285, 1142, 2870, 2877, 2873, 2723, 13, 1014, 349, 264, 1369, 2};
     const int64_t n = 16;
-    int64_t nv[6] = {0};
-    float *f16 = quantized_logits("f16", tokens, n, true, false, &nv[0]);
-    float *q40 = quantized_logits("q4_0", tokens, n, true, false, &nv[1]);
-    float *nl = quantized_logits("iq4_nl", tokens, n, true, false, &nv[2]);
-    float *nl_dec = quantized_logits("iq4_nl", tokens, n, true, true, &nv[3]);
-    float *nl_map = quantized_logits("iq4_nl", tokens, n, false, false, &nv[4]);
-    float *nl_map_dec = quantized_logits("iq4_nl", tokens, n, false, true, &nv[5]);
-    if (f16 && q40 && nl && nl_dec && nl_map && nl_map_dec) {
-        for (int k = 1; k < 6; k++) REQUIRE(nv[k] == nv[0] && nv[0] > 0);
-        const size_t all = (size_t)n * (size_t)nv[0];
-        CHECK(memcmp(nl, nl_dec, all * sizeof *nl) == 0);     /* batch = decode */
-        CHECK(memcmp(nl, nl_map, all * sizeof *nl) == 0);     /* interleaved = row-major */
-        CHECK(memcmp(nl, nl_map_dec, all * sizeof *nl) == 0);
-        const double e_nl = rel_l2(nl, f16, all), e_q40 = rel_l2(q40, f16, all);
-        fprintf(stderr, "    logits vs the F16 model (relative L2): iq4_nl %.4f, q4_0 %.4f\n", e_nl, e_q40);
-        CHECK(e_nl > 0 && e_nl <= e_q40);
+    int64_t nv0 = 0, nv1 = 0;
+    float *f16 = quantized_logits("f16", tokens, n, true, false, &nv0);
+    float *q40 = quantized_logits("q4_0", tokens, n, true, false, &nv1);
+    REQUIRE(f16 && q40 && nv0 == nv1 && nv0 > 0);
+    const size_t all = (size_t)n * (size_t)nv0;
+    const double e_q40 = rel_l2(q40, f16, all);
+    const char *types[] = {"iq4_nl", "iq4_xs"};
+    const double slack[] = {1.0, 1.1};
+    for (int k = 0; k < 2; k++) {
+        int64_t nv[4] = {0};
+        float *mem = quantized_logits(types[k], tokens, n, true, false, &nv[0]);
+        float *mem_dec = quantized_logits(types[k], tokens, n, true, true, &nv[1]);
+        float *map = quantized_logits(types[k], tokens, n, false, false, &nv[2]);
+        float *map_dec = quantized_logits(types[k], tokens, n, false, true, &nv[3]);
+        if (mem && mem_dec && map && map_dec) {
+            for (int j = 0; j < 4; j++) REQUIRE(nv[j] == nv0);
+            CHECK_MSG(memcmp(mem, mem_dec, all * sizeof *mem) == 0, "%s: batch != decode", types[k]);
+            CHECK_MSG(memcmp(mem, map, all * sizeof *mem) == 0, "%s: interleaved != row-major", types[k]);
+            CHECK_MSG(memcmp(mem, map_dec, all * sizeof *mem) == 0, "%s: mapped decode", types[k]);
+            const double e = rel_l2(mem, f16, all);
+            fprintf(stderr, "    logits vs the F16 model (relative L2): %s %.4f, q4_0 %.4f\n", types[k], e, e_q40);
+            CHECK_MSG(e > 0 && e <= slack[k] * e_q40, "%s: %.4f vs q4_0 %.4f", types[k], e, e_q40);
+        }
+        free(mem); free(mem_dec); free(map); free(map_dec);
     }
-    free(f16); free(q40); free(nl); free(nl_dec); free(nl_map); free(nl_map_dec);
+    free(f16); free(q40);
 }
 
 /* A small file with a misfit matrix, an F16 bias and a BF16 matrix, quantized to Q5_1. */

@@ -5,6 +5,7 @@
  * built with -std=c11, so no FMA contraction), so their output matches llama-quantize's
  * byte for byte; do not "simplify" an expression without checking test_quant_k. */
 #include "core/quant_k.h"
+#include "core/quant_legacy.h" /* IQ4_NL's grid and search, which IQ4_XS shares */
 
 #include <math.h>
 #include <string.h>
@@ -202,6 +203,26 @@ void moe_q6_K_to_float(const void *src, float *y, int64_t n) {
             ql += 64;
             qh += 32;
             sc += 8;
+        }
+    }
+}
+
+/* The 6-bit scale of sub-block ib of an IQ4_XS block, minus 32 */
+static inline int iq4_xs_scale(const moe_block_iq4_xs *x, int ib) {
+    return (((x->scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) | (((x->scales_h >> 2 * ib) & 3) << 4)) - 32;
+}
+
+void moe_iq4_xs_to_float(const void *src, float *y, int64_t n) {
+    const moe_block_iq4_xs *x = src;
+    for (int64_t i = 0; i < n / QK; i++) {
+        const float d = moe_f16_to_f32(x[i].d);
+        for (int ib = 0; ib < QK / 32; ib++, y += 32) {
+            const float dl = d * iq4_xs_scale(&x[i], ib);
+            const uint8_t *qs = x[i].qs + 16 * ib;
+            for (int j = 0; j < 16; j++) {
+                y[j] = dl * moe_iq4_nl_values[qs[j] & 0xf];
+                y[j + 16] = dl * moe_iq4_nl_values[qs[j] >> 4];
+            }
         }
     }
 }
@@ -610,6 +631,37 @@ void moe_q6_K_from_float_ref(const float *x, void *dst, int64_t n) {
 
 /* The scale maps the value of largest magnitude to -127 exactly (ggml uses -127, not
  * -128, so that IQ kernels can negate quants freely). */
+/* ggml-quants.c's quantize_iq4_xs without importance weights: quantize_row_iq4_nl_impl for
+ * a super-block of 256 with ntry 7. Each sub-block of 32 gets IQ4_NL's scale search; the
+ * super-block scale maps the largest of those (by magnitude, signed) to -32; each
+ * sub-block's scale rounds to a 6-bit multiple l of it, and the quants are taken again at
+ * d·l. */
+void moe_iq4_xs_from_float_ref(const float *x, void *dst, int64_t n) {
+    moe_block_iq4_xs *y = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK) {
+        float scales[QK / 32], max_scale = 0, amax_scale = 0;
+        for (int ib = 0; ib < QK / 32; ib++) {
+            scales[ib] = moe_iq4_nl_block_scale(x + 32 * ib);
+            const float abs_d = fabsf(scales[ib]);
+            if (abs_d > amax_scale) { amax_scale = abs_d; max_scale = scales[ib]; }
+        }
+        const float d = -max_scale / 32; /* -0.0 when every sub-block is 0, as in ggml */
+        y[i].d = moe_f32_to_f16(d);
+        y[i].scales_h = 0;
+        const float id = d ? 1 / d : 0.f;
+        for (int ib = 0; ib < QK / 32; ib++) {
+            int l = nearest_int(id * scales[ib]);
+            l = imax(-32, imin(31, l));
+            const float dl = d * l;
+            moe_iq4_nl_pack(y[i].qs + 16 * ib, x + 32 * ib, dl ? 1 / dl : 0.f);
+            l += 32;
+            if (ib % 2 == 0) y[i].scales_l[ib / 2] = (uint8_t)(l & 0xf);
+            else y[i].scales_l[ib / 2] |= (uint8_t)((l & 0xf) << 4);
+            y[i].scales_h |= (uint16_t)((l >> 4) << 2 * ib);
+        }
+    }
+}
+
 void moe_q8_K_from_float_ref(const float *x, void *dst, int64_t n) {
     moe_block_q8_K *y = dst;
     for (int64_t i = 0; i < n / QK; i++, x += QK) {
@@ -779,6 +831,25 @@ void moe_q8_K_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
         int isum = 0;
         for (int j = 0; j < QK; j++) isum += x[i].qs[j] * y[i].qs[j];
         sumf += x[i].d * y[i].d * isum;
+    }
+    *s = sumf;
+}
+
+void moe_iq4_xs_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const moe_block_iq4_xs *x = vx;
+    const moe_block_q8_K *y = vy;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK; i++) {
+        int isum = 0;
+        for (int ib = 0; ib < QK / 32; ib++) {
+            const uint8_t *qs = x[i].qs + 16 * ib;
+            const int8_t *q8 = y[i].qs + 32 * ib;
+            int sumi = 0;
+            for (int j = 0; j < 16; j++)
+                sumi += moe_iq4_nl_values[qs[j] & 0xf] * q8[j] + moe_iq4_nl_values[qs[j] >> 4] * q8[j + 16];
+            isum += iq4_xs_scale(&x[i], ib) * sumi;
+        }
+        sumf += moe_f16_to_f32(x[i].d) * y[i].d * isum;
     }
     *s = sumf;
 }

@@ -1,6 +1,7 @@
-/* quant_k.h — the K-quants (Q2_K … Q6_K) and their activation type Q8_K: ggml's block
- * layouts byte for byte, dequantization, llama.cpp's reference quantizers, and the dot
- * products of each type with Q8_K (scalar reference in quant_k.c, AVX2 in quant_k_avx2.c). */
+/* quant_k.h — the K-quants (Q2_K … Q6_K), IQ4_XS (super-blocks of 256 on IQ4_NL's grid)
+ * and their activation type Q8_K: ggml's block layouts byte for byte, dequantization,
+ * llama.cpp's reference quantizers, and the dot products of each type with Q8_K (scalar
+ * reference in quant_k.c, AVX2 in quant_k_avx2.c). */
 #ifndef MOE_CORE_QUANT_K_H
 #define MOE_CORE_QUANT_K_H
 
@@ -46,6 +47,16 @@ typedef struct {
     moe_f16 d;
 } moe_block_q6_K;
 
+/* x = d·(ls − 32)·grid[q] for sub-block ib of 32 values, ls its 6-bit scale (low 4 bits in
+ * scales_l[ib / 2], nibble ib % 2; high 2 bits at bit 2·ib of scales_h), grid IQ4_NL's
+ * (moe_iq4_nl_values) and q's nibbles as IQ4_NL's within the sub-block's 16 bytes. */
+typedef struct {
+    moe_f16 d;
+    uint16_t scales_h;
+    uint8_t scales_l[MOE_QK_K / 64];
+    uint8_t qs[MOE_QK_K / 2];
+} moe_block_iq4_xs;
+
 typedef struct {
     float d;                       /* f32 scale: activations need the range */
     int8_t qs[MOE_QK_K];
@@ -58,6 +69,7 @@ _Static_assert(sizeof(moe_block_q4_K) == 144, "q4_K block size");
 _Static_assert(sizeof(moe_block_q5_K) == 176, "q5_K block size");
 _Static_assert(sizeof(moe_block_q6_K) == 210, "q6_K block size");
 _Static_assert(sizeof(moe_block_q8_K) == 292, "q8_K block size");
+_Static_assert(sizeof(moe_block_iq4_xs) == 136, "iq4_xs block size");
 
 /* Every function takes n values, n a multiple of 256; the type-table signatures. */
 
@@ -68,6 +80,7 @@ void moe_q4_K_to_float(const void *src, float *dst, int64_t n);
 void moe_q5_K_to_float(const void *src, float *dst, int64_t n);
 void moe_q6_K_to_float(const void *src, float *dst, int64_t n);
 void moe_q8_K_to_float(const void *src, float *dst, int64_t n);
+void moe_iq4_xs_to_float(const void *src, float *dst, int64_t n);
 
 /* llama.cpp's reference quantizers (quantize_row_*_ref), with their scale searches. These
  * are what `llama-quantize` runs when no importance matrix is given, so files written
@@ -78,6 +91,7 @@ void moe_q4_K_from_float_ref(const float *src, void *dst, int64_t n);
 void moe_q5_K_from_float_ref(const float *src, void *dst, int64_t n);
 void moe_q6_K_from_float_ref(const float *src, void *dst, int64_t n);
 void moe_q8_K_from_float_ref(const float *src, void *dst, int64_t n);
+void moe_iq4_xs_from_float_ref(const float *src, void *dst, int64_t n); /* quantize_iq4_xs, no imatrix */
 /* The activation quantizer: AVX2 where available, the same bytes as the reference (ggml's
  * x86 CPU backend quantizes activations with quantize_row_q8_K_ref). */
 void moe_q8_K_from_float(const float *src, void *dst, int64_t n);
@@ -90,6 +104,7 @@ void moe_q4_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
 void moe_q5_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
 void moe_q6_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
 void moe_q8_K_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
+void moe_iq4_xs_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
 /* ...and the fast versions (AVX2+FMA when compiled for it, else the references). */
 void moe_q2_K_vec_dot(int64_t n, float *s, const void *x, const void *y);
 void moe_q3_K_vec_dot(int64_t n, float *s, const void *x, const void *y);
@@ -97,6 +112,7 @@ void moe_q4_K_vec_dot(int64_t n, float *s, const void *x, const void *y);
 void moe_q5_K_vec_dot(int64_t n, float *s, const void *x, const void *y);
 void moe_q6_K_vec_dot(int64_t n, float *s, const void *x, const void *y);
 void moe_q8_K_vec_dot(int64_t n, float *s, const void *x, const void *y);
+void moe_iq4_xs_vec_dot(int64_t n, float *s, const void *x, const void *y);
 
 /* Four weight rows, `bx` bytes apart, against one Q8_K row: s[0..3] (matmul's fast path;
  * the same sums as four calls of the functions above, bit for bit). */
@@ -106,6 +122,7 @@ void moe_q4_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const vo
 void moe_q5_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void moe_q6_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
 void moe_q8_K_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
+void moe_iq4_xs_vec_dot_x4(int64_t n, float *s, const void *x, size_t bx, const void *y);
 /* The same on ngroups groups of four rows interleaved by moe_mat_interleave (SIMD builds
  * only; moe_vec_dot_x4i_fn). */
 void moe_q2_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
@@ -114,6 +131,7 @@ void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
 void moe_q5_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 void moe_q6_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 void moe_q8_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
+void moe_iq4_xs_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups);
 
 /* The bytes of one block of four rows in Q4_K's interleaved layout (quant_k.c) */
 #define MOE_Q4_K_IL_BLOCK 576

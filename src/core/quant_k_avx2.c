@@ -9,6 +9,7 @@
  * where the CPU has VNNI (MOE_VNNI, simd.h). The integer sums are exactly those of the references.
  * Without AVX2 (or FMA, F16C) every function falls back to its scalar reference. */
 #include "core/quant_k.h"
+#include "core/quant_legacy.h" /* moe_iq4_nl_values: IQ4_XS's grid */
 #include "core/cpu.h"
 #include "core/matmul.h"
 
@@ -387,6 +388,43 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     store_sums(s, acc, nr);
 }
 
+/* IQ4_XS·Q8_K: per pair of sub-blocks (64 values, 32 bytes of nibbles) the nibbles are
+ * looked up in IQ4_NL's grid (one pshufb each half), rearranged into the two sub-blocks'
+ * value order, multiplied with the activations by the sign trick into int16 pairs and
+ * scaled by the sub-block's 6-bit scale − 32 in the madd: exact integers per super-block
+ * (|pair| ≤ 2·127·127, times ≤ 32), then one FMA by d·dy, as the reference. */
+INLINE void dot_iq4_xs(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    const size_t pfd = moe_prefetch_distance(bx);
+    const moe_block_q8_K *y = vy;
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    ACC_INIT;
+    for (int64_t i = 0; i < n / QK; i++) {
+        FOR_ROWS(r) {
+            const moe_block_iq4_xs *x = MOE_GROUP_BLOCK(moe_block_iq4_xs, vx, bx, r, i, il);
+            PREFETCH(x, pfd, nr, sizeof *x, pf);
+            __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            uint16_t h = x->scales_h;
+            UNROLL for (int ib = 0; ib < QK / 32; ib += 2, h >>= 4) {
+                const __m256i q4 = load256(x->qs + 16 * ib); /* sub-block ib, then ib + 1 */
+                const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q4, m4));
+                const __m256i hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
+                const __m256i w[2] = {_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)};
+                const int ls[2] = {((x->scales_l[ib / 2] & 0xf) | ((h << 4) & 0x30)) - 32,
+                                   ((x->scales_l[ib / 2] >> 4) | ((h << 2) & 0x30)) - 32};
+                UNROLL for (int k = 0; k < 2; k++) {
+                    const __m256i qy = load256(y[i].qs + 32 * (ib + k));
+                    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w[k], w[k]), _mm256_sign_epi8(qy, w[k]));
+                    sumi[k] = madd_acc(sumi[k], p16, _mm256_set1_epi16((short)ls[k]));
+                }
+            }
+            const float dd = moe_f16_to_f32(x->d) * y[i].d;
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[0], sumi[1])), acc[r]);
+        }
+    }
+    store_sums(s, acc, nr);
+}
+
 /* The interleaved Q4_K layout (moe_q4_K_interleave_group, quant_k.c): per block of four
  * rows, the four (d, dmin) pairs, the 64 six-bit scales and mins repacked so that one
  * 32-byte load and a few shifts give all of them (entry 4·sub-block + row), then the quants
@@ -500,6 +538,7 @@ MOE_DEFINE_VEC_DOTS(q4_K) /* its interleaved kernel is the one above */
 DEFINE_DOTS(q5_K)
 DEFINE_DOTS(q6_K)
 DEFINE_DOTS(q8_K)
+DEFINE_DOTS(iq4_xs)
 
 /* Same bytes as moe_q8_K_from_float_ref: the same float products, rounded half to even
  * (which is what ggml's nearest_int does for |v| < 2^22), the same first-largest value. */
@@ -557,6 +596,7 @@ DEFINE_DOTS(q4_K)
 DEFINE_DOTS(q5_K)
 DEFINE_DOTS(q6_K)
 DEFINE_DOTS(q8_K)
+DEFINE_DOTS(iq4_xs)
 void moe_q8_K_from_float(const float *x, void *y, int64_t n) { moe_q8_K_from_float_ref(x, y, n); }
 
 #endif

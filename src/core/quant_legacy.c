@@ -286,9 +286,9 @@ void moe_q8_1_quantize_ref(const float *x, void *dst, int64_t n) {
 }
 
 /* IQ4_NL (ggml-quants.c: quantize_row_iq4_nl_impl for one block of 32 with ntry 7 and no
- * importance weights, as quantize_iq4_nl calls it). best_index: the grid index nearest
- * to x (ties to the upper one), by bisection as ggml's best_index_int8. */
-static int iq4_nl_best_index(float x) {
+ * importance weights, as quantize_iq4_nl calls it). moe_iq4_nl_index: the grid index
+ * nearest to x (ties to the upper one), by bisection as ggml's best_index_int8. */
+int moe_iq4_nl_index(float x) {
     const int8_t *val = moe_iq4_nl_values;
     if (x <= val[0]) return 0;
     if (x >= val[15]) return 15;
@@ -301,55 +301,57 @@ static int iq4_nl_best_index(float x) {
     return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
 }
 
-void moe_iq4_nl_quantize_ref(const float *x, void *dst, int64_t n) {
+float moe_iq4_nl_block_scale(const float *x) {
     enum { NTRY = 7 };
     const int8_t *values = moe_iq4_nl_values;
+    float weight[QK];
+    for (int j = 0; j < QK; j++) weight[j] = x[j] * x[j];
+    float amax = 0, max = 0;
+    for (int j = 0; j < QK; j++) {
+        const float ax = fabsf(x[j]);
+        if (ax > amax) { amax = ax; max = x[j]; }
+    }
+    if (amax < 1e-15f) return 0; /* ggml's GROUP_MAX_EPS */
+    float d = -max / values[0];
+    float id = 1 / d;
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < QK; j++) {
+        const float al = id * x[j];
+        const float q = values[moe_iq4_nl_index(al)], w = weight[j];
+        sumqx += w * q * x[j];
+        sumq2 += w * q * q;
+    }
+    d = sumqx / sumq2;
+    float best = d * sumqx;
+    for (int itry = -NTRY; itry <= NTRY; itry++) {
+        id = (itry + values[0]) / max;
+        sumqx = sumq2 = 0;
+        for (int j = 0; j < QK; j++) {
+            const float al = id * x[j];
+            const float q = values[moe_iq4_nl_index(al)], w = weight[j];
+            sumqx += w * q * x[j];
+            sumq2 += w * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    return d;
+}
+
+void moe_iq4_nl_pack(uint8_t qs[16], const float *x, float id) {
+    for (int j = 0; j < QK / 2; j++)
+        qs[j] = (uint8_t)(moe_iq4_nl_index(id * x[j]) | moe_iq4_nl_index(id * x[j + QK / 2]) << 4);
+}
+
+void moe_iq4_nl_quantize_ref(const float *x, void *dst, int64_t n) {
     moe_block_iq4_nl *y = dst;
     for (int64_t i = 0; i < n / QK; i++, x += QK) {
-        uint8_t L[QK];
-        float weight[QK];
-        for (int j = 0; j < QK; j++) weight[j] = x[j] * x[j];
-        float amax = 0, max = 0;
-        for (int j = 0; j < QK; j++) {
-            const float ax = fabsf(x[j]);
-            if (ax > amax) { amax = ax; max = x[j]; }
-        }
-        float scale = 0;
-        if (amax >= 1e-15f) { /* ggml's GROUP_MAX_EPS; below it the scale stays 0 */
-            float d = -max / values[0];
-            float id = 1 / d;
-            float sumqx = 0, sumq2 = 0;
-            for (int j = 0; j < QK; j++) {
-                const float al = id * x[j];
-                const int l = iq4_nl_best_index(al);
-                L[j] = (uint8_t)l;
-                const float q = values[l], w = weight[j];
-                sumqx += w * q * x[j];
-                sumq2 += w * q * q;
-            }
-            d = sumqx / sumq2;
-            float best = d * sumqx;
-            for (int itry = -NTRY; itry <= NTRY; itry++) {
-                id = (itry + values[0]) / max;
-                sumqx = sumq2 = 0;
-                for (int j = 0; j < QK; j++) {
-                    const float al = id * x[j];
-                    const float q = values[iq4_nl_best_index(al)], w = weight[j];
-                    sumqx += w * q * x[j];
-                    sumq2 += w * q * q;
-                }
-                if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-                    d = sumqx / sumq2;
-                    best = d * sumqx;
-                }
-            }
-            scale = d;
-        }
+        const float scale = moe_iq4_nl_block_scale(x);
         y[i].d = moe_f32_to_f16(scale);
         /* the quants again at the chosen scale (at 0: index 8, the grid's value nearest 0) */
-        const float id = scale ? 1 / scale : 0;
-        for (int j = 0; j < QK; j++) L[j] = (uint8_t)iq4_nl_best_index(id * x[j]);
-        for (int j = 0; j < QK / 2; j++) y[i].qs[j] = (uint8_t)(L[j] | L[j + QK / 2] << 4);
+        moe_iq4_nl_pack(y[i].qs, x, scale ? 1 / scale : 0);
     }
 }
 

@@ -50,6 +50,12 @@ void moe_q8_1_quantize_ref(const float *src, void *dst, int64_t n);
  * without an imatrix): per block the scale that maps the value of largest magnitude to the
  * grid's end, then 15 nearby scales, keeping the best x²-weighted least-squares fit. */
 void moe_iq4_nl_quantize_ref(const float *src, void *dst, int64_t n);
+/* Its steps, which IQ4_XS's quantizer (quant_k.c) shares: the grid index nearest v; the
+ * scale the search picks for 32 values (0 when every |x| < 1e-15); the 16 bytes of 32
+ * values' indices at the inverse scale id. */
+int moe_iq4_nl_index(float v);
+float moe_iq4_nl_block_scale(const float *x);
+void moe_iq4_nl_pack(uint8_t qs[16], const float *x, float id);
 
 /* Activation quantizers: the results of ggml's CPU-backend quantize_row_q8_0 / _q8_1 on
  * an AVX2 build (id = 127 / amax, round half to even). The _scalar versions give the same

@@ -49,7 +49,8 @@ static const moe_type_traits g_types[MOE_TYPE_COUNT] = {
                           moe_iq4_nl_vec_dot, moe_iq4_nl_vec_dot_ref, MOE_TYPE_Q8_0},
     [MOE_TYPE_IQ3_S]   = {"iq3_s", 256, 110, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
     [MOE_TYPE_IQ2_S]   = {"iq2_s", 256, 82, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
-    [MOE_TYPE_IQ4_XS]  = {"iq4_xs", 256, 136, true, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_Q8_K},
+    [MOE_TYPE_IQ4_XS]  = {"iq4_xs", 256, 136, true, moe_iq4_xs_to_float, moe_iq4_xs_from_float_ref,
+                          moe_iq4_xs_from_float_ref, moe_iq4_xs_vec_dot, moe_iq4_xs_vec_dot_ref, MOE_TYPE_Q8_K},
     [MOE_TYPE_I8]      = {"i8", 1, 1, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I8},
     [MOE_TYPE_I16]     = {"i16", 1, 2, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I16},
     [MOE_TYPE_I32]     = {"i32", 1, 4, false, NULL, NULL, NULL, NULL, NULL, MOE_TYPE_I32},
@@ -80,6 +81,7 @@ static const moe_vec_dot_x4_fn g_dot_x4[MOE_TYPE_COUNT] = {
     [MOE_TYPE_Q5_K] = moe_q5_K_vec_dot_x4,
     [MOE_TYPE_Q6_K] = moe_q6_K_vec_dot_x4,
     [MOE_TYPE_Q8_K] = moe_q8_K_vec_dot_x4,
+    [MOE_TYPE_IQ4_XS] = moe_iq4_xs_vec_dot_x4,
 };
 
 moe_vec_dot_x4_fn moe_type_vec_dot_x4(int type) {
@@ -102,6 +104,7 @@ static const moe_vec_dot_x4i_fn g_dot_x4i[MOE_TYPE_COUNT] = {
     [MOE_TYPE_Q5_K] = moe_q5_K_vec_dot_x4i,
     [MOE_TYPE_Q6_K] = moe_q6_K_vec_dot_x4i,
     [MOE_TYPE_Q8_K] = moe_q8_K_vec_dot_x4i,
+    [MOE_TYPE_IQ4_XS] = moe_iq4_xs_vec_dot_x4i,
 };
 #endif
 

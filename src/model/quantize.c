@@ -16,7 +16,7 @@ static const struct { int type, ftype; } k_ftypes[] = {
     {MOE_TYPE_Q4_0, 2},  {MOE_TYPE_Q4_1, 3},  {MOE_TYPE_Q5_0, 8},  {MOE_TYPE_Q5_1, 9},
     {MOE_TYPE_Q8_0, 7},  {MOE_TYPE_Q2_K, 10}, {MOE_TYPE_Q3_K, 11}, {MOE_TYPE_Q4_K, 14},
     {MOE_TYPE_Q5_K, 16}, {MOE_TYPE_Q6_K, 18}, {MOE_TYPE_F16, 1},   {MOE_TYPE_BF16, 32},
-    {MOE_TYPE_F32, 0},   {MOE_TYPE_IQ4_NL, 25},
+    {MOE_TYPE_F32, 0},   {MOE_TYPE_IQ4_NL, 25}, {MOE_TYPE_IQ4_XS, 30},
 };
 
 int moe_quantize_ftype(int type) {
