@@ -53,15 +53,25 @@ INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
  * accumulator per token, eight tokens per pass. With VNNI the tile forms the 4-value sums
  * as (y+128)·x − 128·Σx with one dpbusd per pair (y+128 is unsigned; Σx per lane once per
  * row); without it, ggml's sign trick. Rows of the interleaved layout are taken back out
- * of its vectors (rows4_transpose). */
-INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
-                      int nr, int nt, bool il) {
+ * of its vectors (rows4_transpose). IQ4_NL (nl) is the same tile once its nibbles are
+ * looked up in the grid, as its vec_dot does (quant_legacy.c); its interleaved layout is
+ * the generic one, blocks side by side (MOE_GROUP_BLOCK). */
+INLINE void tile_s8(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                    int nr, int nt, bool il, bool nl) {
     __m256 acc[TILE_TOKENS];
     for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4], ox[4];
         __m256 d;
-        if (il) {
+        if (nl) {
+            const moe_block_iq4_nl *x[4];
+            FOR_R(r) {
+                x[r] = MOE_GROUP_BLOCK(moe_block_iq4_nl, wx, bx, r, i, il);
+                qx[r] = _mm256_shuffle_epi8(grid, nibbles32(x[r]->qs));
+            }
+            d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
+        } else if (il) {
             const uint8_t *b = wx + (size_t)i * MOE_Q8_0_IL_BLOCK;
             rows4_transpose(b + 8, qx);
             FOR_R(r) qx[r] = _mm256_permutevar8x32_epi32(qx[r], Q8_0_DWORDS);
@@ -100,6 +110,14 @@ INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         }
     }
     FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
+}
+INLINE void tile_q8_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                      int nr, int nt, bool il) {
+    tile_s8(wx, bx, yq, by, nb, out, ldy, nr, nt, il, false);
+}
+INLINE void tile_iq4_nl(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
+                        int nr, int nt, bool il) {
+    tile_s8(wx, bx, yq, by, nb, out, ldy, nr, nt, il, true);
 }
 
 /* ---------------------------------------------------------------- Q4_0 × Q8_0 */
@@ -508,6 +526,7 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     }
 TILE_DRIVER(gemm_q8_0_4rows, q8_0, 32)
 TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
+TILE_DRIVER(gemm_iq4_nl, iq4_nl, 32)
 TILE_DRIVER(gemm_q4_K_4rows, q4_K, MOE_QK_K)
 TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
 
@@ -557,6 +576,7 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
     case MOE_TYPE_Q8_0: return gemm_q8_0;
     case MOE_TYPE_Q4_0: return gemm_q4_0;
+    case MOE_TYPE_IQ4_NL: return gemm_iq4_nl;
     case MOE_TYPE_Q4_K: return gemm_q4_K;
     case MOE_TYPE_Q5_K: return gemm_q5_K;
     case MOE_TYPE_Q2_K: /* these three in quant_k_avx2.c, beside their vec_dots */
