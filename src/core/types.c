@@ -146,6 +146,6 @@ moe_status moe_type_check_compute(int type) {
     if (!t) return moe_error(MOE_ERR_UNSUPPORTED, "unknown tensor type id %d", type);
     if (!t->to_float || !t->vec_dot)
         return moe_error(MOE_ERR_UNSUPPORTED, "tensor type %s is not supported yet%s", t->name,
-                         t->name[0] == 'i' && t->name[1] == 'q' ? " (IQ quants are not implemented)" : "");
+                         t->name[0] == 'i' && t->name[1] == 'q' ? " (of the IQ quants only iq4_nl and iq4_xs are implemented)" : "");
     return MOE_OK;
 }
