@@ -73,7 +73,7 @@ INLINE void tile_s8(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, 
             d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
         } else if (il) {
             const uint8_t *b = wx + (size_t)i * MOE_Q8_0_IL_BLOCK;
-            rows4_transpose(b + 8, qx);
+            rows4_transpose(b + MOE_IL_QS, qx);
             FOR_R(r) qx[r] = _mm256_permutevar8x32_epi32(qx[r], Q8_0_DWORDS);
             d = rows4_scales_at(b);
         } else {
@@ -135,8 +135,9 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
         __m256 d;
         if (il) {
             const uint8_t *b = wx + (size_t)i * MOE_Q4_0_IL_BLOCK;
-            const __m128i c0 = _mm_loadu_si128((const __m128i *)(b + 8)), c1 = _mm_loadu_si128((const __m128i *)(b + 24)),
-                          c2 = _mm_loadu_si128((const __m128i *)(b + 40)), c3 = _mm_loadu_si128((const __m128i *)(b + 56));
+            const uint8_t *q = b + MOE_IL_QS; /* chunk k: 16 bytes at q + 16k */
+            const __m128i c0 = _mm_loadu_si128((const __m128i *)q), c1 = _mm_loadu_si128((const __m128i *)(q + 16)),
+                          c2 = _mm_loadu_si128((const __m128i *)(q + 32)), c3 = _mm_loadu_si128((const __m128i *)(q + 48));
             const __m128i t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
             const __m128i t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
             const __m128i rows[4] = {_mm_unpacklo_epi64(t0, t2), _mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t1, t3),
@@ -226,7 +227,7 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         const uint8_t *b0 = wx + (size_t)i * MOE_Q4_0_IL_BLOCK, *b1 = b0 + gb;
         __m256i ua[4], ub[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + 8 + 16 * k), (const __m128i *)(b0 + 8 + 16 * k));
+            const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + MOE_IL_QS + 16 * k), (const __m128i *)(b0 + MOE_IL_QS + 16 * k));
             ua[k] = _mm256_and_si256(v, m4);                        /* values 4k..4k+3 of each row */
             ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  /* values 16+4k..16+4k+3 */
         }

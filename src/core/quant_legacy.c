@@ -69,7 +69,7 @@ void moe_q4_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int6
         for (int r = 0; r < 4; r++) {
             const moe_block_q4_0 *x = (const moe_block_q4_0 *)(src + (size_t)r * bx) + i;
             memcpy(dst + 2 * r, &x->d, 2);
-            for (int k = 0; k < 4; k++) memcpy(dst + 8 + 16 * k + 4 * r, x->qs + 4 * k, 4);
+            for (int k = 0; k < 4; k++) memcpy(dst + MOE_IL_QS + 16 * k + 4 * r, x->qs + 4 * k, 4);
         }
 }
 
@@ -77,7 +77,7 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     const uint8_t *b = group + (size_t)i * MOE_Q4_0_IL_BLOCK;
     moe_block_q4_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
-    for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + 8 + 16 * k + 4 * r, 4);
+    for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + MOE_IL_QS + 16 * k + 4 * r, 4);
 }
 
 /* Q8_0's: per block i, 136 bytes: d0..d3, then four 32-byte vectors, vector k holding
@@ -90,8 +90,8 @@ void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int6
             const moe_block_q8_0 *x = (const moe_block_q8_0 *)(src + (size_t)r * bx) + i;
             memcpy(dst + 2 * r, &x->d, 2);
             for (int k = 0; k < 4; k++) {
-                memcpy(dst + 8 + 32 * k + 4 * r, x->qs + 4 * k, 4);
-                memcpy(dst + 8 + 32 * k + 16 + 4 * r, x->qs + 16 + 4 * k, 4);
+                memcpy(dst + MOE_IL_QS + 32 * k + 4 * r, x->qs + 4 * k, 4);
+                memcpy(dst + MOE_IL_QS + 32 * k + 16 + 4 * r, x->qs + 16 + 4 * k, 4);
             }
         }
 }
@@ -101,8 +101,8 @@ void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     moe_block_q8_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
     for (int k = 0; k < 4; k++) {
-        memcpy(x->qs + 4 * k, b + 8 + 32 * k + 4 * r, 4);
-        memcpy(x->qs + 16 + 4 * k, b + 8 + 32 * k + 16 + 4 * r, 4);
+        memcpy(x->qs + 4 * k, b + MOE_IL_QS + 32 * k + 4 * r, 4);
+        memcpy(x->qs + 16 + 4 * k, b + MOE_IL_QS + 32 * k + 16 + 4 * r, 4);
     }
 }
 
@@ -725,7 +725,7 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
         const __m256i z = a[i].z;
         __m256i u[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-            u[k] = Q4I_NIBBLES(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + 8 + 16 * k))));
+            u[k] = Q4I_NIBBLES(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + MOE_IL_QS + 16 * k))));
         /* (k written out: at -O1, as in the sanitizer build, k·0x55 in a loop is no constant) */
         const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
         const __m256i ab = dot_nibbles(a[i].s, u, y, 4); /* the offsets, then the sums */
@@ -873,7 +873,7 @@ INLINE __m256i dot2_s8s8(__m256i acc, __m256i x0, __m256i y0, __m256i x1, __m256
 INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q8_0_IL_BLOCK) {
         for (int k = 0; k < MOE_Q8_0_IL_BLOCK; k += 64) prefetch_line(b + pfd + k, pf);
-        const __m256i *v = (const __m256i *)(b + 8);
+        const __m256i *v = (const __m256i *)(b + MOE_IL_QS);
         const __m256i z = a[i].z;
         /* the offsets, then values 4k.. and 16+4k.. of every row for k = 0..3: [A | B] */
         const __m256i ab01 = dot2_s8s8(a[i].s, _mm256_loadu_si256(v), x4i_a(z, 0), _mm256_loadu_si256(v + 1), x4i_a(z, 1));

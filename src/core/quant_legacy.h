@@ -77,6 +77,8 @@ void moe_q8_1_quantize_scalar(const float *src, void *dst, int64_t n);
  * scales and the four rows' quants (quant_legacy.c describes the order). */
 #define MOE_Q4_0_IL_BLOCK 72
 #define MOE_Q8_0_IL_BLOCK 136
+/* where a block's quants start in both layouts: after the four rows' F16 scales */
+#define MOE_IL_QS 8
 /* Q4_0's interleaved layout (moe_mat_interleave): moe_q4_0_interleave_group writes the
  * group of four rows at src (rows bx bytes apart, nb blocks each) to dst (4·bx bytes, not
  * overlapping src); moe_q4_0_group_block reads block i of row r back from such a group. */
