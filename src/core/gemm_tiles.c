@@ -47,6 +47,23 @@ INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
 
 #define Q8_0_DWORDS _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)
 
+/* The four rows' nibbles of one block of Q4_0's interleaved layout (b: the block) as
+ * nibbles32 gives them from a row's qs: chunk k holds qs[4k..4k+3] of rows 0-3, so a 4×4
+ * transpose of dwords puts each row's 16 bytes back together. (IQ4_NL has the same
+ * layout: its tile looks these up in its grid.) */
+INLINE void q4_0_il_nibbles(const uint8_t *b, __m256i qx[4]) {
+    const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm256_set1_epi8(0x0F);
+    const uint8_t *q = b + MOE_IL_QS; /* chunk k: 16 bytes at q + 16k */
+    const __m128i c0 = _mm_loadu_si128((const __m128i *)q), c1 = _mm_loadu_si128((const __m128i *)(q + 16)),
+                  c2 = _mm_loadu_si128((const __m128i *)(q + 32)), c3 = _mm_loadu_si128((const __m128i *)(q + 48));
+    const __m128i t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
+    const __m128i t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
+    const __m128i rows[4] = {_mm_unpacklo_epi64(t0, t2), _mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t1, t3),
+                             _mm_unpackhi_epi64(t1, t3)};
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) /* as nibbles32 */
+        qx[r] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(rows[r]), shift), m4);
+}
+
 /* ---------------------------------------------------------------- Q8_0 × Q8_0 */
 /* Q8_0's order of sums is Q4_0's (quant_legacy.c): per block and token, the four rows'
  * exact sums of values 0-15 and 16-31 as [A0..A3 | B0..B3], then one FMA; one
@@ -55,7 +72,7 @@ INLINE void rows4_transpose(const uint8_t *v, __m256i row[4]) {
  * row); without it, ggml's sign trick. Rows of the interleaved layout are taken back out
  * of its vectors (rows4_transpose). IQ4_NL (nl) is the same tile once its nibbles are
  * looked up in the grid, as its vec_dot does (quant_legacy.c); its interleaved layout is
- * the generic one, blocks side by side (MOE_GROUP_BLOCK). */
+ * Q4_0's (q4_0_il_nibbles). */
 INLINE void tile_s8(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                     int nr, int nt, bool il, bool nl) {
     __m256 acc[TILE_TOKENS];
@@ -64,10 +81,15 @@ INLINE void tile_s8(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, 
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4], ox[4];
         __m256 d;
-        if (nl) {
+        if (nl && il) {
+            const uint8_t *b = wx + (size_t)i * MOE_Q4_0_IL_BLOCK;
+            q4_0_il_nibbles(b, qx);
+            FOR_R(r) qx[r] = _mm256_shuffle_epi8(grid, qx[r]);
+            d = rows4_scales_at(b);
+        } else if (nl) {
             const moe_block_iq4_nl *x[4];
             FOR_R(r) {
-                x[r] = MOE_GROUP_BLOCK(moe_block_iq4_nl, wx, bx, r, i, il);
+                x[r] = (const moe_block_iq4_nl *)(wx + (size_t)r * bx) + i;
                 qx[r] = _mm256_shuffle_epi8(grid, nibbles32(x[r]->qs));
             }
             d = nr == 4 ? rows4_scales(x[0]->d, x[1]->d, x[2]->d, x[3]->d) : bcast_f16(x[0]->d);
@@ -129,21 +151,12 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
                       int nr, int nt, bool il) {
     __m256 acc[TILE_TOKENS];
     for (int t = 0; t < TILE_TOKENS; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
         __m256i qx[4];
         __m256 d;
         if (il) {
             const uint8_t *b = wx + (size_t)i * MOE_Q4_0_IL_BLOCK;
-            const uint8_t *q = b + MOE_IL_QS; /* chunk k: 16 bytes at q + 16k */
-            const __m128i c0 = _mm_loadu_si128((const __m128i *)q), c1 = _mm_loadu_si128((const __m128i *)(q + 16)),
-                          c2 = _mm_loadu_si128((const __m128i *)(q + 32)), c3 = _mm_loadu_si128((const __m128i *)(q + 48));
-            const __m128i t0 = _mm_unpacklo_epi32(c0, c1), t1 = _mm_unpackhi_epi32(c0, c1);
-            const __m128i t2 = _mm_unpacklo_epi32(c2, c3), t3 = _mm_unpackhi_epi32(c2, c3);
-            const __m128i rows[4] = {_mm_unpacklo_epi64(t0, t2), _mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t1, t3),
-                                     _mm_unpackhi_epi64(t1, t3)};
-            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) /* as nibbles32 */
-                qx[r] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(rows[r]), shift), m4);
+            q4_0_il_nibbles(b, qx);
             d = rows4_scales_at(b);
         } else {
             const moe_block_q4_0 *x[4];
@@ -590,8 +603,9 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
 int64_t moe_gemm_tile_rows(const moe_mat *W) {
     const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K;
     /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K +0-6 %; the
-     * four-row tiles gain nothing (Q4_K's was 3-5 % slower) */
-    return tile8 && W->interleaved ? 32 : 16;
+     * four-row tiles gain nothing (Q4_K's was 3-5 % slower). A tiled matrix (IQ4_NL's, on
+     * Q4_0's layout) is copied back a super-group of 32 rows at a time (gemm.c). */
+    return (tile8 && W->interleaved) || moe_mat_tiled(W) ? 32 : 16;
 }
 
 #else

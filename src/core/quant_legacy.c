@@ -22,6 +22,7 @@ _Static_assert(sizeof(moe_block_q5_1) == 24, "block_q5_1 layout");
 _Static_assert(sizeof(moe_block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(moe_block_q8_1) == 36, "block_q8_1 layout");
 _Static_assert(sizeof(moe_block_iq4_nl) == 18, "block_iq4_nl layout");
+_Static_assert(offsetof(moe_block_iq4_nl, qs) == offsetof(moe_block_q4_0, qs), "IQ4_NL blocks are Q4_0's: one layout");
 
 const int8_t moe_iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 _Static_assert(MOE_Q4_0_IL_BLOCK == 4 * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
@@ -884,25 +885,68 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
     return acc;
 }
 
-/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0 (q8 false) or Q8_0. */
-INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, bool q8,
+/* IQ4_NL interleaved: its blocks are Q4_0's ({d, 16 bytes of nibbles}), so it takes Q4_0's
+ * layout of its own (moe_q4_0_interleave_group); chunk k's nibbles, both halves shifted
+ * down to 0..15, are looked up in the grid, which gives signed weights in Q8_0's lanes
+ * (rows 0-3, values 4k.. | 16+4k..), and from there it is Q8_0's kernel: with VNNI the
+ * grid is looked up +128 (unsigned) and 128·Σy comes off through q8_0_prepare's start
+ * values; without, the sign trick. The same integers [A0..A3 | B0..B3] as the row-major
+ * kernel (dot_iq4_nl), so the same bits. */
+INLINE __m256 iq4_nl_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    const __m256i grid0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
+#if MOE_VNNI
+    const __m256i grid = _mm256_xor_si256(grid0, _mm256_set1_epi8((char)0x80));
+#else
+    const __m256i grid = grid0;
+#endif
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q4_0_IL_BLOCK) {
+        prefetch_line(b + pfd, pf);
+        const __m256i z = a[i].z;
+        const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
+        __m256i ab = a[i].s;
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            const __m256i c = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + MOE_IL_QS + 16 * k)));
+            const __m256i w = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srlv_epi32(c, sh), m4));
+#if MOE_VNNI
+            ab = mm256_dpbusd(ab, w, y[k]);
+#else
+            ab = dot_u8s8(ab, _mm256_sign_epi8(w, w), _mm256_sign_epi8(y[k], w));
+#endif
+        }
+        const __m256 d = rows4_scales_at(b);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
+    }
+    return acc;
+}
+
+/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0, Q8_0 and IQ4_NL (kind). */
+enum { X4I_Q4_0, X4I_Q8_0, X4I_IQ4_NL };
+INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, int kind,
                     int pf) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
-    const size_t blk = q8 ? MOE_Q8_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
+    const size_t blk = kind == X4I_Q8_0 ? MOE_Q8_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
     const size_t pfd = MOE_IL_PREFETCH;
-#define PREPARE(a, y, nb) (q8 ? q8_0_prepare(a, y, nb) : q4_0_prepare(a, y, nb))
-#define GROUP(acc, b, a, nb) (q8 ? q8_0_group(acc, b, a, nb, pfd, pf) : q4_0_group(acc, b, a, nb, pfd, pf))
+#define PREPARE(a, y, nb) (kind == X4I_Q4_0 ? q4_0_prepare(a, y, nb) : q8_0_prepare(a, y, nb))
+#define GROUP(acc, b, a, nb)                                                                                    \
+    (kind == X4I_Q4_0   ? q4_0_group(acc, b, a, nb, pfd, pf)                                                    \
+     : kind == X4I_Q8_0 ? q8_0_group(acc, b, a, nb, pfd, pf)                                                    \
+                        : iq4_nl_group(acc, b, a, nb, pfd, pf))
     MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
 #undef PREPARE
 #undef GROUP
 }
 
 void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, false);
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q4_0);
 }
 
 void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, true);
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q8_0);
+}
+
+void moe_iq4_nl_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_IQ4_NL);
 }
 
 /* Q4_0's and Q8_0's interleaved kernels are the ones above; the other types read
@@ -910,7 +954,8 @@ void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
 MOE_DEFINE_VEC_DOTS(q4_0)
 MOE_DEFINE_VEC_DOTS(q8_0)
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
-DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1) DEFINE_DOTS(iq4_nl)
+MOE_DEFINE_VEC_DOTS(iq4_nl) /* its interleaved kernel is Q4_0's layout's, above */
+DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1)
 #else
 MOE_LEGACY_DOTS(MOE_DEFINE_REF_DOTS)
 #endif
