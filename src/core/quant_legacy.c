@@ -816,9 +816,9 @@ INLINE void dot_q8_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 }
 
 /* IQ4_NL·Q8_0: the nibbles looked up in the grid (one pshufb of the 16 values) give signed
- * weights, which then go exactly as Q8_0's (the sign trick; the same order of sums). On
- * interleaved rows the generic layout (blocks side by side, MOE_GROUP_BLOCK). */
+ * weights, which then go exactly as Q8_0's (the sign trick; the same order of sums). */
 INLINE void dot_iq4_nl(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    (void)il; /* the interleaved layout (Q4_0's) has its own kernel, iq4_nl_group */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
     const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
@@ -828,7 +828,7 @@ INLINE void dot_iq4_nl(int64_t n, float *s, const uint8_t *vx, size_t bx, const 
         const moe_block_iq4_nl *x[4];
         __m256i p[4];
         FOR_ROWS(r) {
-            x[r] = MOE_GROUP_BLOCK(moe_block_iq4_nl, vx, bx, r, i, il);
+            x[r] = (const moe_block_iq4_nl *)(vx + (size_t)r * bx) + i;
             PREFETCH(x[r], pfd, nr, i, pf);
             const __m256i qx = _mm256_shuffle_epi8(grid, nibbles32(x[r]->qs));
             p[r] = dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
@@ -887,13 +887,12 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 
 /* IQ4_NL interleaved: its blocks are Q4_0's ({d, 16 bytes of nibbles}), so it takes Q4_0's
  * layout of its own (moe_q4_0_interleave_group); chunk k's nibbles, both halves shifted
- * down to 0..15, are looked up in the grid, which gives signed weights in Q8_0's lanes
+ * down to 0..15 (nibbles32: as a row's 16 bytes), are looked up in the grid, which gives signed weights in Q8_0's lanes
  * (rows 0-3, values 4k.. | 16+4k..), and from there it is Q8_0's kernel: with VNNI the
  * grid is looked up +128 (unsigned) and 128·Σy comes off through q8_0_prepare's start
  * values; without, the sign trick. The same integers [A0..A3 | B0..B3] as the row-major
  * kernel (dot_iq4_nl), so the same bits. */
 INLINE __m256 iq4_nl_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), sh = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     const __m256i grid0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
 #if MOE_VNNI
     const __m256i grid = _mm256_xor_si256(grid0, _mm256_set1_epi8((char)0x80));
@@ -906,8 +905,7 @@ INLINE __m256 iq4_nl_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64
         const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
         __m256i ab = a[i].s;
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            const __m256i c = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + MOE_IL_QS + 16 * k)));
-            const __m256i w = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srlv_epi32(c, sh), m4));
+            const __m256i w = _mm256_shuffle_epi8(grid, nibbles32(b + MOE_IL_QS + 16 * k));
 #if MOE_VNNI
             ab = mm256_dpbusd(ab, w, y[k]);
 #else
