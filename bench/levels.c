@@ -13,7 +13,6 @@
  *
  * --cpu -1 leaves the thread unpinned. The machine may be shared: alternate runs before
  * comparing two builds. */
-#include "core/cpu.h"
 #include "core/matmul.h"
 #include "core/membw.h"
 #include "core/threads.h"
@@ -89,8 +88,7 @@ int main(int argc, char **argv) {
 
     printf("one thread%s, %lld columns, interleaved where the type has the layout, best of %lld\n",
            cpu >= 0 ? " (pinned)" : "", cols, reps);
-    printf("software prefetch: row-major %s, interleaved %s (MOE_PREFETCH, MOE_PREFETCH_IL=l1|l2|none)\n",
-           moe_prefetch_name(moe_prefetch_level), moe_prefetch_name(moe_prefetch_il_level));
+    printf("kernels: %s (MOE_PREFETCH, MOE_PREFETCH_IL=l1|l2|none override)\n", moe_system_info());
     printf("read probe, one thread, 512 MiB: %.1f GB/s (median of %lld)\n\n", probe, reps);
     printf("  %-6s", "type");
     for (size_t s = 0; s < N_SIZES; s++) {

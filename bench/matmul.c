@@ -19,7 +19,6 @@
  * times B tokens at once (the prompt case, on the weights as last laid out), reported as
  * weight bytes × B per second. --cols N sets the row length (default 4096; the experts of
  * the mix-1b benchmark model have rows of 1024 and 2816). */
-#include "core/cpu.h"
 #include "core/matmul.h"
 #include "core/membw.h"
 #include "core/threads.h"
@@ -143,8 +142,7 @@ int main(int argc, char **argv) {
 
     printf("matrix-vector product, %lld columns, ~%lld MiB of weights per type, median of %lld reps\n",
            (long long)cols, (long long)mib, (long long)reps);
-    printf("software prefetch: row-major %s, interleaved %s (core/cpu.h; MOE_PREFETCH, MOE_PREFETCH_IL=l1|l2|none\n"
-           "override)\n", moe_prefetch_name(moe_prefetch_level), moe_prefetch_name(moe_prefetch_il_level));
+    printf("kernels: %s (MOE_PREFETCH, MOE_PREFETCH_IL=l1|l2|none override)\n", moe_system_info());
     for (int ti = 0; ti < n_nthr; ti++) {
         const int nt = nthr[ti];
         moe_pool *pool = moe_pool_create(nt);
