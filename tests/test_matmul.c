@@ -170,7 +170,8 @@ TEST(matmul_interleaved_bit_identical) {
             CHECK(rb == t->type_size || memcmp(wq, wi, bytes) != 0); /* the bytes moved (unless one block a row) */
             CHECK(!moe_mat_can_interleave(&B));            /* not twice */
             /* rows wider than 4,096 values of the layouts of their own are in column tiles */
-            const bool own = type == MOE_TYPE_Q4_0 || type == MOE_TYPE_Q8_0 || type == MOE_TYPE_Q4_K || type == MOE_TYPE_IQ4_NL;
+            const bool own = type == MOE_TYPE_Q4_0 || type == MOE_TYPE_Q8_0 || type == MOE_TYPE_Q4_K || type == MOE_TYPE_IQ4_NL ||
+                             type == MOE_TYPE_IQ4_XS;
             CHECK_MSG(moe_mat_tiled(&B) == (own && cols > 4096), "%s %lld columns", t->name, (long long)cols);
             CHECK(moe_mat_row_unit(&B) == (moe_mat_tiled(&B) ? 32 : 4) && moe_mat_row_unit(&A) == 1);
             for (int64_t r = 0; r < rows; r++) {

@@ -137,11 +137,13 @@ typedef struct {
 static const own_layout *own_layout_of(int type) {
     static const own_layout q4_0 = {moe_q4_0_interleave_group, moe_q4_0_group_block, MOE_Q4_0_IL_BLOCK, 32},
                             q8_0 = {moe_q8_0_interleave_group, moe_q8_0_group_block, MOE_Q8_0_IL_BLOCK, 32},
-                            q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block, MOE_Q4_K_IL_BLOCK, MOE_QK_K};
+                            q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block, MOE_Q4_K_IL_BLOCK, MOE_QK_K},
+                            iq4_xs = {moe_iq4_xs_interleave_group, moe_iq4_xs_group_block, MOE_IQ4_XS_IL_BLOCK, MOE_QK_K};
     /* IQ4_NL's blocks are Q4_0's ({d, 16 bytes of nibbles}): the same layout */
     return type == MOE_TYPE_Q4_0 || type == MOE_TYPE_IQ4_NL ? &q4_0
            : type == MOE_TYPE_Q8_0                          ? &q8_0
            : type == MOE_TYPE_Q4_K                          ? &q4_K
+           : type == MOE_TYPE_IQ4_XS                        ? &iq4_xs
                                                             : NULL;
 }
 

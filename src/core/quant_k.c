@@ -12,6 +12,7 @@
 
 #define QK MOE_QK_K
 _Static_assert(MOE_Q4_K_IL_BLOCK == 4 * sizeof(moe_block_q4_K), "an interleaved block holds four rows' blocks");
+_Static_assert(MOE_IQ4_XS_IL_BLOCK == 4 * sizeof(moe_block_iq4_xs), "an interleaved block holds four rows' blocks");
 
 /* Block scales (ggml's GROUP_MAX_EPS): below this a group counts as all zero. */
 #define GROUP_MAX_EPS 1e-15f
@@ -225,6 +226,57 @@ void moe_iq4_xs_to_float(const void *src, float *y, int64_t n) {
             }
         }
     }
+}
+
+/* ----------------------------------------------- IQ4_XS's interleaved layout (matmul.h) */
+/* Per block i of a group of four rows, 544 bytes (why: moe_iq4_xs_vec_dot_x4i):
+ *   0..7     d of rows 0..3
+ *   8..23    byte 8 + (e & 15), nibble e >> 4: the low 4 bits of the 6-bit scale e = 4s + r
+ *            (sub-block s, row r), as stored (the scale + 32)
+ *   24..31   byte 24 + (e & 7), bits 2·(e >> 3): its high 2 bits
+ *   32..543  for j, v = 0..3, 32 bytes at 32 + 128j + 32v: sub-block s = 2j + v / 2, its
+ *            16 bytes of nibbles in 4-byte chunks c: chunk 2(v % 2) of rows 0-3, then
+ *            chunk 2(v % 2) + 1 of rows 0-3. */
+void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += MOE_IQ4_XS_IL_BLOCK) {
+        memset(dst + 8, 0, 24);
+        for (int r = 0; r < 4; r++) {
+            const moe_block_iq4_xs *x = (const moe_block_iq4_xs *)(src + (size_t)r * bx) + i;
+            memcpy(dst + 2 * r, &x->d, 2);
+            for (int sb = 0; sb < 8; sb++) {
+                const int u = iq4_xs_scale(x, sb) + 32, e = 4 * sb + r;
+                dst[8 + (e & 15)] |= (uint8_t)((u & 15) << 4 * (e >> 4));
+                dst[24 + (e & 7)] |= (uint8_t)((u >> 4) << 2 * (e >> 3));
+            }
+            for (int j = 0; j < 4; j++)
+                for (int v = 0; v < 4; v++) {
+                    const int sb = 2 * j + v / 2, c = 2 * (v % 2);
+                    memcpy(dst + 32 + 128 * j + 32 * v + 4 * r, x->qs + 16 * sb + 4 * c, 4);
+                    memcpy(dst + 32 + 128 * j + 32 * v + 16 + 4 * r, x->qs + 16 * sb + 4 * c + 4, 4);
+                }
+        }
+    }
+}
+
+void moe_iq4_xs_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * MOE_IQ4_XS_IL_BLOCK;
+    moe_block_iq4_xs *x = out;
+    memcpy(&x->d, b + 2 * r, 2);
+    memset(x->scales_l, 0, sizeof x->scales_l);
+    uint16_t h = 0;
+    for (int sb = 0; sb < 8; sb++) {
+        const int e = 4 * sb + r;
+        const int u = (b[8 + (e & 15)] >> 4 * (e >> 4) & 15) | (b[24 + (e & 7)] >> 2 * (e >> 3) & 3) << 4;
+        x->scales_l[sb / 2] |= (uint8_t)((u & 15) << 4 * (sb % 2));
+        h |= (uint16_t)((u >> 4) << 2 * sb);
+    }
+    x->scales_h = h;
+    for (int j = 0; j < 4; j++)
+        for (int v = 0; v < 4; v++) {
+            const int sb = 2 * j + v / 2, c = 2 * (v % 2);
+            memcpy(x->qs + 16 * sb + 4 * c, b + 32 + 128 * j + 32 * v + 4 * r, 4);
+            memcpy(x->qs + 16 * sb + 4 * c + 4, b + 32 + 128 * j + 32 * v + 16 + 4 * r, 4);
+        }
 }
 
 void moe_q8_K_to_float(const void *src, float *y, int64_t n) {

@@ -141,6 +141,11 @@ void moe_iq4_xs_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const
 void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out);
 
+/* The same for IQ4_XS (544 bytes a block of four rows) */
+#define MOE_IQ4_XS_IL_BLOCK 544
+void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+void moe_iq4_xs_group_block(const uint8_t *group, int64_t i, int r, void *out);
+
 /* The batch tile of Q2_K, Q3_K and Q6_K (core/gemm.h: moe_gemm_tile_fn; AVX2 builds
  * only): rows [r0, r1) of W against tokens [t0, t1) of xq, bit-identical to the vec_dot. */
 struct moe_mat;
