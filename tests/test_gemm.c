@@ -37,7 +37,7 @@ static uint8_t *make_weights(int type, int64_t rows, int64_t cols) {
 }
 
 static const int g_types[] = {MOE_TYPE_Q8_0, MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q2_K, MOE_TYPE_Q3_K,
-                              MOE_TYPE_Q4_K, MOE_TYPE_Q5_K, MOE_TYPE_Q6_K};
+                              MOE_TYPE_Q4_K, MOE_TYPE_Q5_K, MOE_TYPE_Q6_K, MOE_TYPE_IQ4_XS};
 
 TEST(gemm_tiles_bit_identical_to_vec_dot_and_near_reference) {
     const struct { int64_t rows, cols, n; } shapes[] = {

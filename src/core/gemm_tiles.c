@@ -439,10 +439,12 @@ static void q4_K_tact_prepare(q4_K_tact *a, const uint8_t *yq, size_t by, int64_
         }
 }
 
-/* sub-block j's scales (or mins) of two groups, byte 4j + row of each, as eight int32 */
-INLINE __m256i rows8_sub(__m256i v0, __m256i v1, int j) {
-    return _mm256_cvtepu8_epi32(_mm_unpacklo_epi32(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v0, _mm256_set1_epi32(j))),
-                                                   _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v1, _mm256_set1_epi32(j)))));
+/* sub-block j's scales (or mins) of two groups, byte 4j + row of each, as eight int32
+ * (signed bytes: IQ4_XS's scales) */
+INLINE __m256i rows8_sub(__m256i v0, __m256i v1, int j, bool sgn) {
+    const __m128i b = _mm_unpacklo_epi32(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v0, _mm256_set1_epi32(j))),
+                                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v1, _mm256_set1_epi32(j))));
+    return sgn ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
 }
 
 INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
@@ -474,8 +476,8 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
                 lo[p] = _mm256_and_si256(v, m4);
                 hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             }
-            const __m256i sc_lo = rows8_sub(sc0, sc1, 2 * j), sc_hi = rows8_sub(sc0, sc1, 2 * j + 1);
-            const __m256i mn_lo = rows8_sub(mn0, mn1, 2 * j), mn_hi = rows8_sub(mn0, mn1, 2 * j + 1);
+            const __m256i sc_lo = rows8_sub(sc0, sc1, 2 * j, false), sc_hi = rows8_sub(sc0, sc1, 2 * j + 1, false);
+            const __m256i mn_lo = rows8_sub(mn0, mn1, 2 * j, false), mn_hi = rows8_sub(mn0, mn1, 2 * j + 1, false);
             FOR_T(t) {
                 const int8_t *qs = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs + 64 * j;
                 const q4_K_tact *a = &ta[t * nb + i];
@@ -498,6 +500,68 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         }
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_t[t], acc_m[t])); /* T + M, as rows4_store */
+}
+
+/* IQ4_XS interleaved (its layout: quant_k.c), eight rows × up to eight tokens, rows in
+ * lanes as tile8_q4_K. Piece p (16 bytes) of sub-block s of both groups is one vector
+ * [rows 0-3 | rows 4-7] of the sub-block's bytes 4p..4p+3: low nibbles values 4p..4p+3,
+ * high nibbles 16+4p..; looked up in the grid (dot_grid's form), eight broadcast y dwords
+ * give every row's exact S = Σ w·y in its lane (with VNNI + 128·Σy, taken off through the
+ * token's sub-block sums), then T = Σ (ls − 32)·S and acc += (d·dy)·T: the vec_dot's
+ * integers and floats in its order. The tokens' dy and sub-block sums: q4_K_tact. */
+INLINE void tile8_iq4_xs(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
+                         float *out, int64_t ldy, int nt) {
+    __m256 acc[TILE_TOKENS];
+    FOR_T(t) acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), grid = grid_table(moe_iq4_nl_values);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b0 = wx + (size_t)i * MOE_IQ4_XS_IL_BLOCK, *b1 = b0 + gb;
+        const __m256i sc0 = iq4_xs_scales(b0), sc1 = iq4_xs_scales(b1);
+        const __m256 d = _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)b0), _mm_loadl_epi64((const __m128i *)b1)));
+        __m256i tsum[TILE_TOKENS];
+        FOR_T(t) tsum[t] = _mm256_setzero_si256();
+        for (int sb = 0; sb < 8; sb++) {
+            const size_t o = 32 + 128 * (sb / 2) + 64 * (sb % 2);
+            __m256i w[8]; /* pieces 0-3: low nibbles, 4-7: high */
+            _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
+                const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + o + 16 * p), (const __m128i *)(b0 + o + 16 * p));
+                w[p] = _mm256_shuffle_epi8(grid, _mm256_and_si256(v, m4));
+                w[4 + p] = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            }
+            const __m256i sc = rows8_sub(sc0, sc1, sb, true);
+            FOR_T(t) {
+                const int8_t *qs = ((const moe_block_q8_K *)(yq + (size_t)t * by) + i)->qs + 32 * sb;
+                __m256i y[8];
+                _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) y[p] = bcast_dword(qs + 16 * (p / 4) + 4 * (p % 4));
+#if MOE_VNNI
+                const __m256i start = _mm256_set1_epi32(-128 * ta[t * nb + i].bs[sb]);
+#else
+                const __m256i start = _mm256_setzero_si256();
+#endif
+                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_mullo_epi32(dot_grid(start, w, y, 8), sc));
+            }
+        }
+        FOR_T(t) acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(ta[t * nb + i].dy)), _mm256_cvtepi32_ps(tsum[t]), acc[t]);
+    }
+    FOR_T(t) _mm256_storeu_ps(out + t * ldy, acc[t]);
+}
+
+/* IQ4_XS without the eight-row tile (row-major, or fewer than eight rows, or wider than
+ * TACT_MAX_COLS): its vec_dot kernels, token by token. Interleaved rows here are always in
+ * the untiled layout (gemm.c copies a tiled matrix's super-groups back to it), which the
+ * interleaved kernel reads as such one group at a time: a super-group of one. */
+static void gemm_iq4_xs_rows(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0,
+                             int64_t t1, float *y, int64_t ldy) {
+    const size_t bx = W->row_bytes;
+    for (int64_t t = t0; t < t1; t++) {
+        const uint8_t *xt = xq + (size_t)t * xb;
+        if (!W->interleaved) {
+            moe_mat_dot_rows(W, r0, r1, xt, y + t * ldy);
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r += 4)
+            moe_iq4_xs_vec_dot_x4i(W->cols, y + t * ldy + r, (const uint8_t *)W->data + (size_t)r * bx, bx, xt, 1);
+    }
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -585,6 +649,7 @@ TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
 TILE8_DRIVER(q4_0, 32, q4_0_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
 TILE8_DRIVER(q4_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q4_K_4rows)
 TILE8_DRIVER(q8_0, 32, q4_0_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
+TILE8_DRIVER(iq4_xs, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_iq4_xs_rows)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
@@ -592,6 +657,7 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     case MOE_TYPE_Q4_0: return gemm_q4_0;
     case MOE_TYPE_IQ4_NL: return gemm_iq4_nl;
     case MOE_TYPE_Q4_K: return gemm_q4_K;
+    case MOE_TYPE_IQ4_XS: return gemm_iq4_xs;
     case MOE_TYPE_Q5_K: return gemm_q5_K;
     case MOE_TYPE_Q2_K: /* these three in quant_k_avx2.c, beside their vec_dots */
     case MOE_TYPE_Q3_K:
@@ -601,7 +667,8 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
 }
 
 int64_t moe_gemm_tile_rows(const moe_mat *W) {
-    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K;
+    const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K ||
+                       W->type == MOE_TYPE_IQ4_XS;
     /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K +0-6 %; the
      * four-row tiles gain nothing (Q4_K's was 3-5 % slower). A tiled matrix (IQ4_NL's, on
      * Q4_0's layout) is copied back a super-group of 32 rows at a time (gemm.c). */

@@ -547,41 +547,8 @@ void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
  * vector. Either way the exact integer Σ sc·Σ w·y of each block and row, then one FMA by
  * d·dy per block, as dot_iq4_xs: the same bits. 2.3× fewer vector instructions per weight
  * than dot_iq4_xs with VNNI. */
-/* The 32 scales − 32 as int8, byte 4·sub-block + row (the layout's bytes 8..31) */
-INLINE __m256i iq4_xs_scales(const uint8_t *b) {
-    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + 8))),
-                                                          _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
-                                        _mm256_set1_epi8(15));
-    uint64_t h;
-    memcpy(&h, b + 24, 8);
-    const __m256i hb = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)h), _mm256_setr_epi64x(0, 2, 4, 6));
-    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(3)), 4);
-    return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
-}
-
-/* Σ w·y of one sub-block for four rows, lanes (row, half): the grid indices q[4] against
- * y[4] (grid: the table of the form above) */
-INLINE __m256i iq4_xs_sums(const __m256i q[4], const __m256i y[4], __m256i grid) {
-    __m256i acc = _mm256_setzero_si256();
-#if MOE_VNNI
-    UNROLL for (int k = 0; k < 4; k++) acc = mm256_dpbusd(acc, _mm256_shuffle_epi8(grid, q[k]), y[k]);
-#else
-    const __m256i ones = _mm256_set1_epi16(1);
-    UNROLL for (int k = 0; k < 4; k++) {
-        const __m256i w = _mm256_shuffle_epi8(grid, q[k]);
-        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y[k], w));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-    }
-#endif
-    return acc;
-}
-
 INLINE __m256 iq4_xs_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, int pf) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
-#if MOE_VNNI
-    grid = _mm256_xor_si256(grid, _mm256_set1_epi8((char)0x80)); /* + 128 */
-#endif
+    const __m256i m4 = _mm256_set1_epi8(0xF), grid = grid_table(moe_iq4_nl_values);
     for (int64_t i = 0; i < nb; i++, b += MOE_IQ4_XS_IL_BLOCK) {
         UNROLL for (int p = 0; p < MOE_IQ4_XS_IL_BLOCK; p += 64) prefetch_line(b + pfd + p, pf);
         const __m256i sc = iq4_xs_scales(b);
@@ -590,14 +557,15 @@ INLINE __m256 iq4_xs_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64
             __m256i sums[2];
             UNROLL for (int h = 0; h < 2; h++) { /* sub-block 2j + h: its two vectors' low, then high nibbles */
                 const __m256i v0 = load256(b + 32 + 128 * j + 64 * h), v1 = load256(b + 32 + 128 * j + 64 * h + 32);
-                const __m256i q[4] = {_mm256_and_si256(v0, m4), _mm256_and_si256(v1, m4),
-                                      _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4),
-                                      _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4)};
+                const __m256i w[4] = {_mm256_shuffle_epi8(grid, _mm256_and_si256(v0, m4)),
+                                      _mm256_shuffle_epi8(grid, _mm256_and_si256(v1, m4)),
+                                      _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4)),
+                                      _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4))};
                 /* [y dword k | dword k+1] of the sub-block, k = 0, 2, 4, 6 */
                 const __m256i z = a[i].z[j][h];
                 const __m256i y[4] = {_mm256_shuffle_epi32(z, 0x00), _mm256_shuffle_epi32(z, 0x55),
                                       _mm256_shuffle_epi32(z, 0xAA), _mm256_shuffle_epi32(z, 0xFF)};
-                sums[h] = iq4_xs_sums(q, y, grid);
+                sums[h] = dot_grid(_mm256_setzero_si256(), w, y, 4);
             }
             const __m256i s = fold_halves(sums[0], sums[1]);
             const __m128i sj = j < 2 ? _mm256_castsi256_si128(sc) : _mm256_extracti128_si256(sc, 1);

@@ -893,25 +893,14 @@ INLINE __m256 q8_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
  * values; without, the sign trick. The same integers [A0..A3 | B0..B3] as the row-major
  * kernel (dot_iq4_nl), so the same bits. */
 INLINE __m256 iq4_nl_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
-    const __m256i grid0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
-#if MOE_VNNI
-    const __m256i grid = _mm256_xor_si256(grid0, _mm256_set1_epi8((char)0x80));
-#else
-    const __m256i grid = grid0;
-#endif
+    const __m256i grid = grid_table(moe_iq4_nl_values);
     _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q4_0_IL_BLOCK) {
         prefetch_line(b + pfd, pf);
         const __m256i z = a[i].z;
         const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
-        __m256i ab = a[i].s;
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            const __m256i w = _mm256_shuffle_epi8(grid, nibbles32(b + MOE_IL_QS + 16 * k));
-#if MOE_VNNI
-            ab = mm256_dpbusd(ab, w, y[k]);
-#else
-            ab = dot_u8s8(ab, _mm256_sign_epi8(w, w), _mm256_sign_epi8(y[k], w));
-#endif
-        }
+        __m256i w[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) w[k] = _mm256_shuffle_epi8(grid, nibbles32(b + MOE_IL_QS + 16 * k));
+        const __m256i ab = dot_grid(a[i].s, w, y, 4);
         const __m256 d = rows4_scales_at(b);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(d, a[i].dy), _mm256_cvtepi32_ps(ab), acc);
     }

@@ -77,6 +77,43 @@ SIMD_INLINE __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 #endif
 }
 
+/* IQ4_NL's grid (`values`: moe_iq4_nl_values, IQ4_XS's too) in both halves, for one
+ * pshufb lookup of 32 nibbles; stored + 128 where the CPU has VNNI, so that dot_grid's
+ * vpdpbusd (unsigned × signed) takes the looked-up weights as they are: the caller then
+ * takes 128·Σy off each sum. */
+SIMD_INLINE __m256i grid_table(const int8_t *values) {
+    const __m256i g = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)values));
+#if MOE_VNNI
+    return _mm256_xor_si256(g, _mm256_set1_epi8((char)0x80));
+#else
+    return g;
+#endif
+}
+/* acc + Σ w[k]·y[k] over n pairs, in 4-value int32 lanes, for weights looked up in
+ * grid_table: with VNNI w + 128 by vpdpbusd; without, maddubs would saturate on such
+ * values, so the signed weights by the sign trick, one madd each. */
+SIMD_INLINE __m256i dot_grid(__m256i acc, const __m256i *w, const __m256i *y, int n) {
+#if MOE_VNNI
+    _Pragma("GCC unroll 8") for (int k = 0; k < n; k++) acc = mm256_dpbusd(acc, w[k], y[k]);
+#else
+    _Pragma("GCC unroll 8") for (int k = 0; k < n; k++)
+        acc = dot_u8s8(acc, _mm256_sign_epi8(w[k], w[k]), _mm256_sign_epi8(y[k], w[k]));
+#endif
+    return acc;
+}
+
+/* IQ4_XS's interleaved layout (quant_k.c): the 32 scales of a block of four rows, minus
+ * 32, as int8, byte 4·sub-block + row: low 4 bits as nibbles of bytes 8-23 (nibbles32),
+ * high 2 bits at bits 2·(e >> 3) of byte 24 + (e & 7), which a shift of each 64-bit lane
+ * by 0, 2, 4, 6 brings to bits 0-1 of byte e. */
+SIMD_INLINE __m256i iq4_xs_scales(const uint8_t *b) {
+    uint64_t h;
+    memcpy(&h, b + 24, 8);
+    const __m256i hb = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)h), _mm256_setr_epi64x(0, 2, 4, 6));
+    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(3)), 4);
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles32(b + 8), hi), _mm256_set1_epi8(32));
+}
+
 /* The order of sums every Q4_0 and Q8_0 kernel follows (quant_legacy.c, "Q4_0·Q8_0"):
  * four rows' dot products of one block, in 4-value partial sums (lanes 0-3: values 0-15,
  * lanes 4-7: values 16-31), summed into [A0 A1 A2 A3 | B0 B1 B2 B3]. Exact (integers).
