@@ -451,3 +451,41 @@ TEST(quant_iq4_nl_quantizer_recovers_grid_blocks) {
     CHECK(moe_f16_to_f32(z.d) == 0.0f);
     for (int j = 0; j < 16; j++) CHECK_EQ_INT(z.qs[j], 0x88);
 }
+
+/* moe_iq4_nl_index counts its way to the bracket that ggml's best_index_int8 bisects to:
+ * the same index for every input, against that bisection written out here as ggml has it,
+ * at the grid points, the midpoints and one float either side of each, far outside the
+ * grid, and many random values (NaN: 15, where the bisection ends too). */
+static int iq4_index_bisect(float x) {
+    static const int8_t val[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    if (x <= val[0]) return 0;
+    if (x >= val[15]) return 15;
+    int ml = 0, mu = 15;
+    while (mu - ml > 1) {
+        const int mav = (ml + mu) / 2;
+        if (x < val[mav]) mu = mav;
+        else ml = mav;
+    }
+    return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
+}
+
+TEST(quant_iq4_nl_index_equals_ggml_bisection) {
+    float xs[16 * 6 + 4];
+    int n = 0;
+    for (int k = 0; k < 16; k++) {
+        const float g = moe_iq4_nl_values[k], m = k < 15 ? 0.5f * (moe_iq4_nl_values[k] + moe_iq4_nl_values[k + 1]) : 200.0f;
+        xs[n++] = g, xs[n++] = nextafterf(g, -1e9f), xs[n++] = nextafterf(g, 1e9f);
+        xs[n++] = m, xs[n++] = nextafterf(m, -1e9f), xs[n++] = nextafterf(m, 1e9f);
+    }
+    xs[n++] = -1e30f, xs[n++] = 1e30f, xs[n++] = -INFINITY, xs[n++] = INFINITY;
+    for (int i = 0; i < n; i++)
+        CHECK_MSG(moe_iq4_nl_index(xs[i]) == iq4_index_bisect(xs[i]), "x = %.9g: %d, bisection %d", xs[i],
+                  moe_iq4_nl_index(xs[i]), iq4_index_bisect(xs[i]));
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        const float x = (rnd_uniform() - 0.5f) * 300.0f;
+        bad += moe_iq4_nl_index(x) != iq4_index_bisect(x);
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(moe_iq4_nl_index(NAN), iq4_index_bisect(NAN));
+}

@@ -288,18 +288,20 @@ void moe_q8_1_quantize_ref(const float *x, void *dst, int64_t n) {
 
 /* IQ4_NL (ggml-quants.c: quantize_row_iq4_nl_impl for one block of 32 with ntry 7 and no
  * importance weights, as quantize_iq4_nl calls it). moe_iq4_nl_index: the grid index
- * nearest to x (ties to the upper one), by bisection as ggml's best_index_int8. */
+ * nearest to x (ties to the upper one), as ggml's best_index_int8. Its bisection ends at
+ * the k with val[k] <= x < val[k+1] and then compares the two distances; k is counted
+ * here without branches instead (the bisection's were unpredictable: the quantizers,
+ * which call this 16 times per value, ran ~3× slower: 4 against 12 million values a
+ * second on a Zen 5 core), then the same comparison, so
+ * the same index for every x (NaN included: 15). */
 int moe_iq4_nl_index(float x) {
-    const int8_t *val = moe_iq4_nl_values;
+    /* the grid as floats (exact), 16 of them so that the count vectorizes */
+    static const float val[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
     if (x <= val[0]) return 0;
-    if (x >= val[15]) return 15;
-    int ml = 0, mu = 15;
-    while (mu - ml > 1) {
-        const int mav = (ml + mu) / 2;
-        if (x < val[mav]) mu = mav;
-        else ml = mav;
-    }
-    return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
+    if (!(x < val[15])) return 15;
+    int k = -1; /* val[0] <= x < val[15]: counts val[0], not val[15] */
+    for (int j = 0; j < 16; j++) k += x >= val[j];
+    return x - val[k] < val[k + 1] - x ? k : k + 1;
 }
 
 float moe_iq4_nl_block_scale(const float *x) {
