@@ -4,7 +4,7 @@
 #include "core/matmul.h"
 #include "core/cpu.h"          /* the column tiles of the layouts of their own */
 #include "core/gemm.h"       /* one token: moe_matvec_multi */
-#include "core/quant_k.h"      /* the interleaved layouts of Q4_0, Q8_0 and Q4_K */
+#include "core/quant_k.h"      /* the interleaved layouts of Q4_K and IQ4_XS */
 #include "core/quant_legacy.h"
 
 #include <stdlib.h>
@@ -190,7 +190,7 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         t->to_float(row, out, W->cols);
         return;
     }
-    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K: layouts of their own) */
+    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K, IQ4_XS: layouts of their own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     const own_layout *own = own_layout_of(W->type);
     const int64_t T = tile_blocks(W, own);
