@@ -90,6 +90,25 @@ void moe_q3_K_to_float(const void *src, float *y, int64_t n) {
     }
 }
 
+/* The quant bytes of Q4_K's and IQ4_XS's interleaved layouts (128 bytes a row, 512 for
+ * four): for j, k = 0..3, row r's bytes 32j + 8k .. +3 at 128j + 32k + 4r and its bytes
+ * 32j + 8k + 4 .. +7 at 128j + 32k + 16 + 4r, so that one 32-byte vector holds a 4-byte
+ * chunk of each of the four rows in each 128-bit half. */
+static void qs_chunks_put(uint8_t *dst, const uint8_t *qs, int r) {
+    for (int j = 0; j < 4; j++)
+        for (int k = 0; k < 4; k++) {
+            memcpy(dst + 128 * j + 32 * k + 4 * r, qs + 32 * j + 8 * k, 4);
+            memcpy(dst + 128 * j + 32 * k + 16 + 4 * r, qs + 32 * j + 8 * k + 4, 4);
+        }
+}
+static void qs_chunks_get(uint8_t *qs, const uint8_t *src, int r) {
+    for (int j = 0; j < 4; j++)
+        for (int k = 0; k < 4; k++) {
+            memcpy(qs + 32 * j + 8 * k, src + 128 * j + 32 * k + 4 * r, 4);
+            memcpy(qs + 32 * j + 8 * k + 4, src + 128 * j + 32 * k + 16 + 4 * r, 4);
+        }
+}
+
 /* ------------------------------------------------- Q4_K's interleaved layout (matmul.h) */
 /* Per block i of a group of four rows, 576 bytes (why: moe_q4_K_vec_dot_x4i):
  *   0..15    (d, dmin) of rows 0..3
@@ -111,11 +130,7 @@ void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int6
                 dst[16 + e] = (uint8_t)((sc & 15) | (m & 15) << 4);
                 dst[48 + (e & 15)] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (4 * (e >> 4)));
             }
-            for (int j = 0; j < 4; j++)
-                for (int k = 0; k < 4; k++) {
-                    memcpy(dst + 64 + 128 * j + 32 * k + 4 * r, x->qs + 32 * j + 8 * k, 4);
-                    memcpy(dst + 64 + 128 * j + 32 * k + 16 + 4 * r, x->qs + 32 * j + 8 * k + 4, 4);
-                }
+            qs_chunks_put(dst + 64, x->qs, r);
         }
     }
 }
@@ -136,11 +151,7 @@ void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
         x->scales[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
         x->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
     }
-    for (int j = 0; j < 4; j++)
-        for (int k = 0; k < 4; k++) {
-            memcpy(x->qs + 32 * j + 8 * k, b + 64 + 128 * j + 32 * k + 4 * r, 4);
-            memcpy(x->qs + 32 * j + 8 * k + 4, b + 64 + 128 * j + 32 * k + 16 + 4 * r, 4);
-        }
+    qs_chunks_get(x->qs, b + 64, r);
 }
 
 void moe_q4_K_to_float(const void *src, float *y, int64_t n) {
@@ -234,9 +245,9 @@ void moe_iq4_xs_to_float(const void *src, float *y, int64_t n) {
  *   8..23    byte 8 + (e & 15), nibble e >> 4: the low 4 bits of the 6-bit scale e = 4s + r
  *            (sub-block s, row r), as stored (the scale + 32)
  *   24..31   byte 24 + (e & 7), bits 2·(e >> 3): its high 2 bits
- *   32..543  for j, v = 0..3, 32 bytes at 32 + 128j + 32v: sub-block s = 2j + v / 2, its
- *            16 bytes of nibbles in 4-byte chunks c: chunk 2(v % 2) of rows 0-3, then
- *            chunk 2(v % 2) + 1 of rows 0-3. */
+ *   32..543  the quant bytes as Q4_K's (qs_chunks_put): vector k of run j holds bytes
+ *            32j + 8k .. +7 of each row, which all belong to sub-block 2j + k / 2 (16
+ *            bytes each: values 0-15 in the low nibbles, 16-31 in the high ones). */
 void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, dst += MOE_IQ4_XS_IL_BLOCK) {
         memset(dst + 8, 0, 24);
@@ -248,12 +259,7 @@ void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, in
                 dst[8 + (e & 15)] |= (uint8_t)((u & 15) << 4 * (e >> 4));
                 dst[24 + (e & 7)] |= (uint8_t)((u >> 4) << 2 * (e >> 3));
             }
-            for (int j = 0; j < 4; j++)
-                for (int v = 0; v < 4; v++) {
-                    const int sb = 2 * j + v / 2, c = 2 * (v % 2);
-                    memcpy(dst + 32 + 128 * j + 32 * v + 4 * r, x->qs + 16 * sb + 4 * c, 4);
-                    memcpy(dst + 32 + 128 * j + 32 * v + 16 + 4 * r, x->qs + 16 * sb + 4 * c + 4, 4);
-                }
+            qs_chunks_put(dst + 32, x->qs, r);
         }
     }
 }
@@ -271,12 +277,7 @@ void moe_iq4_xs_group_block(const uint8_t *group, int64_t i, int r, void *out) {
         h |= (uint16_t)((u >> 4) << 2 * sb);
     }
     x->scales_h = h;
-    for (int j = 0; j < 4; j++)
-        for (int v = 0; v < 4; v++) {
-            const int sb = 2 * j + v / 2, c = 2 * (v % 2);
-            memcpy(x->qs + 16 * sb + 4 * c, b + 32 + 128 * j + 32 * v + 4 * r, 4);
-            memcpy(x->qs + 16 * sb + 4 * c + 4, b + 32 + 128 * j + 32 * v + 16 + 4 * r, 4);
-        }
+    qs_chunks_get(x->qs, b + 32, r);
 }
 
 void moe_q8_K_to_float(const void *src, float *y, int64_t n) {

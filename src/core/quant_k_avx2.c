@@ -526,17 +526,19 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
     return acc;
 }
 
-INLINE void q4_K_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, int pf) {
-    const int64_t T = moe_il_tile_blocks(n / QK, QK);
-    const size_t pfd = MOE_IL_PREFETCH;
-#define GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, pf)
-    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)MOE_Q4_K_IL_BLOCK, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
-#undef GROUP
-}
-
-void moe_q4_K_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, q4_K_x4i, n, s, x, bx, y, ngroups);
-}
+/* The interleaved kernels on q4k_act (Q4_K, IQ4_XS): t##_group over the blocks of BLK bytes */
+#define Q4KI_KERNEL(t, BLK)                                                                                               \
+    INLINE void t##_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups,    \
+                        int pf) {                                                                                       \
+        const int64_t T = moe_il_tile_blocks(n / QK, QK);                                                               \
+        const size_t pfd = MOE_IL_PREFETCH;                                                                             \
+        MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)(BLK), T, q4_K_prepare, t##_GROUP, s, x, bx, y, n / QK, ngroups);     \
+    }                                                                                                                   \
+    void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {       \
+        MOE_PF_DISPATCH(moe_prefetch_il_level, t##_x4i, n, s, x, bx, y, ngroups);                                       \
+    }
+#define q4_K_GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, pf)
+Q4KI_KERNEL(q4_K, MOE_Q4_K_IL_BLOCK)
 
 /* IQ4_XS's interleaved layout (moe_iq4_xs_interleave_group, quant_k.c) takes Q4_K's
  * kernel form: the rows in lanes against the same prepared activations (q4k_act), the
@@ -588,17 +590,8 @@ INLINE __m256 iq4_xs_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64
     return acc;
 }
 
-INLINE void iq4_xs_x4i(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_K *y, int64_t ngroups, int pf) {
-    const int64_t T = moe_il_tile_blocks(n / QK, QK);
-    const size_t pfd = MOE_IL_PREFETCH;
-#define GROUP(acc, b, a, nb) iq4_xs_group(acc, b, a, nb, pfd, pf)
-    MOE_X4I_RUN(q4k_act, Q4KI_CHUNK, (size_t)MOE_IQ4_XS_IL_BLOCK, T, q4_K_prepare, GROUP, s, x, bx, y, n / QK, ngroups);
-#undef GROUP
-}
-
-void moe_iq4_xs_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, iq4_xs_x4i, n, s, x, bx, y, ngroups);
-}
+#define iq4_xs_GROUP(acc, b, a, nb) iq4_xs_group(acc, b, a, nb, pfd, pf)
+Q4KI_KERNEL(iq4_xs, MOE_IQ4_XS_IL_BLOCK)
 
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
 DEFINE_DOTS(q2_K)
