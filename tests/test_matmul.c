@@ -171,7 +171,7 @@ TEST(matmul_interleaved_bit_identical) {
             CHECK(!moe_mat_can_interleave(&B));            /* not twice */
             /* rows wider than 4,096 values of the layouts of their own are in column tiles */
             const bool own = type == MOE_TYPE_Q4_0 || type == MOE_TYPE_Q8_0 || type == MOE_TYPE_Q4_K || type == MOE_TYPE_IQ4_NL ||
-                             type == MOE_TYPE_IQ4_XS;
+                             type == MOE_TYPE_Q5_K || type == MOE_TYPE_IQ4_XS;
             CHECK_MSG(moe_mat_tiled(&B) == (own && cols > 4096), "%s %lld columns", t->name, (long long)cols);
             CHECK(moe_mat_row_unit(&B) == (moe_mat_tiled(&B) ? 32 : 4) && moe_mat_row_unit(&A) == 1);
             for (int64_t r = 0; r < rows; r++) {
@@ -216,4 +216,51 @@ TEST(matmul_interleaved_bit_identical) {
     CHECK(moe_mat_interleave(&odd, &tmp) == MOE_ERR_INVALID && !odd.interleaved);
     CHECK_MSG(strstr(moe_last_error(), "6×256 q8_0") != NULL, "%s", moe_last_error());
     moe_buf_free(&tmp);
+}
+
+/* The largest sums the kernels can meet: every quant at its largest (all bits set), the
+ * scales too, against activations all at −127. Where maddubs adds int16 pairs before a
+ * madd (builds without VNNI), a kernel that added too many of them would saturate here
+ * and nowhere in random data; row-major (vec_dot), interleaved decode and the batch tiles
+ * must still agree bit for bit. The f16 scales are set to 1 (all bits set is a NaN). */
+TEST(matmul_extreme_quants_agree_across_layouts) {
+    const struct { int type; size_t d_off[2]; } types[] = {
+        {MOE_TYPE_Q4_K, {0, 2}}, {MOE_TYPE_Q5_K, {0, 2}}, {MOE_TYPE_IQ4_XS, {0, 0}}, {MOE_TYPE_Q4_0, {0, 0}},
+        {MOE_TYPE_Q8_0, {0, 0}}};
+    const int64_t rows = 16, cols = 512, n = 8;
+    moe_pool *pool = moe_pool_create(2);
+    REQUIRE(pool);
+    for (size_t ti = 0; ti < MOE_ARRAY_LEN(types); ti++) {
+        const int type = types[ti].type;
+        const moe_type_traits *t = moe_type_get(type);
+        if (!moe_type_vec_dot_x4i(type)) continue; /* no interleaved kernels in this build */
+        const size_t rb = moe_row_size(type, cols), bytes = rb * (size_t)rows;
+        uint8_t *wa = malloc(bytes), *wb = malloc(bytes);
+        float *x = malloc((size_t)(cols * n) * sizeof(float)), *ya = malloc((size_t)(rows * n) * sizeof(float)),
+              *yb = malloc((size_t)(rows * n) * sizeof(float));
+        void *xq = malloc(moe_act_row_size(type, cols) * (size_t)n);
+        REQUIRE(wa && wb && x && ya && yb && xq);
+        memset(wa, 0xFF, bytes);
+        const moe_f16 one = moe_f32_to_f16(1.0f);
+        for (size_t b = 0; b < bytes; b += t->type_size)
+            for (int k = 0; k < 2; k++) memcpy(wa + b + types[ti].d_off[k], &one, 2);
+        memcpy(wb, wa, bytes);
+        for (int64_t k = 0; k < cols * n; k++) x[k] = 1.0f; /* Q8_0 / Q8_K: every quant 127 or −127 */
+        moe_act_prepare(pool, type, x, xq, n, cols);
+        moe_mat B = moe_mat_make(wb, type, rows, cols);
+        moe_buf tmp = {0};
+        REQUIRE(moe_mat_interleave(&B, &tmp) == MOE_OK);
+        moe_buf_free(&tmp);
+        for (int64_t tok = 0; tok < n; tok++)
+            for (int64_t r = 0; r < rows; r++)
+                t->vec_dot(cols, &ya[tok * rows + r], wa + (size_t)r * rb, (const uint8_t *)xq + (size_t)tok * moe_act_row_size(type, cols));
+        moe_gemm_prepared(pool, yb, rows, &B, xq, n); /* the batch tiles */
+        CHECK_MSG(memcmp(ya, yb, (size_t)(rows * n) * sizeof(float)) == 0, "%s: batch tile != vec_dot (%g vs %g)", t->name,
+                  yb[0], ya[0]);
+        moe_gemm_prepared(pool, yb, rows, &B, xq, 1); /* decode */
+        CHECK_MSG(memcmp(ya, yb, (size_t)rows * sizeof(float)) == 0, "%s: interleaved decode != vec_dot", t->name);
+        CHECK_MSG(isfinite(ya[0]) && ya[0] != 0, "%s: %g", t->name, ya[0]);
+        free(wa); free(wb); free(x); free(ya); free(yb); free(xq);
+    }
+    moe_pool_free(pool);
 }

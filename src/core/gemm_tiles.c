@@ -309,15 +309,18 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
 /* ---------------------------------------------------------------- Q4_K × Q8_K */
 
 
-/* The four rows of a block of Q4_K's interleaved layout (quant_k.c) taken back out: their
- * quants in block order into rowq (rows4_transpose per 32-byte run), their
- * [scales | mins] as scales_mins_k4 gives them, their (d, dmin). */
-INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint32_t *dm, const uint8_t **qs) {
+/* The four rows of a block of Q4_K's or Q5_K's (q5) interleaved layout (quant_k.c) taken
+ * back out: their quants in block order into rowq (rows4_transpose per 32-byte run), Q5_K's
+ * fifth bits (qh) into hbits, their [scales | mins] as scales_mins_k4 gives them, their
+ * (d, dmin). */
+INLINE void q45_K_rows(const uint8_t *b, bool q5, uint8_t rowq[4][128], __m256i *smv, uint32_t *dm, const uint8_t **qs,
+                       __m256i *hbits) {
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
         __m256i row[4];
-        rows4_transpose(b + 64 + 128 * j, row);
+        rows4_transpose(b + (q5 ? 192 : 64) + 128 * j, row);
         for (int r = 0; r < 4; r++) _mm256_store_si256((__m256i *)(rowq[r] + 32 * j), row[r]);
     }
+    if (q5) rows4_transpose(b + 64, hbits);
     __m256i sc, mn;
     q4_K_scales_mins(b, &sc, &mn);
     _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) { /* unrolled: the masks become constants */
@@ -334,9 +337,8 @@ INLINE void q4_K_rows(const uint8_t *b, uint8_t rowq[4][128], __m256i *smv, uint
 
 /* Q4_K's and Q5_K's order of sums (quant_k_avx2.c, dot_q45_K): per block, row and token
  * the exact integers T = Σ sc·Σ q·y and M = Σ m·bsum; per token [T0..T3 | M0..M3] times
- * [d·dy | −dmin·dy] in one FMA. Q5_K (q5) adds each value's fifth bit from qh; its
- * interleaved layout is the generic one (whole blocks of four rows side by side), Q4_K's
- * its own (q4_K_rows). */
+ * [d·dy | −dmin·dy] in one FMA. Q5_K (q5) adds each value's fifth bit from qh.
+ * Interleaved blocks are unpacked by q45_K_rows. */
 INLINE void tile_q45_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by, int64_t nb, float *out, int64_t ldy,
                        int nr, int nt, bool il, bool q5) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -355,11 +357,11 @@ INLINE void tile_q45_K(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t b
         const uint8_t *qs[4];
         __m256i hbits[4] = {0};             /* Q5_K: the fifth bits */
         _Alignas(32) uint8_t rowq[4][128]; /* the interleaved layout's rows, in block order */
-        if (il && !q5)
-            q4_K_rows(wx + (size_t)i * MOE_Q4_K_IL_BLOCK, rowq, smv, dm, qs);
+        if (il)
+            q45_K_rows(wx + (size_t)i * (q5 ? MOE_Q5_K_IL_BLOCK : MOE_Q4_K_IL_BLOCK), q5, rowq, smv, dm, qs, hbits);
         else if (q5)
             FOR_R(r) {
-                const moe_block_q5_K *x = MOE_GROUP_BLOCK(moe_block_q5_K, wx, bx, r, i, il);
+                const moe_block_q5_K *x = (const moe_block_q5_K *)(wx + (size_t)r * bx) + i;
                 memcpy(&dm[r], &x->d, 4);
                 smv[r] = scales_mins_k4(x->scales);
                 qs[r] = x->qs;
@@ -447,13 +449,17 @@ INLINE __m256i rows8_sub(__m256i v0, __m256i v1, int j, bool sgn) {
     return sgn ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
 }
 
-INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
-                       float *out, int64_t ldy, int nt) {
+/* Q5_K (q5): the same on its layout, each piece's fifth bits from the qh piece at the
+ * same place (bytes 64 + 16p), bit 2j and 2j + 1 for run j. Its 5-bit quants would
+ * overflow maddubs's int16 sums over eight pieces (without VNNI), so those go in fours. */
+INLINE void tile8_q45_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
+                        float *out, int64_t ldy, int nt, bool q5) {
     __m256 acc_t[TILE_TOKENS], acc_m[TILE_TOKENS];
     FOR_T(t) acc_t[t] = acc_m[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const size_t blk = q5 ? MOE_Q5_K_IL_BLOCK : MOE_Q4_K_IL_BLOCK, qo = q5 ? 192 : 64;
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b0 = wx + (size_t)i * MOE_Q4_K_IL_BLOCK, *b1 = b0 + gb;
+        const uint8_t *b0 = wx + (size_t)i * blk, *b1 = b0 + gb;
         __m256i sc0, mn0, sc1, mn1;
         q4_K_scales_mins(b0, &sc0, &mn0);
         q4_K_scales_mins(b1, &sc1, &mn1);
@@ -470,11 +476,16 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         FOR_T(t) tsum[t] = msum[t] = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) { /* run j: sub-blocks 2j (low nibbles) and 2j+1 */
             __m256i lo[8], hi[8];
-            const uint8_t *q0 = b0 + 64 + 128 * j, *q1 = b1 + 64 + 128 * j;
+            const uint8_t *q0 = b0 + qo + 128 * j, *q1 = b1 + qo + 128 * j;
             _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) {
                 const __m256i v = _mm256_loadu2_m128i((const __m128i *)(q1 + 16 * p), (const __m128i *)(q0 + 16 * p));
                 lo[p] = _mm256_and_si256(v, m4);
                 hi[p] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (q5) {
+                    const __m256i h = _mm256_loadu2_m128i((const __m128i *)(b1 + 64 + 16 * p), (const __m128i *)(b0 + 64 + 16 * p));
+                    lo[p] = _mm256_or_si256(lo[p], bit4_from(h, 2 * j));
+                    hi[p] = _mm256_or_si256(hi[p], bit4_from(h, 2 * j + 1));
+                }
             }
             const __m256i sc_lo = rows8_sub(sc0, sc1, 2 * j, false), sc_hi = rows8_sub(sc0, sc1, 2 * j + 1, false);
             const __m256i mn_lo = rows8_sub(mn0, mn1, 2 * j, false), mn_hi = rows8_sub(mn0, mn1, 2 * j + 1, false);
@@ -487,8 +498,9 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
                     yhi[p] = bcast_dword(qs + 32 + 4 * p);
                 }
                 const __m256i zero = _mm256_setzero_si256();
-                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(dot_nibbles(zero, lo, ylo, 8), sc_lo),
-                                                                     _mm256_mullo_epi32(dot_nibbles(zero, hi, yhi, 8), sc_hi)));
+                const __m256i slo = q5 ? dot_nibbles(dot_nibbles(zero, lo, ylo, 4), lo + 4, ylo + 4, 4) : dot_nibbles(zero, lo, ylo, 8);
+                const __m256i shi = q5 ? dot_nibbles(dot_nibbles(zero, hi, yhi, 4), hi + 4, yhi + 4, 4) : dot_nibbles(zero, hi, yhi, 8);
+                tsum[t] = _mm256_add_epi32(tsum[t], _mm256_add_epi32(_mm256_mullo_epi32(slo, sc_lo), _mm256_mullo_epi32(shi, sc_hi)));
                 msum[t] = _mm256_add_epi32(msum[t], _mm256_add_epi32(_mm256_mullo_epi32(mn_lo, _mm256_set1_epi32(a->bs[2 * j])),
                                                                      _mm256_mullo_epi32(mn_hi, _mm256_set1_epi32(a->bs[2 * j + 1]))));
             }
@@ -500,6 +512,14 @@ INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         }
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_t[t], acc_m[t])); /* T + M, as rows4_store */
+}
+INLINE void tile8_q4_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
+                       float *out, int64_t ldy, int nt) {
+    tile8_q45_K(wx, gb, yq, by, ta, nb, out, ldy, nt, false);
+}
+INLINE void tile8_q5_K(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_K_tact *ta, int64_t nb,
+                       float *out, int64_t ldy, int nt) {
+    tile8_q45_K(wx, gb, yq, by, ta, nb, out, ldy, nt, true);
 }
 
 /* IQ4_XS interleaved (its layout: quant_k.c), eight rows × up to eight tokens, rows in
@@ -606,7 +626,7 @@ TILE_DRIVER(gemm_q8_0_4rows, q8_0, 32)
 TILE_DRIVER(gemm_q4_0_4rows, q4_0, 32)
 TILE_DRIVER(gemm_iq4_nl, iq4_nl, 32)
 TILE_DRIVER(gemm_q4_K_4rows, q4_K, MOE_QK_K)
-TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
+TILE_DRIVER(gemm_q5_K_4rows, q5_K, MOE_QK_K)
 
 /* Interleaved weights with an eight-row tile (Q4_0, Q4_K, Q8_0): tokens
  * TILE_TOKENS at a time, prepared once (TACT, by PREPARE) for all the rows of the call,
@@ -648,6 +668,7 @@ TILE_DRIVER(gemm_q5_K, q5_K, MOE_QK_K)
 #define Q8_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, Q8_0_TILE_OFF)
 TILE8_DRIVER(q4_0, 32, q4_0_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
 TILE8_DRIVER(q4_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q4_K_4rows)
+TILE8_DRIVER(q5_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q5_K_4rows)
 TILE8_DRIVER(q8_0, 32, q4_0_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
 TILE8_DRIVER(iq4_xs, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_iq4_xs_rows)
 
@@ -668,7 +689,7 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
 
 int64_t moe_gemm_tile_rows(const moe_mat *W) {
     const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K ||
-                       W->type == MOE_TYPE_IQ4_XS;
+                       W->type == MOE_TYPE_Q5_K || W->type == MOE_TYPE_IQ4_XS;
     /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K +0-6 %; the
      * four-row tiles gain nothing (Q4_K's was 3-5 % slower). A tiled matrix (IQ4_NL's, on
      * Q4_0's layout) is copied back a super-group of 32 rows at a time (gemm.c). */

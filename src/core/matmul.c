@@ -4,7 +4,7 @@
 #include "core/matmul.h"
 #include "core/cpu.h"          /* the column tiles of the layouts of their own */
 #include "core/gemm.h"       /* one token: moe_matvec_multi */
-#include "core/quant_k.h"      /* the interleaved layouts of Q4_K and IQ4_XS */
+#include "core/quant_k.h"      /* the interleaved layouts of Q4_K, Q5_K and IQ4_XS */
 #include "core/quant_legacy.h"
 
 #include <stdlib.h>
@@ -138,11 +138,13 @@ static const own_layout *own_layout_of(int type) {
     static const own_layout q4_0 = {moe_q4_0_interleave_group, moe_q4_0_group_block, MOE_Q4_0_IL_BLOCK, 32},
                             q8_0 = {moe_q8_0_interleave_group, moe_q8_0_group_block, MOE_Q8_0_IL_BLOCK, 32},
                             q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block, MOE_Q4_K_IL_BLOCK, MOE_QK_K},
+                            q5_K = {moe_q5_K_interleave_group, moe_q5_K_group_block, MOE_Q5_K_IL_BLOCK, MOE_QK_K},
                             iq4_xs = {moe_iq4_xs_interleave_group, moe_iq4_xs_group_block, MOE_IQ4_XS_IL_BLOCK, MOE_QK_K};
     /* IQ4_NL's blocks are Q4_0's ({d, 16 bytes of nibbles}): the same layout */
     return type == MOE_TYPE_Q4_0 || type == MOE_TYPE_IQ4_NL ? &q4_0
            : type == MOE_TYPE_Q8_0                          ? &q8_0
            : type == MOE_TYPE_Q4_K                          ? &q4_K
+           : type == MOE_TYPE_Q5_K                          ? &q5_K
            : type == MOE_TYPE_IQ4_XS                        ? &iq4_xs
                                                             : NULL;
 }
@@ -190,12 +192,12 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         t->to_float(row, out, W->cols);
         return;
     }
-    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K, IQ4_XS: layouts of their own) */
+    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q8_0, Q4_K, Q5_K, IQ4_XS: layouts of their own) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     const own_layout *own = own_layout_of(W->type);
     const int64_t T = tile_blocks(W, own);
     for (int64_t i = 0; i < W->cols / t->block_size; i++) {
-        moe_block_q4_K b; /* the largest of the blocks with a layout of their own */
+        moe_block_q5_K b; /* the largest of the blocks with a layout of their own */
         const void *blk = group + (size_t)(4 * i + (r & 3)) * t->type_size;
         if (T) {
             own->group_block(tiled_block(W, own, T, r / 4, i), 0, (int)(r & 3), &b);

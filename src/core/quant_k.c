@@ -8,11 +8,13 @@
 #include "core/quant_legacy.h" /* IQ4_NL's grid and search, which IQ4_XS shares */
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #define QK MOE_QK_K
 _Static_assert(MOE_Q4_K_IL_BLOCK == 4 * sizeof(moe_block_q4_K), "an interleaved block holds four rows' blocks");
 _Static_assert(MOE_IQ4_XS_IL_BLOCK == 4 * sizeof(moe_block_iq4_xs), "an interleaved block holds four rows' blocks");
+_Static_assert(MOE_Q5_K_IL_BLOCK == 4 * sizeof(moe_block_q5_K), "an interleaved block holds four rows' blocks");
 
 /* Block scales (ggml's GROUP_MAX_EPS): below this a group counts as all zero. */
 #define GROUP_MAX_EPS 1e-15f
@@ -90,54 +92,51 @@ void moe_q3_K_to_float(const void *src, float *y, int64_t n) {
     }
 }
 
-/* The quant bytes of Q4_K's and IQ4_XS's interleaved layouts (128 bytes a row, 512 for
- * four): for j, k = 0..3, row r's bytes 32j + 8k .. +3 at 128j + 32k + 4r and its bytes
- * 32j + 8k + 4 .. +7 at 128j + 32k + 16 + 4r, so that one 32-byte vector holds a 4-byte
- * chunk of each of the four rows in each 128-bit half. */
-static void qs_chunks_put(uint8_t *dst, const uint8_t *qs, int r) {
-    for (int j = 0; j < 4; j++)
+/* The quant bytes of the interleaved layouts of Q4_K, Q5_K and IQ4_XS (32 bytes a row per
+ * run, four runs of qs or one of Q5_K's qh): for run j and k = 0..3, row r's bytes
+ * 32j + 8k .. +3 at 128j + 32k + 4r and its bytes 32j + 8k + 4 .. +7 at 128j + 32k + 16 + 4r,
+ * so that one 32-byte vector holds a 4-byte chunk of each of the four rows in each
+ * 128-bit half. */
+static void chunks_put(uint8_t *dst, const uint8_t *qs, int r, int runs) {
+    for (int j = 0; j < runs; j++)
         for (int k = 0; k < 4; k++) {
             memcpy(dst + 128 * j + 32 * k + 4 * r, qs + 32 * j + 8 * k, 4);
             memcpy(dst + 128 * j + 32 * k + 16 + 4 * r, qs + 32 * j + 8 * k + 4, 4);
         }
 }
-static void qs_chunks_get(uint8_t *qs, const uint8_t *src, int r) {
-    for (int j = 0; j < 4; j++)
+static void chunks_get(uint8_t *qs, const uint8_t *src, int r, int runs) {
+    for (int j = 0; j < runs; j++)
         for (int k = 0; k < 4; k++) {
             memcpy(qs + 32 * j + 8 * k, src + 128 * j + 32 * k + 4 * r, 4);
             memcpy(qs + 32 * j + 8 * k + 4, src + 128 * j + 32 * k + 16 + 4 * r, 4);
         }
 }
 
-/* ------------------------------------------------- Q4_K's interleaved layout (matmul.h) */
-/* Per block i of a group of four rows, 576 bytes (why: moe_q4_K_vec_dot_x4i):
+/* ------------------------------------------ Q4_K's and Q5_K's interleaved layouts (matmul.h) */
+/* Per block i of a group of four rows, 576 bytes for Q4_K, 704 for Q5_K (why:
+ * moe_q4_K_vec_dot_x4i):
  *   0..15    (d, dmin) of rows 0..3
  *   16..47   byte e = 4s + r (sub-block s, row r): sc & 15 | (m & 15) << 4
  *   48..63   byte e & 15, nibble e >> 4: sc >> 4 | (m >> 4) << 2
- *   64..575  for j, k = 0..3, 32 bytes at 64 + 128j + 32k: qs[32j + 8k ..+3] of rows 0-3,
- *            then qs[32j + 8k + 4 ..+7] of rows 0-3. */
-void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, dst += MOE_Q4_K_IL_BLOCK) {
-        memset(dst + 48, 0, 16);
-        for (int r = 0; r < 4; r++) {
-            const moe_block_q4_K *x = (const moe_block_q4_K *)(src + (size_t)r * bx) + i;
-            memcpy(dst + 4 * r, &x->d, 2);
-            memcpy(dst + 4 * r + 2, &x->dmin, 2);
-            for (int sb = 0; sb < 8; sb++) {
-                uint8_t sc, m;
-                get_scale_min_k4(sb, x->scales, &sc, &m);
-                const int e = 4 * sb + r;
-                dst[16 + e] = (uint8_t)((sc & 15) | (m & 15) << 4);
-                dst[48 + (e & 15)] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (4 * (e >> 4)));
-            }
-            qs_chunks_put(dst + 64, x->qs, r);
-        }
+ *   Q5_K: 64..191  qh as one run of chunks_put: for k = 0..3, 32 bytes at 64 + 32k: qh[8k ..+3]
+ *            of rows 0-3, then qh[8k + 4 ..+7] of rows 0-3 (the fifth bits of the quants
+ *            at the same places in each run below: bit 2j and 2j + 1 for run j)
+ *   then 512 bytes of qs (at 64, or 192 for Q5_K): for j, k = 0..3, 32 bytes at 128j + 32k:
+ *            qs[32j + 8k ..+3] of rows 0-3, then qs[32j + 8k + 4 ..+7] of rows 0-3.
+ * Both blocks begin with {d, dmin, scales[12]}: `x` below is either. */
+static void k4_header_put(uint8_t *dst, const moe_block_q4_K *x, int r) {
+    memcpy(dst + 4 * r, &x->d, 2);
+    memcpy(dst + 4 * r + 2, &x->dmin, 2);
+    for (int sb = 0; sb < 8; sb++) {
+        uint8_t sc, m;
+        get_scale_min_k4(sb, x->scales, &sc, &m);
+        const int e = 4 * sb + r;
+        dst[16 + e] = (uint8_t)((sc & 15) | (m & 15) << 4);
+        dst[48 + (e & 15)] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (4 * (e >> 4)));
     }
 }
 
-void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
-    const uint8_t *b = group + (size_t)i * MOE_Q4_K_IL_BLOCK;
-    moe_block_q4_K *x = out;
+static void k4_header_get(moe_block_q4_K *x, const uint8_t *b, int r) {
     memcpy(&x->d, b + 4 * r, 2);
     memcpy(&x->dmin, b + 4 * r + 2, 2);
     uint8_t sc[8], m[8];
@@ -151,7 +150,51 @@ void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
         x->scales[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
         x->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
     }
-    qs_chunks_get(x->qs, b + 64, r);
+}
+
+/* Q5_K's block begins as Q4_K's: the header helpers take either */
+_Static_assert(offsetof(moe_block_q5_K, scales) == offsetof(moe_block_q4_K, scales) &&
+                   offsetof(moe_block_q5_K, dmin) == offsetof(moe_block_q4_K, dmin),
+               "Q4_K's and Q5_K's blocks begin alike");
+
+void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += MOE_Q4_K_IL_BLOCK) {
+        memset(dst + 48, 0, 16);
+        for (int r = 0; r < 4; r++) {
+            const moe_block_q4_K *x = (const moe_block_q4_K *)(src + (size_t)r * bx) + i;
+            k4_header_put(dst, x, r);
+            chunks_put(dst + 64, x->qs, r, 4);
+        }
+    }
+}
+
+void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * MOE_Q4_K_IL_BLOCK;
+    moe_block_q4_K *x = out;
+    k4_header_get(x, b, r);
+    chunks_get(x->qs, b + 64, r, 4);
+}
+
+void moe_q5_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += MOE_Q5_K_IL_BLOCK) {
+        memset(dst + 48, 0, 16);
+        for (int r = 0; r < 4; r++) {
+            const moe_block_q5_K *x = (const moe_block_q5_K *)(src + (size_t)r * bx) + i;
+            k4_header_put(dst, (const moe_block_q4_K *)(const void *)x, r);
+            chunks_put(dst + 64, x->qh, r, 1);
+            chunks_put(dst + 192, x->qs, r, 4);
+        }
+    }
+}
+
+void moe_q5_K_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * MOE_Q5_K_IL_BLOCK;
+    moe_block_q5_K *x = out;
+    moe_block_q4_K h;
+    k4_header_get(&h, b, r);
+    memcpy(x, &h, offsetof(moe_block_q5_K, qh));
+    chunks_get(x->qh, b + 64, r, 1);
+    chunks_get(x->qs, b + 192, r, 4);
 }
 
 void moe_q4_K_to_float(const void *src, float *y, int64_t n) {
@@ -245,7 +288,7 @@ void moe_iq4_xs_to_float(const void *src, float *y, int64_t n) {
  *   8..23    byte 8 + (e & 15), nibble e >> 4: the low 4 bits of the 6-bit scale e = 4s + r
  *            (sub-block s, row r), as stored (the scale + 32)
  *   24..31   byte 24 + (e & 7), bits 2·(e >> 3): its high 2 bits
- *   32..543  the quant bytes as Q4_K's (qs_chunks_put): vector k of run j holds bytes
+ *   32..543  the quant bytes as Q4_K's (chunks_put): vector k of run j holds bytes
  *            32j + 8k .. +7 of each row, which all belong to sub-block 2j + k / 2 (16
  *            bytes each: values 0-15 in the low nibbles, 16-31 in the high ones). */
 void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
@@ -259,7 +302,7 @@ void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, in
                 dst[8 + (e & 15)] |= (uint8_t)((u & 15) << 4 * (e >> 4));
                 dst[24 + (e & 7)] |= (uint8_t)((u >> 4) << 2 * (e >> 3));
             }
-            qs_chunks_put(dst + 32, x->qs, r);
+            chunks_put(dst + 32, x->qs, r, 4);
         }
     }
 }
@@ -277,7 +320,7 @@ void moe_iq4_xs_group_block(const uint8_t *group, int64_t i, int r, void *out) {
         h |= (uint16_t)((u >> 4) << 2 * sb);
     }
     x->scales_h = h;
-    qs_chunks_get(x->qs, b + 32, r);
+    chunks_get(x->qs, b + 32, r, 4);
 }
 
 void moe_q8_K_to_float(const void *src, float *y, int64_t n) {

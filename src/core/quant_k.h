@@ -141,6 +141,10 @@ void moe_iq4_xs_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const
 void moe_q4_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q4_K_group_block(const uint8_t *group, int64_t i, int r, void *out);
 
+/* The same for Q5_K (704 bytes a block of four rows: Q4_K's and the fifth bits) */
+#define MOE_Q5_K_IL_BLOCK 704
+void moe_q5_K_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+void moe_q5_K_group_block(const uint8_t *group, int64_t i, int r, void *out);
 /* The same for IQ4_XS (544 bytes a block of four rows) */
 #define MOE_IQ4_XS_IL_BLOCK 544
 void moe_iq4_xs_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);

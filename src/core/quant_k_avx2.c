@@ -194,7 +194,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
 
 /* Q4_K and Q5_K: x = d·sc·q − dmin·m per sub-block of 32; the mins go through the sums
  * of the q8 quants of each sub-block (pairs of bsums), computed once for all rows. Every
- * Q4_K and Q5_K kernel (one row, four rows, Q4_K's interleaved layout and batch tile) sums
+ * Q4_K and Q5_K kernel (one row, four rows, the interleaved layouts and batch tiles) sums
  * in one order: per block and row the exact integers T = Σ sc·Σ q·y and M = Σ m·bsum,
  * then [T0..T3 | M0..M3] of four rows times k_scales4 in one FMA, the row's result
  * acc_T + acc_M (rows4_halves, rows4_store: simd.h). */
@@ -439,7 +439,8 @@ INLINE void dot_iq4_xs(int64_t n, float *s, const uint8_t *vx, size_t bx, const 
  * activation vectors prepared once per call, a sub-block's sums for four rows are four
  * dpbusd (or maddubs), and the scales and mins multiply four rows at once: about 2.5×
  * fewer instructions per weight than dot_q45_K. Same integers and float operations as
- * dot_q45_K, so the same bits. */
+ * dot_q45_K, so the same bits. Q5_K's layout adds the fifth bits (quant_k.c), which its
+ * kernel ORs into each vector's quants. */
 typedef struct {
     __m256i z[4][2]; /* [j][low/high nibbles]: the dwords of y's values 64j (+32) as [0 2 4 6 | 1 3 5 7] */
     __m256i ys[2];   /* int16 Σy of the sub-blocks: [S0 S1 four times | S2 S3 …], [S4 S5 … | S6 S7 …] */
@@ -473,24 +474,32 @@ INLINE __m256i bytes8_epi32(__m256i v, int j) {
 }
 
 
-INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, int pf) {
+/* Q5_K (q5) reads the fifth bit of every quant from its qh vectors (bytes 64..191), bit 2j
+ * for run j's low nibbles and 2j + 1 for its high ones (bit4_from). */
+INLINE __m256 q45_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t nb, size_t pfd, int pf, bool q5) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int64_t i = 0; i < nb; i++, b += MOE_Q4_K_IL_BLOCK) {
-        UNROLL for (int p = 0; p < MOE_Q4_K_IL_BLOCK; p += 64) prefetch_line(b + pfd + p, pf);
+    const size_t blk = q5 ? MOE_Q5_K_IL_BLOCK : MOE_Q4_K_IL_BLOCK, qo = q5 ? 192 : 64;
+    /* with VNNI, Q4_K's high nibbles stay in place (16× their value, taken out below);
+     * Q5_K's, 5-bit values, are shifted down */
+    const bool hi16 = MOE_VNNI && !q5;
+    for (int64_t i = 0; i < nb; i++, b += blk) {
+        UNROLL for (size_t p = 0; p < blk; p += 64) prefetch_line(b + pfd + p, pf);
         __m256i sc, mn;
         q4_K_scales_mins(b, &sc, &mn);
-        /* t: [Σ sc·S of the even sub-blocks | of the odd ones (×16 with VNNI)] per row */
+        __m256i qh[4];
+        if (q5) UNROLL for (int k = 0; k < 4; k++) qh[k] = load256(b + 64 + 32 * k);
+        /* t: [Σ sc·S of the even sub-blocks | of the odd ones (×16 where hi16)] per row */
         __m256i t = _mm256_setzero_si256();
         UNROLL for (int j = 0; j < 4; j++) {
             __m256i lo[4], hi[4];
             UNROLL for (int k = 0; k < 4; k++) {
-                const __m256i w = load256(b + 64 + 128 * j + 32 * k);
+                const __m256i w = load256(b + qo + 128 * j + 32 * k);
                 lo[k] = _mm256_and_si256(w, m4);
-#if MOE_VNNI
-                hi[k] = _mm256_andnot_si256(m4, w); /* 16 × the high nibbles */
-#else
-                hi[k] = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
-#endif
+                hi[k] = hi16 ? _mm256_andnot_si256(m4, w) : _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+                if (q5) {
+                    lo[k] = _mm256_or_si256(lo[k], bit4_from(qh[k], 2 * j));
+                    hi[k] = _mm256_or_si256(hi[k], bit4_from(qh[k], 2 * j + 1));
+                }
             }
             /* [y dword 2k | y dword 2k+1] over four lanes each: one in-lane shuffle of z */
             /* (immediates written out: at -O1, as in the sanitizer build, k·0x55 in a loop is no constant) */
@@ -513,11 +522,8 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
                                                                     5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15));
         const __m256i m = _mm256_add_epi32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(mp)), a[i].ys[0]),
                                            _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(mp, 1)), a[i].ys[1]));
-#if MOE_VNNI
-        const __m128i todd = _mm_srai_epi32(_mm256_extracti128_si256(t, 1), 4); /* exact: multiples of 16 */
-#else
-        const __m128i todd = _mm256_extracti128_si256(t, 1);
-#endif
+        const __m128i todd = hi16 ? _mm_srai_epi32(_mm256_extracti128_si256(t, 1), 4) /* exact: multiples of 16 */
+                                  : _mm256_extracti128_si256(t, 1);
         const __m128i tv = _mm_add_epi32(_mm256_castsi256_si128(t), todd);
         const __m128i mv = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
         const __m256 d = k_scales4_v(_mm_loadu_si128((const __m128i *)b), a[i].d);
@@ -537,8 +543,10 @@ INLINE __m256 q4_K_group(__m256 acc, const uint8_t *b, const q4k_act *a, int64_t
     void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {       \
         MOE_PF_DISPATCH(moe_prefetch_il_level, t##_x4i, n, s, x, bx, y, ngroups);                                       \
     }
-#define q4_K_GROUP(acc, b, a, nb) q4_K_group(acc, b, a, nb, pfd, pf)
+#define q4_K_GROUP(acc, b, a, nb) q45_K_group(acc, b, a, nb, pfd, pf, false)
+#define q5_K_GROUP(acc, b, a, nb) q45_K_group(acc, b, a, nb, pfd, pf, true)
 Q4KI_KERNEL(q4_K, MOE_Q4_K_IL_BLOCK)
+Q4KI_KERNEL(q5_K, MOE_Q5_K_IL_BLOCK)
 
 /* IQ4_XS's interleaved layout (moe_iq4_xs_interleave_group, quant_k.c) takes Q4_K's
  * kernel form: the rows in lanes against the same prepared activations (q4k_act), the
@@ -596,8 +604,8 @@ Q4KI_KERNEL(iq4_xs, MOE_IQ4_XS_IL_BLOCK)
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
 DEFINE_DOTS(q2_K)
 DEFINE_DOTS(q3_K)
-MOE_DEFINE_VEC_DOTS(q4_K) /* its interleaved kernel is the one above */
-DEFINE_DOTS(q5_K)
+MOE_DEFINE_VEC_DOTS(q4_K) /* their interleaved kernels are the ones above */
+MOE_DEFINE_VEC_DOTS(q5_K)
 DEFINE_DOTS(q6_K)
 DEFINE_DOTS(q8_K)
 MOE_DEFINE_VEC_DOTS(iq4_xs) /* its interleaved kernel is the one above */

@@ -102,6 +102,13 @@ SIMD_INLINE __m256i dot_grid(__m256i acc, const __m256i *w, const __m256i *y, in
     return acc;
 }
 
+/* Bit `bit` of every byte of h moved to bit 4, the rest 0 (Q5_K's fifth bits, interleaved
+ * layout). Shifts of 16-bit lanes by at most 4 keep each byte's bits in that byte. */
+SIMD_INLINE __m256i bit4_from(__m256i h, int bit) {
+    const __m256i v = bit <= 4 ? _mm256_slli_epi16(h, 4 - bit) : _mm256_srli_epi16(h, bit - 4);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
 /* IQ4_XS's interleaved layout (quant_k.c): the 32 scales of a block of four rows, minus
  * 32, as int8, byte 4·sub-block + row: low 4 bits as nibbles of bytes 8-23 (nibbles32),
  * high 2 bits at bits 2·(e >> 3) of byte 24 + (e & 7), which a shift of each 64-bit lane
