@@ -25,6 +25,7 @@ _Static_assert(sizeof(moe_block_iq4_nl) == 18, "block_iq4_nl layout");
 _Static_assert(offsetof(moe_block_iq4_nl, qs) == offsetof(moe_block_q4_0, qs), "IQ4_NL blocks are Q4_0's: one layout");
 
 const int8_t moe_iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+_Static_assert(MOE_Q5_0_IL_BLOCK == 4 * sizeof(moe_block_q5_0), "an interleaved block holds four rows' blocks");
 _Static_assert(MOE_Q4_0_IL_BLOCK == 4 * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
                "an interleaved block holds four rows' blocks");
 
@@ -79,6 +80,40 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     moe_block_q4_0 *x = out;
     memcpy(&x->d, b + 2 * r, 2);
     for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + MOE_IL_QS + 16 * k + 4 * r, 4);
+}
+
+/* Q5_0's: per block i, 88 bytes: d0..d3; four 32-bit masks of fifth bits M0..M3; then
+ * Q4_0's four chunks. M_k is chunk k's fifth bits in the order of the vector the kernel
+ * makes of the chunk (both halves, low nibbles in the low one): bit 4r + j is bit 4k + j
+ * of row r's qh (value 4k + j), bit 16 + 4r + j its bit 16 + 4k + j (value 16 + 4k + j);
+ * with AVX-512 it is that vector's byte mask as it is (fifth_bits32). */
+void moe_q5_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += MOE_Q5_0_IL_BLOCK) {
+        uint32_t m[4] = {0};
+        for (int r = 0; r < 4; r++) {
+            const moe_block_q5_0 *x = (const moe_block_q5_0 *)(src + (size_t)r * bx) + i;
+            memcpy(dst + 2 * r, &x->d, 2);
+            const uint32_t qh = load_u32(x->qh);
+            for (int k = 0; k < 4; k++) {
+                memcpy(dst + MOE_Q5_0_IL_QS + 16 * k + 4 * r, x->qs + 4 * k, 4);
+                m[k] |= (qh >> 4 * k & 15u) << 4 * r | (qh >> (16 + 4 * k) & 15u) << (16 + 4 * r);
+            }
+        }
+        memcpy(dst + 8, m, 16);
+    }
+}
+
+void moe_q5_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
+    const uint8_t *b = group + (size_t)i * MOE_Q5_0_IL_BLOCK;
+    moe_block_q5_0 *x = out;
+    memcpy(&x->d, b + 2 * r, 2);
+    uint32_t qh = 0;
+    for (int k = 0; k < 4; k++) {
+        memcpy(x->qs + 4 * k, b + MOE_Q5_0_IL_QS + 16 * k + 4 * r, 4);
+        const uint32_t m = load_u32(b + 8 + 4 * k);
+        qh |= (m >> 4 * r & 15u) << 4 * k | (m >> (16 + 4 * r) & 15u) << (16 + 4 * k);
+    }
+    memcpy(x->qh, &qh, 4);
 }
 
 /* Q8_0's: per block i, 136 bytes: d0..d3, then four 32-byte vectors, vector k holding
@@ -740,23 +775,55 @@ INLINE __m256 q4_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t
 }
 
 
+/* Q5_0·Q8_0 sums in Q4_0's order (the halves A and B, dot_q4_0), which its interleaved
+ * kernel below forms directly: the same bits. */
 INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    (void)il; /* the interleaved layout has its own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_0 *y = vy;
-    ACC_INIT;
+    const moe_block_q5_0 *x[4];
+    FOR_ROWS(r) x[r] = (const moe_block_q5_0 *)(vx + (size_t)r * bx);
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         const __m256i off = offset_term(qy, _mm256_set1_epi8(16));
-        const __m256 dy = bcast_f16(y[i].d);
+        __m256i p[4];
         FOR_ROWS(r) {
-            const moe_block_q5_0 *x = MOE_GROUP_BLOCK(moe_block_q5_0, vx, bx, r, i, il);
-            PREFETCH(x, pfd, nr, i, pf);
-            const __m256i qx = _mm256_or_si256(nibbles32(x->qs), fifth_bits32(x->qh));
-            const __m256 q = _mm256_cvtepi32_ps(dot_offset(off, qx, qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(x->d), dy), q, acc[r]);
+            PREFETCH(x[r] + i, pfd, nr, i, pf);
+            p[r] = dot_offset(off, _mm256_or_si256(nibbles32(x[r][i].qs), fifth_bits32(x[r][i].qh)), qy);
         }
+        const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
+        const __m256 d = nr == 4 ? rows4_scales(x[0][i].d, x[1][i].d, x[2][i].d, x[3][i].d) : bcast_f16(x[0][i].d);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, bcast_f16(y[i].d)), _mm256_cvtepi32_ps(ab), acc);
     }
-    store_sums(s, acc, NULL, nr);
+    rows4_store(s, acc, nr);
+}
+
+/* Q5_0 interleaved (moe_q5_0_interleave_group): Q4_0's kernel with each chunk's fifth bits
+ * ORed in from its mask, both halves' nibbles shifted down (5-bit values; the offset is
+ * 16·Σy per half, q5_0_prepare). */
+static void q5_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        a[i].z = qy;
+        a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 4));
+        a[i].dy = bcast_f16(y[i].d);
+    }
+}
+
+INLINE __m256 q5_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q5_0_IL_BLOCK) {
+        prefetch_line(b + pfd, pf);
+        const __m256i z = a[i].z;
+        __m256i u[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+            u[k] = _mm256_or_si256(nibbles32(b + MOE_Q5_0_IL_QS + 16 * k), fifth_bits32(b + 8 + 4 * k));
+        const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
+        /* without VNNI, maddubs pairs of 5-bit values: 4·2·31·127 < 2^15 */
+        const __m256i ab = dot_nibbles(a[i].s, u, y, 4);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(rows4_scales_at(b), a[i].dy), _mm256_cvtepi32_ps(ab), acc);
+    }
+    return acc;
 }
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. One
@@ -909,17 +976,19 @@ INLINE __m256 iq4_nl_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64
     return acc;
 }
 
-/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0, Q8_0 and IQ4_NL (kind). */
-enum { X4I_Q4_0, X4I_Q8_0, X4I_IQ4_NL };
+/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0, Q8_0, IQ4_NL and Q5_0 (kind). */
+enum { X4I_Q4_0, X4I_Q8_0, X4I_IQ4_NL, X4I_Q5_0 };
 INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, int kind,
                     int pf) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
-    const size_t blk = kind == X4I_Q8_0 ? MOE_Q8_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
+    const size_t blk = kind == X4I_Q8_0 ? MOE_Q8_0_IL_BLOCK : kind == X4I_Q5_0 ? MOE_Q5_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
     const size_t pfd = MOE_IL_PREFETCH;
-#define PREPARE(a, y, nb) (kind == X4I_Q4_0 ? q4_0_prepare(a, y, nb) : q8_0_prepare(a, y, nb))
+#define PREPARE(a, y, nb) \
+    (kind == X4I_Q4_0 ? q4_0_prepare(a, y, nb) : kind == X4I_Q5_0 ? q5_0_prepare(a, y, nb) : q8_0_prepare(a, y, nb))
 #define GROUP(acc, b, a, nb)                                                                                    \
     (kind == X4I_Q4_0   ? q4_0_group(acc, b, a, nb, pfd, pf)                                                    \
      : kind == X4I_Q8_0 ? q8_0_group(acc, b, a, nb, pfd, pf)                                                    \
+     : kind == X4I_Q5_0 ? q5_0_group(acc, b, a, nb, pfd, pf)                                                    \
                         : iq4_nl_group(acc, b, a, nb, pfd, pf))
     MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
 #undef PREPARE
@@ -938,13 +1007,18 @@ void moe_iq4_nl_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const
     MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_IQ4_NL);
 }
 
-/* Q4_0's and Q8_0's interleaved kernels are the ones above; the other types read
- * standard blocks. */
+void moe_q5_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q5_0);
+}
+
+/* Q4_0's, Q8_0's, IQ4_NL's and Q5_0's interleaved kernels are the ones above; the other
+ * types read standard blocks side by side. */
 MOE_DEFINE_VEC_DOTS(q4_0)
 MOE_DEFINE_VEC_DOTS(q8_0)
 #define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
 MOE_DEFINE_VEC_DOTS(iq4_nl) /* its interleaved kernel is Q4_0's layout's, above */
-DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_0) DEFINE_DOTS(q5_1)
+MOE_DEFINE_VEC_DOTS(q5_0)   /* its interleaved kernel is the one above */
+DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_1)
 #else
 MOE_LEGACY_DOTS(MOE_DEFINE_REF_DOTS)
 #endif
