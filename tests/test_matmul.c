@@ -172,7 +172,7 @@ TEST(matmul_interleaved_bit_identical) {
             /* rows wider than 4,096 values of the layouts of their own are in column tiles */
             const bool own = type == MOE_TYPE_Q4_0 || type == MOE_TYPE_Q8_0 || type == MOE_TYPE_Q4_K || type == MOE_TYPE_IQ4_NL ||
                              type == MOE_TYPE_Q5_K || type == MOE_TYPE_IQ4_XS ||
-                             type == MOE_TYPE_Q5_0;
+                             type == MOE_TYPE_Q5_0 || type == MOE_TYPE_Q4_1 || type == MOE_TYPE_Q5_1;
             CHECK_MSG(moe_mat_tiled(&B) == (own && cols > 4096), "%s %lld columns", t->name, (long long)cols);
             CHECK(moe_mat_row_unit(&B) == (moe_mat_tiled(&B) ? 32 : 4) && moe_mat_row_unit(&A) == 1);
             for (int64_t r = 0; r < rows; r++) {
@@ -227,7 +227,8 @@ TEST(matmul_interleaved_bit_identical) {
 TEST(matmul_extreme_quants_agree_across_layouts) {
     const struct { int type; size_t d_off[2]; } types[] = {
         {MOE_TYPE_Q4_K, {0, 2}}, {MOE_TYPE_Q5_K, {0, 2}}, {MOE_TYPE_IQ4_XS, {0, 0}}, {MOE_TYPE_Q4_0, {0, 0}},
-        {MOE_TYPE_Q8_0, {0, 0}}, {MOE_TYPE_Q5_0, {0, 0}}};
+        {MOE_TYPE_Q8_0, {0, 0}}, {MOE_TYPE_Q5_0, {0, 0}}, {MOE_TYPE_Q4_1, {0, 2}},
+        {MOE_TYPE_Q5_1, {0, 2}}};
     const int64_t rows = 16, cols = 512, n = 8;
     moe_pool *pool = moe_pool_create(2);
     REQUIRE(pool);

@@ -56,7 +56,7 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
     return g == 0 || g >= moe_prefetch_min_bytes ? g : g * ((moe_prefetch_min_bytes + g - 1) / g);
 }
 
-/* Column tiles of the interleaved layouts of their own (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, IQ4_XS; matmul.h). The
+/* Column tiles of the interleaved layouts of their own (the legacy types, Q4_K, Q5_K, IQ4_XS; matmul.h). The
  * kernels of these layouts prepare the activation row once per call (~96 bytes per 32
  * values) and read all of it again for every group of four rows. Past ~4,096 values the
  * prepared row no longer stays in L1 beside the stream of weights: a one-thread Q4_0
@@ -75,7 +75,7 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
 #define MOE_IL_TILE_MIN_COLS 4096
 #define MOE_IL_TILE_COLS 2048
 #define MOE_IL_SG_GROUPS 8
-/* How far ahead the kernels of the layouts of their own (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, IQ4_XS) prefetch,
+/* How far ahead the kernels of the layouts of their own (the legacy types, Q4_K, Q5_K, IQ4_XS) prefetch,
  * tiled or not: such a matrix is read as one stream in address order (group after group,
  * or tile after tile), so the distance is a number of bytes, not "the next rows": 4.5 KB. The same position
  * in the next group, as in a row-major matrix, is 17 KB ahead in a 4,096-wide Q8_0

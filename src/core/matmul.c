@@ -137,6 +137,8 @@ typedef struct {
 static const own_layout *own_layout_of(int type) {
     static const own_layout q4_0 = {moe_q4_0_interleave_group, moe_q4_0_group_block, MOE_Q4_0_IL_BLOCK, 32},
                             q5_0 = {moe_q5_0_interleave_group, moe_q5_0_group_block, MOE_Q5_0_IL_BLOCK, 32},
+                            q4_1 = {moe_q4_1_interleave_group, moe_q4_1_group_block, MOE_Q4_1_IL_BLOCK, 32},
+                            q5_1 = {moe_q5_1_interleave_group, moe_q5_1_group_block, MOE_Q5_1_IL_BLOCK, 32},
                             q8_0 = {moe_q8_0_interleave_group, moe_q8_0_group_block, MOE_Q8_0_IL_BLOCK, 32},
                             q4_K = {moe_q4_K_interleave_group, moe_q4_K_group_block, MOE_Q4_K_IL_BLOCK, MOE_QK_K},
                             q5_K = {moe_q5_K_interleave_group, moe_q5_K_group_block, MOE_Q5_K_IL_BLOCK, MOE_QK_K},
@@ -147,6 +149,8 @@ static const own_layout *own_layout_of(int type) {
            : type == MOE_TYPE_Q4_K                          ? &q4_K
            : type == MOE_TYPE_Q5_K                          ? &q5_K
            : type == MOE_TYPE_Q5_0                          ? &q5_0
+           : type == MOE_TYPE_Q4_1                          ? &q4_1
+           : type == MOE_TYPE_Q5_1                          ? &q5_1
            : type == MOE_TYPE_IQ4_XS                        ? &iq4_xs
                                                             : NULL;
 }
@@ -194,7 +198,7 @@ void moe_mat_get_row(const moe_mat *W, int64_t r, float *out) {
         t->to_float(row, out, W->cols);
         return;
     }
-    /* block i of row r is block 4i + r % 4 of the row's group (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, IQ4_XS: layouts of their own) */
+    /* block i of row r is block 4i + r % 4 of the row's group (every type with a layout of its own: own_layout_of) */
     const uint8_t *group = (const uint8_t *)W->data + (size_t)(r & ~(int64_t)3) * W->row_bytes;
     const own_layout *own = own_layout_of(W->type);
     const int64_t T = tile_blocks(W, own);

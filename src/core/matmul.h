@@ -38,7 +38,7 @@ void moe_buf_free(moe_buf *b);
  * blocks of four or eight rows for the same reason). The four-row kernels then read one
  * sequential stream instead of four: on the Zen 5 host of docs/BENCHMARKS.md four
  * interleaved streams of 1-3 KB rows read at 18-25 GB/s per core where one stream reads at
- * ~30. Q4_0, Q5_0, Q8_0, Q4_K, Q5_K and IQ4_XS (IQ4_NL: on Q4_0's) go further: the bytes inside each block of four rows are
+ * ~30. The legacy types, Q4_K, Q5_K and IQ4_XS (IQ4_NL: on Q4_0's) go further: the bytes inside each block of four rows are
  * rearranged as well, so that one vector load holds all four rows in lanes of their own
  * and their kernels need no per-row float work (docs/QUANTS.md; quant_legacy.c,
  * quant_k.c). The kernels of a type sum in one order in either layout, so results are

@@ -7,6 +7,8 @@
 
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
+#include <string.h>
 
 /* F16C too, as quant_k_avx2.c and types.c ask: the interleaved kernels read their four
  * scales with one conversion (rows4_scales_at, simd.h). Every AVX2 CPU has it. */
@@ -25,7 +27,9 @@ _Static_assert(sizeof(moe_block_iq4_nl) == 18, "block_iq4_nl layout");
 _Static_assert(offsetof(moe_block_iq4_nl, qs) == offsetof(moe_block_q4_0, qs), "IQ4_NL blocks are Q4_0's: one layout");
 
 const int8_t moe_iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-_Static_assert(MOE_Q5_0_IL_BLOCK == 4 * sizeof(moe_block_q5_0), "an interleaved block holds four rows' blocks");
+_Static_assert(MOE_Q5_0_IL_BLOCK == 4 * sizeof(moe_block_q5_0) && MOE_Q4_1_IL_BLOCK == 4 * sizeof(moe_block_q4_1) &&
+                   MOE_Q5_1_IL_BLOCK == 4 * sizeof(moe_block_q5_1),
+               "an interleaved block holds four rows' blocks");
 _Static_assert(MOE_Q4_0_IL_BLOCK == 4 * sizeof(moe_block_q4_0) && MOE_Q8_0_IL_BLOCK == 4 * sizeof(moe_block_q8_0),
                "an interleaved block holds four rows' blocks");
 
@@ -82,39 +86,70 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
     for (int k = 0; k < 4; k++) memcpy(x->qs + 4 * k, b + MOE_IL_QS + 16 * k + 4 * r, 4);
 }
 
-/* Q5_0's: per block i, 88 bytes: d0..d3; four 32-bit masks of fifth bits M0..M3; then
- * Q4_0's four chunks. M_k is chunk k's fifth bits in the order of the vector the kernel
- * makes of the chunk (both halves, low nibbles in the low one): bit 4r + j is bit 4k + j
- * of row r's qh (value 4k + j), bit 16 + 4r + j its bit 16 + 4k + j (value 16 + 4k + j);
- * with AVX-512 it is that vector's byte mask as it is (fifth_bits32). */
-void moe_q5_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, dst += MOE_Q5_0_IL_BLOCK) {
+/* Q5_0's, Q4_1's and Q5_1's: Q4_0's layout with what these blocks add. Per block i of a
+ * group of four rows:
+ *   Q5_0, 88 bytes: d0..d3; four 32-bit masks of fifth bits M0..M3; Q4_0's four chunks
+ *   Q4_1, 80 bytes: d0..d3; m0..m3; the four chunks
+ *   Q5_1, 96 bytes: d0..d3; m0..m3; M0..M3; the four chunks
+ * M_k is chunk k's fifth bits in the order of the vector the kernel makes of the chunk
+ * (both halves, low nibbles in the low one): bit 4r + j is bit 4k + j of row r's qh
+ * (value 4k + j), bit 16 + 4r + j its bit 16 + 4k + j (value 16 + 4k + j); with AVX-512 it
+ * is that vector's byte mask as it is (fifth_bits32). The blocks' fields are found by
+ * offset (ggml-common.h's layouts): d at 0, then m, qh, qs as the type has them. */
+typedef struct {
+    size_t bsz, qh, qs; /* a block's size and its qh and qs offsets (qh 0: none) */
+    size_t il, il_m, il_masks, il_qs; /* the interleaved block's size and offsets (0: none) */
+} legacy_il;
+
+static const legacy_il IL_Q5_0 = {sizeof(moe_block_q5_0), offsetof(moe_block_q5_0, qh), offsetof(moe_block_q5_0, qs),
+                                  MOE_Q5_0_IL_BLOCK, 0, 8, 24};
+static const legacy_il IL_Q4_1 = {sizeof(moe_block_q4_1), 0, offsetof(moe_block_q4_1, qs), MOE_Q4_1_IL_BLOCK, 8, 0, 16};
+static const legacy_il IL_Q5_1 = {sizeof(moe_block_q5_1), offsetof(moe_block_q5_1, qh), offsetof(moe_block_q5_1, qs),
+                                  MOE_Q5_1_IL_BLOCK, 8, 16, 32};
+
+static void legacy_interleave(const legacy_il *L, uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, dst += L->il) {
         uint32_t m[4] = {0};
         for (int r = 0; r < 4; r++) {
-            const moe_block_q5_0 *x = (const moe_block_q5_0 *)(src + (size_t)r * bx) + i;
-            memcpy(dst + 2 * r, &x->d, 2);
-            const uint32_t qh = load_u32(x->qh);
+            const uint8_t *x = src + (size_t)r * bx + (size_t)i * L->bsz;
+            memcpy(dst + 2 * r, x, 2);
+            if (L->il_m) memcpy(dst + L->il_m + 2 * r, x + 2, 2);
+            const uint32_t qh = L->qh ? load_u32(x + L->qh) : 0;
             for (int k = 0; k < 4; k++) {
-                memcpy(dst + MOE_Q5_0_IL_QS + 16 * k + 4 * r, x->qs + 4 * k, 4);
+                memcpy(dst + L->il_qs + 16 * k + 4 * r, x + L->qs + 4 * k, 4);
                 m[k] |= (qh >> 4 * k & 15u) << 4 * r | (qh >> (16 + 4 * k) & 15u) << (16 + 4 * r);
             }
         }
-        memcpy(dst + 8, m, 16);
+        if (L->il_masks) memcpy(dst + L->il_masks, m, 16);
     }
 }
 
-void moe_q5_0_group_block(const uint8_t *group, int64_t i, int r, void *out) {
-    const uint8_t *b = group + (size_t)i * MOE_Q5_0_IL_BLOCK;
-    moe_block_q5_0 *x = out;
-    memcpy(&x->d, b + 2 * r, 2);
+static void legacy_group_block(const legacy_il *L, const uint8_t *group, int64_t i, int r, uint8_t *x) {
+    const uint8_t *b = group + (size_t)i * L->il;
+    memcpy(x, b + 2 * r, 2);
+    if (L->il_m) memcpy(x + 2, b + L->il_m + 2 * r, 2);
     uint32_t qh = 0;
     for (int k = 0; k < 4; k++) {
-        memcpy(x->qs + 4 * k, b + MOE_Q5_0_IL_QS + 16 * k + 4 * r, 4);
-        const uint32_t m = load_u32(b + 8 + 4 * k);
+        memcpy(x + L->qs + 4 * k, b + L->il_qs + 16 * k + 4 * r, 4);
+        if (!L->qh) continue;
+        const uint32_t m = load_u32(b + L->il_masks + 4 * k);
         qh |= (m >> 4 * r & 15u) << 4 * k | (m >> (16 + 4 * r) & 15u) << (16 + 4 * k);
     }
-    memcpy(x->qh, &qh, 4);
+    if (L->qh) memcpy(x + L->qh, &qh, 4);
 }
+
+void moe_q5_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    legacy_interleave(&IL_Q5_0, dst, src, bx, nb);
+}
+void moe_q5_0_group_block(const uint8_t *group, int64_t i, int r, void *out) { legacy_group_block(&IL_Q5_0, group, i, r, out); }
+void moe_q4_1_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    legacy_interleave(&IL_Q4_1, dst, src, bx, nb);
+}
+void moe_q4_1_group_block(const uint8_t *group, int64_t i, int r, void *out) { legacy_group_block(&IL_Q4_1, group, i, r, out); }
+void moe_q5_1_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb) {
+    legacy_interleave(&IL_Q5_1, dst, src, bx, nb);
+}
+void moe_q5_1_group_block(const uint8_t *group, int64_t i, int r, void *out) { legacy_group_block(&IL_Q5_1, group, i, r, out); }
 
 /* Q8_0's: per block i, 136 bytes: d0..d3, then four 32-byte vectors, vector k holding
  * qs[4k..4k+3] of rows 0-3, then qs[16+4k..16+4k+3] of rows 0-3: values of the first
@@ -799,57 +834,84 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
     rows4_store(s, acc, nr);
 }
 
-/* Q5_0 interleaved (moe_q5_0_interleave_group): Q4_0's kernel with each chunk's fifth bits
- * ORed in from its mask, both halves' nibbles shifted down (5-bit values; the offset is
- * 16·Σy per half, q5_0_prepare). */
-static void q5_0_prepare(x4i_act *a, const moe_block_q8_0 *y, int64_t nb) {
+/* Q5_0, Q4_1 and Q5_1 interleaved (legacy_interleave, above): Q4_0's kernel with each
+ * chunk's fifth bits ORed in from its mask (Q5_0, Q5_1), and for Q4_1 and Q5_1 the mins
+ * added after each block into the B half, m·sy for four rows, as their row kernels do
+ * (dot_q45_1). Five-bit values have both halves' nibbles shifted down (the offset of Q5_0
+ * is then 16·Σy per half, prepared); Q4_1's high ones stay in place with VNNI, as Q4_0's. */
+enum { L_Q5_0, L_Q4_1, L_Q5_1 };
+
+static void legacy_prepare(x4i_act *a, const void *vy, int64_t nb, int t) {
     for (int64_t i = 0; i < nb; i++) {
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        /* Q8_0 and Q8_1 blocks: {d, qs} and {d, s, qs} */
+        const uint8_t *blk = (const uint8_t *)vy + (size_t)i * (t == L_Q5_0 ? sizeof(moe_block_q8_0) : sizeof(moe_block_q8_1));
+        moe_f16 d, sy;
+        memcpy(&d, blk, 2);
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)(blk + (t == L_Q5_0 ? 2 : 4)));
         a[i].z = qy;
-        a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 4));
-        a[i].dy = bcast_f16(y[i].d);
+        if (t == L_Q5_0) {
+            a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 4));
+        } else { /* [0 × 4 | sy × 4] as floats, for the mins */
+            memcpy(&sy, blk + 2, 2);
+            a[i].s = _mm256_castps_si256(_mm256_setr_ps(0, 0, 0, 0, moe_f16_table[sy], moe_f16_table[sy], moe_f16_table[sy],
+                                                        moe_f16_table[sy]));
+        }
+        a[i].dy = t == L_Q4_1 ? _mm256_mul_ps(bcast_f16(d), Q4_LANES) : bcast_f16(d);
     }
 }
 
-INLINE __m256 q5_0_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf) {
-    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += MOE_Q5_0_IL_BLOCK) {
+INLINE __m256 legacy_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64_t nb, size_t pfd, int pf, int t) {
+    const size_t blk = t == L_Q5_0 ? MOE_Q5_0_IL_BLOCK : t == L_Q4_1 ? MOE_Q4_1_IL_BLOCK : MOE_Q5_1_IL_BLOCK;
+    const size_t masks = t == L_Q5_0 ? 8 : 16, qs = t == L_Q5_0 ? 24 : t == L_Q4_1 ? 16 : 32;
+    _Pragma("GCC unroll 2") for (int64_t i = 0; i < nb; i++, b += blk) {
         prefetch_line(b + pfd, pf);
         const __m256i z = a[i].z;
         __m256i u[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-            u[k] = _mm256_or_si256(nibbles32(b + MOE_Q5_0_IL_QS + 16 * k), fifth_bits32(b + 8 + 4 * k));
+            u[k] = t == L_Q4_1 ? q4_nibbles(b + qs + 16 * k)
+                               : _mm256_or_si256(nibbles32(b + qs + 16 * k), fifth_bits32(b + masks + 4 * k));
         const __m256i y[4] = {x4i_a(z, 0), x4i_a(z, 1), x4i_a(z, 2), x4i_a(z, 3)};
         /* without VNNI, maddubs pairs of 5-bit values: 4·2·31·127 < 2^15 */
-        const __m256i ab = dot_nibbles(a[i].s, u, y, 4);
+        const __m256i ab = dot_nibbles(t == L_Q5_0 ? a[i].s : _mm256_setzero_si256(), u, y, 4);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(rows4_scales_at(b), a[i].dy), _mm256_cvtepi32_ps(ab), acc);
+        if (t != L_Q5_0) acc = _mm256_add_ps(acc, _mm256_mul_ps(rows4_scales_at(b + 8), _mm256_castsi256_ps(a[i].s)));
     }
     return acc;
 }
 
 /* Q4_1·Q8_1 and Q5_1·Q8_1: d·q + m against d'·q', whose sum is d·d'·Σqq' + m·s'. One
  * kernel for both: Q5_1 ORs in the fifth bits (qh); Q4_1's nibbles come through
- * q4_nibbles, with VNNI the high ones 16× in place, which Q4_LANES takes out of dy. */
+ * q4_nibbles, with VNNI the high ones 16× in place, which Q4_LANES takes out of dy. The
+ * order of sums is Q4_0's (the halves A and B, dot_q4_0), with m·s' added to the B half
+ * after each block, so that the interleaved kernel (legacy_group) gives the same bits. */
 INLINE void dot_q45_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf, bool q5) {
+    (void)il; /* the interleaved layouts have their own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_1 *y = vy;
-    ACC_INIT;
-    float summs[4] = {0};
+    const size_t bs = q5 ? sizeof(moe_block_q5_1) : sizeof(moe_block_q4_1);
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK; i++) {
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         const __m256 dy = q5 ? bcast_f16(y[i].d) : _mm256_mul_ps(bcast_f16(y[i].d), Q4_LANES);
         const float sy = moe_f16_table[y[i].s];
+        __m256i p[4];
+        moe_f16 d[4], m[4];
         FOR_ROWS(r) {
-            const moe_block_q4_1 *x4 = MOE_GROUP_BLOCK(moe_block_q4_1, vx, bx, r, i, il);
-            const moe_block_q5_1 *x5 = MOE_GROUP_BLOCK(moe_block_q5_1, vx, bx, r, i, il);
-            if (q5) PREFETCH(x5, pfd, nr, i, pf);
-            else PREFETCH(x4, pfd, nr, i, pf);
-            summs[r] += moe_f16_table[q5 ? x5->m : x4->m] * sy;
+            const uint8_t *xb = vx + (size_t)r * bx + (size_t)i * bs;
+            const moe_block_q4_1 *x4 = (const moe_block_q4_1 *)xb;
+            const moe_block_q5_1 *x5 = (const moe_block_q5_1 *)xb;
+            PREFETCH(x4, pfd, nr, i, pf); /* once per 64 bytes: every other block (≤ 32 bytes) */
+            d[r] = x4->d, m[r] = x4->m; /* both blocks begin {d, m} */
             const __m256i qx = q5 ? _mm256_or_si256(nibbles32(x5->qs), fifth_bits32(x5->qh)) : q4_nibbles(x4->qs);
-            const __m256 q = _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), qx, qy));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(bcast_f16(q5 ? x5->d : x4->d), dy), q, acc[r]);
+            p[r] = dot_u8s8(_mm256_setzero_si256(), qx, qy);
         }
+        const __m256i ab = nr == 4 ? rows4_halves(p[0], p[1], p[2], p[3]) : rows4_halves(p[0], p[0], p[0], p[0]);
+        const __m256 dd = nr == 4 ? rows4_scales(d[0], d[1], d[2], d[3]) : bcast_f16(d[0]);
+        const __m256 mm = nr == 4 ? rows4_scales(m[0], m[1], m[2], m[3]) : bcast_f16(m[0]);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(dd, dy), _mm256_cvtepi32_ps(ab), acc);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(mm, _mm256_setr_ps(0, 0, 0, 0, sy, sy, sy, sy)));
     }
-    store_sums(s, acc, summs, nr);
+    rows4_store(s, acc, nr);
 }
 INLINE void dot_q4_1(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
     dot_q45_1(n, s, vx, bx, vy, nr, il, pf, false);
@@ -976,21 +1038,35 @@ INLINE __m256 iq4_nl_group(__m256 acc, const uint8_t *b, const x4i_act *a, int64
     return acc;
 }
 
-/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0, Q8_0, IQ4_NL and Q5_0 (kind). */
-enum { X4I_Q4_0, X4I_Q8_0, X4I_IQ4_NL, X4I_Q5_0 };
-INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const moe_block_q8_0 *y, int64_t ngroups, int kind,
-                    int pf) {
+/* The interleaved kernels' loop (MOE_X4I_RUN, simd.h) for Q4_0, Q8_0, IQ4_NL, Q5_0, Q4_1
+ * and Q5_1 (kind). */
+enum { X4I_Q4_0, X4I_Q8_0, X4I_IQ4_NL, X4I_Q5_0, X4I_Q4_1, X4I_Q5_1 };
+INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const void *y, int64_t ngroups, int kind, int pf) {
     const int64_t nb = n / QK, T = moe_il_tile_blocks(nb, QK);
-    const size_t blk = kind == X4I_Q8_0 ? MOE_Q8_0_IL_BLOCK : kind == X4I_Q5_0 ? MOE_Q5_0_IL_BLOCK : MOE_Q4_0_IL_BLOCK;
+    const size_t blk = kind == X4I_Q8_0   ? MOE_Q8_0_IL_BLOCK
+                       : kind == X4I_Q5_0 ? MOE_Q5_0_IL_BLOCK
+                       : kind == X4I_Q4_1 ? MOE_Q4_1_IL_BLOCK
+                       : kind == X4I_Q5_1 ? MOE_Q5_1_IL_BLOCK
+                                          : MOE_Q4_0_IL_BLOCK;
+    const int lt = kind == X4I_Q5_0 ? L_Q5_0 : kind == X4I_Q4_1 ? L_Q4_1 : L_Q5_1;
+    const bool legacy = kind == X4I_Q5_0 || kind == X4I_Q4_1 || kind == X4I_Q5_1;
     const size_t pfd = MOE_IL_PREFETCH;
-#define PREPARE(a, y, nb) \
-    (kind == X4I_Q4_0 ? q4_0_prepare(a, y, nb) : kind == X4I_Q5_0 ? q5_0_prepare(a, y, nb) : q8_0_prepare(a, y, nb))
+#define PREPARE(a, y, nb)                                                                                         \
+    (legacy              ? legacy_prepare(a, y, nb, lt)                                                           \
+     : kind == X4I_Q4_0 ? q4_0_prepare(a, (const moe_block_q8_0 *)(y), nb)                                       \
+                        : q8_0_prepare(a, (const moe_block_q8_0 *)(y), nb))
 #define GROUP(acc, b, a, nb)                                                                                    \
-    (kind == X4I_Q4_0   ? q4_0_group(acc, b, a, nb, pfd, pf)                                                    \
+    (legacy              ? legacy_group(acc, b, a, nb, pfd, pf, lt)                                             \
+     : kind == X4I_Q4_0 ? q4_0_group(acc, b, a, nb, pfd, pf)                                                    \
      : kind == X4I_Q8_0 ? q8_0_group(acc, b, a, nb, pfd, pf)                                                    \
-     : kind == X4I_Q5_0 ? q5_0_group(acc, b, a, nb, pfd, pf)                                                    \
                         : iq4_nl_group(acc, b, a, nb, pfd, pf))
-    MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y, nb, ngroups);
+    if (kind == X4I_Q4_1 || kind == X4I_Q5_1) { /* Q8_1 activations: MOE_X4I_RUN steps through y by blocks */
+        const moe_block_q8_1 *y1 = y;
+        MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y1, nb, ngroups);
+    } else {
+        const moe_block_q8_0 *y0 = y;
+        MOE_X4I_RUN(x4i_act, X4I_CHUNK, blk, T, PREPARE, GROUP, s, x, bx, y0, nb, ngroups);
+    }
 #undef PREPARE
 #undef GROUP
 }
@@ -1011,14 +1087,21 @@ void moe_q5_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const v
     MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q5_0);
 }
 
-/* Q4_0's, Q8_0's, IQ4_NL's and Q5_0's interleaved kernels are the ones above; the other
- * types read standard blocks side by side. */
+void moe_q4_1_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q4_1);
+}
+
+void moe_q5_1_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
+    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q5_1);
+}
+
+/* Every legacy type's interleaved kernel is one of the above. */
 MOE_DEFINE_VEC_DOTS(q4_0)
 MOE_DEFINE_VEC_DOTS(q8_0)
-#define DEFINE_DOTS(t) MOE_DEFINE_VEC_DOTS(t) MOE_DEFINE_VEC_DOT_X4I(t)
-MOE_DEFINE_VEC_DOTS(iq4_nl) /* its interleaved kernel is Q4_0's layout's, above */
-MOE_DEFINE_VEC_DOTS(q5_0)   /* its interleaved kernel is the one above */
-DEFINE_DOTS(q4_1) DEFINE_DOTS(q5_1)
+MOE_DEFINE_VEC_DOTS(iq4_nl) /* its interleaved kernel reads Q4_0's layout */
+MOE_DEFINE_VEC_DOTS(q5_0)
+MOE_DEFINE_VEC_DOTS(q4_1)
+MOE_DEFINE_VEC_DOTS(q5_1)
 #else
 MOE_LEGACY_DOTS(MOE_DEFINE_REF_DOTS)
 #endif

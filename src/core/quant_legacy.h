@@ -87,12 +87,17 @@ void moe_q4_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
 /* The same for Q8_0's interleaved layout. */
 void moe_q8_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q8_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
-/* The same for Q5_0's: Q4_0's with the fifth bits (88 bytes a block of four rows; its
- * quants start at MOE_Q5_0_IL_QS) */
+/* The same for Q5_0's, Q4_1's and Q5_1's: Q4_0's with the fifth bits and/or the mins
+ * (88, 80 and 96 bytes a block of four rows; quant_legacy.c describes the order) */
 #define MOE_Q5_0_IL_BLOCK 88
-#define MOE_Q5_0_IL_QS 24
+#define MOE_Q4_1_IL_BLOCK 80
+#define MOE_Q5_1_IL_BLOCK 96
 void moe_q5_0_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
 void moe_q5_0_group_block(const uint8_t *group, int64_t i, int r, void *out);
+void moe_q4_1_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+void moe_q4_1_group_block(const uint8_t *group, int64_t i, int r, void *out);
+void moe_q5_1_interleave_group(uint8_t *dst, const uint8_t *src, size_t bx, int64_t nb);
+void moe_q5_1_group_block(const uint8_t *group, int64_t i, int r, void *out);
 
 #define MOE_LEGACY_DOTS(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(iq4_nl)
 #define MOE_DECLARE_DOTS(t)                                                            \
