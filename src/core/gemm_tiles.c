@@ -261,6 +261,89 @@ INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
 }
 
+/* Q5_0, Q4_1 and Q5_1 interleaved (their layouts: quant_legacy.c), eight rows × up to
+ * eight tokens as tile8_q4_0, with what their kernel (legacy_group) adds: the fifth bits,
+ * from the two groups' masks (the low 16 bits of chunk k's mask are its A values' bits,
+ * the high 16 its B values'), and for Q4_1 and Q5_1 m·s' added to the B sums after each
+ * block; Q5_0's offset is −16·Σy (legacy_tact_prepare). The vec_dot's integers and
+ * floats in its order. */
+typedef struct {
+    int32_t sa, sb; /* Q5_0: −16·Σ y over values 0-15, over 16-31 */
+    float dy, sy;   /* Q4_1, Q5_1: sy = s of the Q8_1 block */
+} legacy_tact;
+
+enum { T_Q5_0, T_Q4_1, T_Q5_1 };
+
+static void legacy_tact_prepare(legacy_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int type) {
+    for (int t = 0; t < nt; t++)
+        for (int64_t i = 0; i < nb; i++) {
+            legacy_tact *p = &a[t * nb + i];
+            if (type == T_Q5_0) {
+                const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
+                const __m256i h = half_sums(load256(y->qs));
+                p->sa = -16 * _mm256_extract_epi32(h, 0);
+                p->sb = -16 * _mm256_extract_epi32(h, 4);
+                p->dy = moe_f16_table[y->d];
+                p->sy = 0;
+            } else {
+                const moe_block_q8_1 *y = (const moe_block_q8_1 *)(yq + (size_t)t * by) + i;
+                p->sa = p->sb = 0;
+                p->dy = moe_f16_table[y->d];
+                p->sy = moe_f16_table[y->s];
+            }
+        }
+}
+
+INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const legacy_tact *ta, int64_t nb,
+                         float *out, int64_t ldy, int nt, int type) {
+    const size_t blk = type == T_Q5_0 ? MOE_Q5_0_IL_BLOCK : type == T_Q4_1 ? MOE_Q4_1_IL_BLOCK : MOE_Q5_1_IL_BLOCK;
+    const size_t masks = type == T_Q5_0 ? 8 : 16, qo = type == T_Q5_0 ? 24 : type == T_Q4_1 ? 16 : 32;
+    const size_t yb = type == T_Q5_0 ? sizeof(moe_block_q8_0) : sizeof(moe_block_q8_1), yqs = type == T_Q5_0 ? 2 : 4;
+    __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
+    FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b0 = wx + (size_t)i * blk, *b1 = b0 + gb;
+        __m256i ua[4], ub[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + qo + 16 * k), (const __m128i *)(b0 + qo + 16 * k));
+            ua[k] = _mm256_and_si256(v, m4);
+            ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (type != T_Q4_1) {
+                uint32_t h0, h1;
+                memcpy(&h0, b0 + masks + 4 * k, 4);
+                memcpy(&h1, b1 + masks + 4 * k, 4);
+                ua[k] = _mm256_or_si256(ua[k], fifth_bits((h0 & 0xFFFFu) | h1 << 16));
+                ub[k] = _mm256_or_si256(ub[k], fifth_bits(h0 >> 16 | (h1 & 0xFFFF0000u)));
+            }
+        }
+        const __m256 d = rows8_scales(b0, b1), m = type == T_Q5_0 ? d : rows8_scales(b0 + 8, b1 + 8);
+        FOR_T(t) {
+            const int8_t *qs = (const int8_t *)(yq + (size_t)t * by + (size_t)i * yb + yqs);
+            const legacy_tact *a = &ta[t * nb + i];
+            __m256i ya[4], yb_[4];
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                ya[k] = bcast_dword(qs + 4 * k);
+                yb_[k] = bcast_dword(qs + 16 + 4 * k);
+            }
+            /* without VNNI, maddubs pairs of 5-bit values: 4·2·31·127 < 2^15 */
+            const __m256i sa = dot_nibbles(_mm256_set1_epi32(a->sa), ua, ya, 4);
+            const __m256i sb = dot_nibbles(_mm256_set1_epi32(a->sb), ub, yb_, 4);
+            rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
+            if (type != T_Q5_0) acc_b[t] = _mm256_add_ps(acc_b[t], _mm256_mul_ps(m, _mm256_set1_ps(a->sy)));
+        }
+    }
+    FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
+}
+#define LEGACY_TILE8(t, T)                                                                                                 \
+    INLINE void tile8_##t(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const legacy_tact *ta, int64_t nb, \
+                          float *out, int64_t ldy, int nt) {                                                               \
+        tile8_legacy(wx, gb, yq, by, ta, nb, out, ldy, nt, T);                                                             \
+    }
+LEGACY_TILE8(q5_0, T_Q5_0)
+LEGACY_TILE8(q4_1, T_Q4_1)
+LEGACY_TILE8(q5_1, T_Q5_1)
+
 /* Q8_0 interleaved, eight rows × up to eight tokens, rows in lanes as tile8_q4_0: y dword
  * j meets the low (j < 4) or high half of vector j % 4 of both groups. With VNNI the
  * weights go in as x + 128 (unsigned) and −128·Σy comes off with the token's prepared
@@ -566,21 +649,22 @@ INLINE void tile8_iq4_xs(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, acc[t]);
 }
 
-/* IQ4_XS without the eight-row tile (row-major, or fewer than eight rows, or wider than
- * TACT_MAX_COLS): its vec_dot kernels, token by token. Interleaved rows here are always in
- * the untiled layout (gemm.c copies a tiled matrix's super-groups back to it), which the
- * interleaved kernel reads as such one group at a time: a super-group of one. */
-static void gemm_iq4_xs_rows(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0,
-                             int64_t t1, float *y, int64_t ldy) {
+/* The types whose eight-row tile has no four-row one beside it (IQ4_XS, Q5_0, Q4_1, Q5_1),
+ * for what the tile does not take (row-major matrices, fewer than eight rows, rows wider
+ * than TACT_MAX_COLS): their vec_dot kernels, token by token. Interleaved rows here are
+ * always in the untiled layout (gemm.c copies a tiled matrix's super-groups back to it),
+ * which the interleaved kernel reads as such one group at a time: a super-group of one. */
+static void gemm_rows_vec_dot(const moe_mat *W, int64_t r0, int64_t r1, const uint8_t *xq, size_t xb, int64_t t0,
+                              int64_t t1, float *y, int64_t ldy) {
     const size_t bx = W->row_bytes;
+    const moe_vec_dot_x4i_fn x4i = moe_type_vec_dot_x4i(W->type);
     for (int64_t t = t0; t < t1; t++) {
         const uint8_t *xt = xq + (size_t)t * xb;
         if (!W->interleaved) {
             moe_mat_dot_rows(W, r0, r1, xt, y + t * ldy);
             continue;
         }
-        for (int64_t r = r0; r < r1; r += 4)
-            moe_iq4_xs_vec_dot_x4i(W->cols, y + t * ldy + r, (const uint8_t *)W->data + (size_t)r * bx, bx, xt, 1);
+        for (int64_t r = r0; r < r1; r += 4) x4i(W->cols, y + t * ldy + r, (const uint8_t *)W->data + (size_t)r * bx, bx, xt, 1);
     }
 }
 
@@ -670,7 +754,13 @@ TILE8_DRIVER(q4_0, 32, q4_0_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
 TILE8_DRIVER(q4_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q4_K_4rows)
 TILE8_DRIVER(q5_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q5_K_4rows)
 TILE8_DRIVER(q8_0, 32, q4_0_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
-TILE8_DRIVER(iq4_xs, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_iq4_xs_rows)
+TILE8_DRIVER(iq4_xs, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_rows_vec_dot)
+#define Q5_0_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, T_Q5_0)
+#define Q4_1_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, T_Q4_1)
+#define Q5_1_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, T_Q5_1)
+TILE8_DRIVER(q5_0, 32, legacy_tact, Q5_0_PREPARE, gemm_rows_vec_dot)
+TILE8_DRIVER(q4_1, 32, legacy_tact, Q4_1_PREPARE, gemm_rows_vec_dot)
+TILE8_DRIVER(q5_1, 32, legacy_tact, Q5_1_PREPARE, gemm_rows_vec_dot)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {
@@ -679,6 +769,9 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     case MOE_TYPE_IQ4_NL: return gemm_iq4_nl;
     case MOE_TYPE_Q4_K: return gemm_q4_K;
     case MOE_TYPE_IQ4_XS: return gemm_iq4_xs;
+    case MOE_TYPE_Q5_0: return gemm_q5_0;
+    case MOE_TYPE_Q4_1: return gemm_q4_1;
+    case MOE_TYPE_Q5_1: return gemm_q5_1;
     case MOE_TYPE_Q5_K: return gemm_q5_K;
     case MOE_TYPE_Q2_K: /* these three in quant_k_avx2.c, beside their vec_dots */
     case MOE_TYPE_Q3_K:
@@ -689,7 +782,8 @@ moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
 
 int64_t moe_gemm_tile_rows(const moe_mat *W) {
     const bool tile8 = W->type == MOE_TYPE_Q4_0 || W->type == MOE_TYPE_Q8_0 || W->type == MOE_TYPE_Q4_K ||
-                       W->type == MOE_TYPE_Q5_K || W->type == MOE_TYPE_IQ4_XS;
+                       W->type == MOE_TYPE_Q5_K || W->type == MOE_TYPE_IQ4_XS || W->type == MOE_TYPE_Q5_0 ||
+                       W->type == MOE_TYPE_Q4_1 || W->type == MOE_TYPE_Q5_1;
     /* mix-1b pp128 (docs/BENCHMARKS.md): Q4_0 +8-11 % at 32 rows, Q4_K +0-6 %; the
      * four-row tiles gain nothing (Q4_K's was 3-5 % slower). A tiled matrix (IQ4_NL's, on
      * Q4_0's layout) is copied back a super-group of 32 rows at a time (gemm.c). */

@@ -644,22 +644,8 @@ INLINE __m256i q4_nibbles(const uint8_t *qs) {
 #define Q4_OFFSET _mm256_set1_epi8(8)
 #endif
 
-/* bit j of 32 → byte j = 0x10 if set (the fifth bit of Q5 values). With AVX512BW+VL
- * the 32 bits are a byte mask as they are: one masked move instead of five operations
- * (Zen 4, one core in cache: Q5_0 22 → 28.5 GB/s, Q5_1 21 → 24). */
-INLINE __m256i fifth_bits32(const uint8_t *qh) {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-    return _mm256_maskz_mov_epi8((__mmask32)load_u32(qh), _mm256_set1_epi8(0x10));
-#else
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                           0x0101010101010101, 0x0000000000000000);
-    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)load_u32(qh)), shuf);
-    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-    b = _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
-    return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
-#endif
-}
-
+/* fifth_bits32 (simd.h): bit j of 32 → byte j = 0x10 if set (the fifth bit of Q5 values) */
+INLINE __m256i fifth_bits32(const uint8_t *qh) { return fifth_bits(load_u32(qh)); }
 
 /* Σ (x − k)·y in the lanes dot_u8s8 sums into, for unsigned weights x with an offset k
  * (a vector of u8, per lane): offset_term(qy, k) once per activation block, then

