@@ -181,31 +181,41 @@ INLINE void tile_q4_0(const uint8_t *wx, size_t bx, const uint8_t *yq, size_t by
     FOR_T(t) rows4_store(out + t * ldy, acc[t], nr);
 }
 
-/* Q4_0 interleaved, eight rows (two groups of four) × up to eight tokens, with the rows in
- * lanes: chunk k of both groups is one vector [rows 0-3 | rows 4-7] holding four values
- * of each row, against one y dword broadcast to every lane. Every lane then ends a block
- * with its row's exact A (values 0-15) or B (16-31) sum, with no horizontal sums
- * (rows4_halves), and one FMA serves eight rows: the same floats, in the same order, as
- * tile_q4_0 and the vec_dot, for about half the vector instructions per token. A token's
- * offsets −8·Σy and scale are prepared once per token tile (q4_0_tact) for the rows of
- * the call. */
+/* The legacy types interleaved (Q4_0, Q5_0, Q4_1, Q5_1; Q8_0 below), eight rows (two
+ * groups of four) × up to eight tokens, with the rows in lanes: chunk k of both groups is
+ * one vector [rows 0-3 | rows 4-7] holding four values of each row, against one y dword
+ * broadcast to every lane. Every lane then ends a block with its row's exact A (values
+ * 0-15) or B (16-31) sum, with no horizontal sums (rows4_halves), and one FMA serves eight
+ * rows: the same floats, in the same order, as the vec_dot, for about half the vector
+ * instructions per token. A token's offsets (off·Σy: Q4_0 −8, Q5_0 −16), the s of Q8_1
+ * blocks and the scale are prepared once per token tile (legacy_tact) for the rows of the
+ * call. */
 typedef struct {
-    int32_t sa, sb; /* off·Σ y over values 0-15, over 16-31 (q4_0_tact_prepare) */
-    float dy;
-} q4_0_tact;
+    int32_t sa, sb; /* off·Σ y over values 0-15, over 16-31 */
+    float dy, sy;   /* sy: the s of a Q8_1 block (Q4_1, Q5_1), else 0 */
+} legacy_tact;
 
 /* the most columns the eight-row tiles prepare tokens for on the stack */
 #define TACT_MAX_COLS 16384
 
-/* off: −8 for Q4_0 (the offset of its values), Q8_0_TILE_OFF for Q8_0 */
-static void q4_0_tact_prepare(q4_0_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int32_t off) {
+/* Q8_0 activation blocks with the offset off, or Q8_1 blocks (q8_1) */
+static void legacy_tact_prepare(legacy_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, bool q8_1, int32_t off) {
     for (int t = 0; t < nt; t++)
         for (int64_t i = 0; i < nb; i++) {
-            const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
-            const __m256i h = half_sums(load256(y->qs)); /* [ΣA ×4 | ΣB ×4] */
-            a[t * nb + i].sa = off * _mm256_extract_epi32(h, 0);
-            a[t * nb + i].sb = off * _mm256_extract_epi32(h, 4);
-            a[t * nb + i].dy = moe_f16_table[y->d];
+            legacy_tact *p = &a[t * nb + i];
+            if (q8_1) {
+                const moe_block_q8_1 *y = (const moe_block_q8_1 *)(yq + (size_t)t * by) + i;
+                p->sa = p->sb = 0;
+                p->dy = moe_f16_table[y->d];
+                p->sy = moe_f16_table[y->s];
+            } else {
+                const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
+                const __m256i h = half_sums(load256(y->qs)); /* [ΣA ×4 | ΣB ×4] */
+                p->sa = off * _mm256_extract_epi32(h, 0);
+                p->sb = off * _mm256_extract_epi32(h, 4);
+                p->dy = moe_f16_table[y->d];
+                p->sy = 0;
+            }
         }
 }
 
@@ -231,74 +241,21 @@ INLINE void rows8_accumulate(__m256 *acc_a, __m256 *acc_b, __m256 d, float dy, _
     *acc_b = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sb), *acc_b);
 }
 
-INLINE void tile8_q4_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_0_tact *ta, int64_t nb,
-                       float *out, int64_t ldy, int nt) {
-    __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
-    FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *b0 = wx + (size_t)i * MOE_Q4_0_IL_BLOCK, *b1 = b0 + gb;
-        __m256i ua[4], ub[4];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + MOE_IL_QS + 16 * k), (const __m128i *)(b0 + MOE_IL_QS + 16 * k));
-            ua[k] = _mm256_and_si256(v, m4);                        /* values 4k..4k+3 of each row */
-            ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  /* values 16+4k..16+4k+3 */
-        }
-        const __m256 d = rows8_scales(b0, b1);
-        FOR_T(t) {
-            const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
-            const q4_0_tact *a = &ta[t * nb + i];
-            __m256i ya[4], yb[4];
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-                ya[k] = bcast_dword(qs + 4 * k);
-                yb[k] = bcast_dword(qs + 16 + 4 * k);
-            }
-            const __m256i sa = dot_nibbles(_mm256_set1_epi32(a->sa), ua, ya, 4);
-            const __m256i sb = dot_nibbles(_mm256_set1_epi32(a->sb), ub, yb, 4);
-            rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
-        }
-    }
-    FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
-}
-
-/* Q5_0, Q4_1 and Q5_1 interleaved (their layouts: quant_legacy.c), eight rows × up to
- * eight tokens as tile8_q4_0, with what their kernel (legacy_group) adds: the fifth bits,
- * from the two groups' masks (the low 16 bits of chunk k's mask are its A values' bits,
- * the high 16 its B values'), and for Q4_1 and Q5_1 m·s' added to the B sums after each
- * block; Q5_0's offset is −16·Σy (legacy_tact_prepare). The vec_dot's integers and
- * floats in its order. */
-typedef struct {
-    int32_t sa, sb; /* Q5_0: −16·Σ y over values 0-15, over 16-31 */
-    float dy, sy;   /* Q4_1, Q5_1: sy = s of the Q8_1 block */
-} legacy_tact;
-
-enum { T_Q5_0, T_Q4_1, T_Q5_1 };
-
-static void legacy_tact_prepare(legacy_tact *a, const uint8_t *yq, size_t by, int64_t nb, int nt, int type) {
-    for (int t = 0; t < nt; t++)
-        for (int64_t i = 0; i < nb; i++) {
-            legacy_tact *p = &a[t * nb + i];
-            if (type == T_Q5_0) {
-                const moe_block_q8_0 *y = (const moe_block_q8_0 *)(yq + (size_t)t * by) + i;
-                const __m256i h = half_sums(load256(y->qs));
-                p->sa = -16 * _mm256_extract_epi32(h, 0);
-                p->sb = -16 * _mm256_extract_epi32(h, 4);
-                p->dy = moe_f16_table[y->d];
-                p->sy = 0;
-            } else {
-                const moe_block_q8_1 *y = (const moe_block_q8_1 *)(yq + (size_t)t * by) + i;
-                p->sa = p->sb = 0;
-                p->dy = moe_f16_table[y->d];
-                p->sy = moe_f16_table[y->s];
-            }
-        }
-}
+/* What the other legacy types add to Q4_0's tile (their layouts: quant_legacy.c), as their
+ * kernel (legacy_group) does: Q5_0 and Q5_1 the fifth bits, from the two groups' masks (the
+ * low 16 bits of chunk k's mask are its A values' bits, the high 16 its B values'); Q4_1
+ * and Q5_1 m·s' added to the B sums after each block. */
+enum { T_Q4_0, T_Q5_0, T_Q4_1, T_Q5_1 };
 
 INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const legacy_tact *ta, int64_t nb,
                          float *out, int64_t ldy, int nt, int type) {
-    const size_t blk = type == T_Q5_0 ? MOE_Q5_0_IL_BLOCK : type == T_Q4_1 ? MOE_Q4_1_IL_BLOCK : MOE_Q5_1_IL_BLOCK;
-    const size_t masks = type == T_Q5_0 ? 8 : 16, qo = type == T_Q5_0 ? 24 : type == T_Q4_1 ? 16 : 32;
-    const size_t yb = type == T_Q5_0 ? sizeof(moe_block_q8_0) : sizeof(moe_block_q8_1), yqs = type == T_Q5_0 ? 2 : 4;
+    const size_t blk = type == T_Q4_0   ? MOE_Q4_0_IL_BLOCK
+                       : type == T_Q5_0 ? MOE_Q5_0_IL_BLOCK
+                       : type == T_Q4_1 ? MOE_Q4_1_IL_BLOCK
+                                        : MOE_Q5_1_IL_BLOCK;
+    const size_t masks = type == T_Q5_0 ? 8 : 16, qo = type == T_Q4_0 ? MOE_IL_QS : type == T_Q5_0 ? 24 : type == T_Q4_1 ? 16 : 32;
+    const bool q8_1 = type == T_Q4_1 || type == T_Q5_1, fifth = type == T_Q5_0 || type == T_Q5_1;
+    const size_t yb = q8_1 ? sizeof(moe_block_q8_1) : sizeof(moe_block_q8_0), yqs = q8_1 ? 4 : 2;
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -307,9 +264,9 @@ INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
         __m256i ua[4], ub[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
             const __m256i v = _mm256_loadu2_m128i((const __m128i *)(b1 + qo + 16 * k), (const __m128i *)(b0 + qo + 16 * k));
-            ua[k] = _mm256_and_si256(v, m4);
-            ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            if (type != T_Q4_1) {
+            ua[k] = _mm256_and_si256(v, m4);                       /* values 4k..4k+3 of each row */
+            ub[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4); /* values 16+4k..16+4k+3 */
+            if (fifth) {
                 uint32_t h0, h1;
                 memcpy(&h0, b0 + masks + 4 * k, 4);
                 memcpy(&h1, b1 + masks + 4 * k, 4);
@@ -317,7 +274,7 @@ INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
                 ub[k] = _mm256_or_si256(ub[k], fifth_bits(h0 >> 16 | (h1 & 0xFFFF0000u)));
             }
         }
-        const __m256 d = rows8_scales(b0, b1), m = type == T_Q5_0 ? d : rows8_scales(b0 + 8, b1 + 8);
+        const __m256 d = rows8_scales(b0, b1), m = q8_1 ? rows8_scales(b0 + 8, b1 + 8) : d;
         FOR_T(t) {
             const int8_t *qs = (const int8_t *)(yq + (size_t)t * by + (size_t)i * yb + yqs);
             const legacy_tact *a = &ta[t * nb + i];
@@ -330,7 +287,7 @@ INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
             const __m256i sa = dot_nibbles(_mm256_set1_epi32(a->sa), ua, ya, 4);
             const __m256i sb = dot_nibbles(_mm256_set1_epi32(a->sb), ub, yb_, 4);
             rows8_accumulate(&acc_a[t], &acc_b[t], d, a->dy, sa, sb);
-            if (type != T_Q5_0) acc_b[t] = _mm256_add_ps(acc_b[t], _mm256_mul_ps(m, _mm256_set1_ps(a->sy)));
+            if (q8_1) acc_b[t] = _mm256_add_ps(acc_b[t], _mm256_mul_ps(m, _mm256_set1_ps(a->sy)));
         }
     }
     FOR_T(t) _mm256_storeu_ps(out + t * ldy, _mm256_add_ps(acc_a[t], acc_b[t])); /* A + B, as rows4_store */
@@ -340,6 +297,7 @@ INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
                           float *out, int64_t ldy, int nt) {                                                               \
         tile8_legacy(wx, gb, yq, by, ta, nb, out, ldy, nt, T);                                                             \
     }
+LEGACY_TILE8(q4_0, T_Q4_0)
 LEGACY_TILE8(q5_0, T_Q5_0)
 LEGACY_TILE8(q4_1, T_Q4_1)
 LEGACY_TILE8(q5_1, T_Q5_1)
@@ -353,7 +311,7 @@ LEGACY_TILE8(q5_1, T_Q5_1)
 #else
 #define Q8_0_TILE_OFF 0
 #endif
-INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const q4_0_tact *ta, int64_t nb,
+INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t by, const legacy_tact *ta, int64_t nb,
                        float *out, int64_t ldy, int nt) {
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
@@ -372,7 +330,7 @@ INLINE void tile8_q8_0(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t b
         const __m256 d = rows8_scales(b0, b1);
         FOR_T(t) {
             const int8_t *qs = ((const moe_block_q8_0 *)(yq + (size_t)t * by) + i)->qs;
-            const q4_0_tact *a = &ta[t * nb + i];
+            const legacy_tact *a = &ta[t * nb + i];
             __m256i sa = _mm256_set1_epi32(a->sa), sb = _mm256_set1_epi32(a->sb);
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
 #if MOE_VNNI
@@ -748,19 +706,18 @@ TILE_DRIVER(gemm_q5_K_4rows, q5_K, MOE_QK_K)
             if (r < r1) FOUR(W, r, r1, xq, xb, t, t + nt, y, ldy); /* rows of il come in fours */                     \
         }                                                                                                             \
     }
-#define Q4_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, -8)
-#define Q8_0_PREPARE(a, y, by, nb, nt) q4_0_tact_prepare(a, y, by, nb, nt, Q8_0_TILE_OFF)
-TILE8_DRIVER(q4_0, 32, q4_0_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
+#define Q4_0_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, false, -8)
+#define Q8_0_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, false, Q8_0_TILE_OFF)
+#define Q5_0_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, false, -16)
+#define Q8_1_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, true, 0)
+TILE8_DRIVER(q4_0, 32, legacy_tact, Q4_0_PREPARE, gemm_q4_0_4rows)
 TILE8_DRIVER(q4_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q4_K_4rows)
 TILE8_DRIVER(q5_K, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_q5_K_4rows)
-TILE8_DRIVER(q8_0, 32, q4_0_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
+TILE8_DRIVER(q8_0, 32, legacy_tact, Q8_0_PREPARE, gemm_q8_0_4rows)
 TILE8_DRIVER(iq4_xs, MOE_QK_K, q4_K_tact, q4_K_tact_prepare, gemm_rows_vec_dot)
-#define Q5_0_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, T_Q5_0)
-#define Q4_1_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, T_Q4_1)
-#define Q5_1_PREPARE(a, y, by, nb, nt) legacy_tact_prepare(a, y, by, nb, nt, T_Q5_1)
 TILE8_DRIVER(q5_0, 32, legacy_tact, Q5_0_PREPARE, gemm_rows_vec_dot)
-TILE8_DRIVER(q4_1, 32, legacy_tact, Q4_1_PREPARE, gemm_rows_vec_dot)
-TILE8_DRIVER(q5_1, 32, legacy_tact, Q5_1_PREPARE, gemm_rows_vec_dot)
+TILE8_DRIVER(q4_1, 32, legacy_tact, Q8_1_PREPARE, gemm_rows_vec_dot)
+TILE8_DRIVER(q5_1, 32, legacy_tact, Q8_1_PREPARE, gemm_rows_vec_dot)
 
 moe_gemm_tile_fn moe_gemm_tile_for(int wtype) {
     switch (wtype) {

@@ -1057,29 +1057,16 @@ INLINE void x4i_run(int64_t n, float *s, const uint8_t *x, size_t bx, const void
 #undef GROUP
 }
 
-void moe_q4_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q4_0);
-}
-
-void moe_q8_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q8_0);
-}
-
-void moe_iq4_nl_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_IQ4_NL);
-}
-
-void moe_q5_0_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q5_0);
-}
-
-void moe_q4_1_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q4_1);
-}
-
-void moe_q5_1_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) {
-    MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, X4I_Q5_1);
-}
+#define X4I_ENTRY(t, KIND)                                                                                      \
+    void moe_##t##_vec_dot_x4i(int64_t n, float *s, const void *x, size_t bx, const void *y, int64_t ngroups) { \
+        MOE_PF_DISPATCH(moe_prefetch_il_level, x4i_run, n, s, x, bx, y, ngroups, KIND);                           \
+    }
+X4I_ENTRY(q4_0, X4I_Q4_0)
+X4I_ENTRY(q8_0, X4I_Q8_0)
+X4I_ENTRY(iq4_nl, X4I_IQ4_NL)
+X4I_ENTRY(q5_0, X4I_Q5_0)
+X4I_ENTRY(q4_1, X4I_Q4_1)
+X4I_ENTRY(q5_1, X4I_Q5_1)
 
 /* Every legacy type's interleaved kernel is one of the above. */
 MOE_DEFINE_VEC_DOTS(q4_0)
