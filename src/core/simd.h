@@ -118,7 +118,8 @@ SIMD_INLINE __m256i fifth_bits(uint32_t m) {
 }
 
 /* Bit `bit` of every byte of h moved to bit 4, the rest 0 (Q5_K's fifth bits, interleaved
- * layout). Shifts of 16-bit lanes by at most 4 keep each byte's bits in that byte. */
+ * layout). The 16-bit shifts move bits across bytes, but bit 4 of each byte comes from
+ * the same byte (a shift by at most 4 left, 3 right), and the mask keeps only it. */
 SIMD_INLINE __m256i bit4_from(__m256i h, int bit) {
     const __m256i v = bit <= 4 ? _mm256_slli_epi16(h, 4 - bit) : _mm256_srli_epi16(h, bit - 4);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
