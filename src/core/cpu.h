@@ -83,8 +83,8 @@ static inline size_t moe_prefetch_distance(size_t row_bytes) {
  * 2 threads, % of the read probe, median of 5 (Zen 5): 4,096 columns q8_0 85 → 91-95,
  * q4_0 98 → 104, q4_K 86 → 96; 2,816 columns (mix-1b's down projections) q8_0 98 → 107,
  * the others unchanged. Tiled, Q8_0 at 14,336 columns on one thread: 33 GB/s at 4.5 KB,
- * 27-30 at one group's tile (8.7 KB) ahead. The generic interleaved kernels (Q5_K, Q6_K,
- * ..., blocks side by side) keep moe_prefetch_distance: with 4.5 KB mix-1b's q6_K decoded
+ * 27-30 at one group's tile (8.7 KB) ahead. The generic interleaved kernels (Q2_K, Q3_K,
+ * Q6_K: blocks side by side) keep moe_prefetch_distance: with 4.5 KB mix-1b's q6_K decoded
  * ~5 % slower (7 pairs; 1,024 and 2,816 columns, where the next groups were 6.7 and 9 KB
  * ahead). */
 #define MOE_IL_PREFETCH 4608
