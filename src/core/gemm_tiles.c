@@ -194,7 +194,8 @@ typedef struct {
     /* off·Σ y over values 0-15, over 16-31; Q8_1 blocks (Q4_1, Q5_1) have no offsets, and
      * the first holds the block's s instead. 12 bytes: the eight tokens of a 14,336-wide
      * row (Mixtral's down projections) then take 43 KB, within L1; with a field of its own
-     * for s they took 57 KB and the tile ran 3.5 % slower. */
+     * for s they took 57 KB and the tile measured ~3 % slower there (medians of three
+     * noisy runs; level again with this, five runs). */
     union {
         int32_t sa;
         float sy;
