@@ -221,11 +221,9 @@ bool moe_mat_can_interleave(const moe_mat *W) {
            W->row_bytes == moe_row_size((moe_type)W->type, W->cols);
 }
 
-/* One group of four rows (a copy in tmp) written back block by block. Inlined with the
- * block size as a constant for the small legacy blocks, where a call per block would
- * cost more than the copy (the offloader interleaves every expert it reads). */
-static inline __attribute__((always_inline)) void interleave_group(uint8_t *group, const uint8_t *tmp, size_t rb,
-                                                                   int64_t nb, size_t ts) {
+/* One group of four rows (a copy in tmp) written back block by block: the types without
+ * a layout of their own (Q2_K, Q3_K, Q6_K, Q8_K; blocks of 84 bytes and more) */
+static void interleave_group(uint8_t *group, const uint8_t *tmp, size_t rb, int64_t nb, size_t ts) {
     for (int64_t i = 0; i < nb; i++)
         for (int r = 0; r < 4; r++) memcpy(group + (size_t)(4 * i + r) * ts, tmp + (size_t)r * rb + (size_t)i * ts, ts);
 }
@@ -259,16 +257,8 @@ moe_status moe_mat_interleave(moe_mat *W, moe_buf *scratch) {
     for (int64_t g = 0; g < W->rows / 4; g++) {
         uint8_t *group = (uint8_t *)W->data + (size_t)g * gb;
         memcpy(tmp, group, gb);
-        if (own) {
-            own->interleave_group(group, tmp, rb, nb);
-            continue;
-        }
-        switch (ts) {
-        case 20: interleave_group(group, tmp, rb, nb, 20); break; /* q4_1 */
-        case 22: interleave_group(group, tmp, rb, nb, 22); break; /* q5_0 */
-        case 24: interleave_group(group, tmp, rb, nb, 24); break; /* q5_1 */
-        default: interleave_group(group, tmp, rb, nb, ts); break;
-        }
+        if (own) own->interleave_group(group, tmp, rb, nb);
+        else interleave_group(group, tmp, rb, nb, ts);
     }
     W->interleaved = true;
     return MOE_OK;
