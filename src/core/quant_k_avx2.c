@@ -199,6 +199,7 @@ INLINE void dot_q3_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * then [T0..T3 | M0..M3] of four rows times k_scales4 in one FMA, the row's result
  * acc_T + acc_M (rows4_halves, rows4_store: simd.h). */
 INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf, bool q5) {
+    (void)il; /* the interleaved layouts have their own kernels (q45_K_group) */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -210,8 +211,8 @@ INLINE void dot_q45_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const v
         __m256i v[4];
         uint32_t dm[4];
         FOR_ROWS(r) {
-            const moe_block_q4_K *x4 = MOE_GROUP_BLOCK(moe_block_q4_K, vx, bx, r, i, il);
-            const moe_block_q5_K *x5 = MOE_GROUP_BLOCK(moe_block_q5_K, vx, bx, r, i, il);
+            const moe_block_q4_K *x4 = (const moe_block_q4_K *)(vx + (size_t)r * bx) + i;
+            const moe_block_q5_K *x5 = (const moe_block_q5_K *)(vx + (size_t)r * bx) + i;
             PREFETCH(q5 ? (const void *)x5 : (const void *)x4, pfd, nr, q5 ? sizeof *x5 : sizeof *x4, pf);
             dm[r] = load_u32(q5 ? &x5->d : &x4->d);
             const __m256i sm = scales_mins_k4(q5 ? x5->scales : x4->scales);
@@ -394,6 +395,7 @@ INLINE void dot_q8_K(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * scaled by the sub-block's 6-bit scale − 32 in the madd: exact integers per super-block
  * (|pair| ≤ 2·127·127, times ≤ 32), then one FMA by d·dy per block. */
 INLINE void dot_iq4_xs(int64_t n, float *s, const uint8_t *vx, size_t bx, const void *vy, int nr, bool il, int pf) {
+    (void)il; /* the interleaved layout has its own kernel */
     const size_t pfd = moe_prefetch_distance(bx);
     const moe_block_q8_K *y = vy;
     const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moe_iq4_nl_values));
@@ -401,7 +403,7 @@ INLINE void dot_iq4_xs(int64_t n, float *s, const uint8_t *vx, size_t bx, const 
     __m128 acc1[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / QK; i++) {
         FOR_ROWS(r) {
-            const moe_block_iq4_xs *x = MOE_GROUP_BLOCK(moe_block_iq4_xs, vx, bx, r, i, il);
+            const moe_block_iq4_xs *x = (const moe_block_iq4_xs *)(vx + (size_t)r * bx) + i;
             PREFETCH(x, pfd, nr, sizeof *x, pf);
             __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             uint16_t h = x->scales_h;
