@@ -263,7 +263,6 @@ INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
                                         : MOE_Q5_1_IL_BLOCK;
     const size_t masks = type == T_Q5_0 ? 8 : 16, qo = type == T_Q4_0 ? MOE_IL_QS : type == T_Q5_0 ? 24 : type == T_Q4_1 ? 16 : 32;
     const bool q8_1 = type == T_Q4_1 || type == T_Q5_1, fifth = type == T_Q5_0 || type == T_Q5_1;
-    const size_t yb = q8_1 ? sizeof(moe_block_q8_1) : sizeof(moe_block_q8_0), yqs = q8_1 ? 4 : 2;
     __m256 acc_a[TILE_TOKENS], acc_b[TILE_TOKENS];
     FOR_T(t) acc_a[t] = acc_b[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -284,7 +283,8 @@ INLINE void tile8_legacy(const uint8_t *wx, size_t gb, const uint8_t *yq, size_t
         }
         const __m256 d = rows8_scales(b0, b1), m = q8_1 ? rows8_scales(b0 + 8, b1 + 8) : d;
         FOR_T(t) {
-            const int8_t *qs = (const int8_t *)(yq + (size_t)t * by + (size_t)i * yb + yqs);
+            const uint8_t *yt = yq + (size_t)t * by; /* token t's Q8_1 or Q8_0 blocks */
+            const int8_t *qs = q8_1 ? ((const moe_block_q8_1 *)yt + i)->qs : ((const moe_block_q8_0 *)yt + i)->qs;
             const legacy_tact *a = &ta[t * nb + i];
             __m256i ya[4], yb_[4];
             _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {

@@ -848,20 +848,19 @@ INLINE void dot_q5_0(int64_t n, float *s, const uint8_t *vx, size_t bx, const vo
  * is then 16·Σy per half, prepared); Q4_1's high ones stay in place with VNNI, as Q4_0's. */
 enum { L_Q5_0, L_Q4_1, L_Q5_1 };
 
+/* y: Q8_0 blocks for Q5_0, Q8_1 blocks (with s) for Q4_1 and Q5_1 */
 static void legacy_prepare(x4i_act *a, const void *vy, int64_t nb, int t) {
+    const moe_block_q8_0 *y0 = vy;
+    const moe_block_q8_1 *y1 = vy;
     for (int64_t i = 0; i < nb; i++) {
-        /* Q8_0 and Q8_1 blocks: {d, qs} and {d, s, qs} */
-        const uint8_t *blk = (const uint8_t *)vy + (size_t)i * (t == L_Q5_0 ? sizeof(moe_block_q8_0) : sizeof(moe_block_q8_1));
-        moe_f16 d, sy;
-        memcpy(&d, blk, 2);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)(blk + (t == L_Q5_0 ? 2 : 4)));
+        const moe_f16 d = t == L_Q5_0 ? y0[i].d : y1[i].d;
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)(t == L_Q5_0 ? y0[i].qs : y1[i].qs));
         a[i].z = qy;
         if (t == L_Q5_0) {
             a[i].s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(half_sums(qy), 4));
         } else { /* [0 × 4 | sy × 4] as floats, for the mins */
-            memcpy(&sy, blk + 2, 2);
-            a[i].s = _mm256_castps_si256(_mm256_setr_ps(0, 0, 0, 0, moe_f16_table[sy], moe_f16_table[sy], moe_f16_table[sy],
-                                                        moe_f16_table[sy]));
+            const float sy = moe_f16_table[y1[i].s];
+            a[i].s = _mm256_castps_si256(_mm256_setr_ps(0, 0, 0, 0, sy, sy, sy, sy));
         }
         a[i].dy = t == L_Q4_1 ? _mm256_mul_ps(bcast_f16(d), Q4_LANES) : bcast_f16(d);
     }
