@@ -218,59 +218,18 @@ static double rel_l2(const float *a, const float *b, size_t n) {
     return sqrt(d / s);
 }
 
-/* The IQ types end to end: the F16 fixture quantized to IQ4_NL (4.5 bits per weight) and
- * IQ4_XS (4.25) runs through every path the model has (batch and decode, mapped
- * row-major and interleaved matrices) with the same bits, and its logits are as close to
- * the F16 model's as Q4_0's (4.5 bits on a uniform grid; IQ4_XS within 10 % of it). */
-TEST(quantize_iq4_models_run_and_are_as_close_as_q4_0) {
-    const int32_t tokens[16] = {1, 415, 2936, 906, 285, 1142, 2870, 2877, 2873, 2723, 13, 1014, 349, 264, 1369, 2};
-    const int64_t n = 16;
+/* The F16 fixture quantized to each of `types` runs through every path the model has
+ * (batch and decode, read in and interleaved or mapped and row-major) with the same bits,
+ * and its logits are within slack[k] × Q4_0's distance from the F16 model's. */
+static void check_types_end_to_end(const char *const *types, const double *slack, int count, const int32_t *tokens,
+                                   int64_t n) {
     int64_t nv0 = 0, nv1 = 0;
     float *f16 = quantized_logits("f16", tokens, n, true, false, &nv0);
     float *q40 = quantized_logits("q4_0", tokens, n, true, false, &nv1);
     REQUIRE(f16 && q40 && nv0 == nv1 && nv0 > 0);
     const size_t all = (size_t)n * (size_t)nv0;
     const double e_q40 = rel_l2(q40, f16, all);
-    const char *types[] = {"iq4_nl", "iq4_xs"};
-    const double slack[] = {1.0, 1.1};
-    for (int k = 0; k < 2; k++) {
-        int64_t nv[4] = {0};
-        float *mem = quantized_logits(types[k], tokens, n, true, false, &nv[0]);
-        float *mem_dec = quantized_logits(types[k], tokens, n, true, true, &nv[1]);
-        float *map = quantized_logits(types[k], tokens, n, false, false, &nv[2]);
-        float *map_dec = quantized_logits(types[k], tokens, n, false, true, &nv[3]);
-        if (mem && mem_dec && map && map_dec) {
-            for (int j = 0; j < 4; j++) REQUIRE(nv[j] == nv0);
-            CHECK_MSG(memcmp(mem, mem_dec, all * sizeof *mem) == 0, "%s: batch != decode", types[k]);
-            CHECK_MSG(memcmp(mem, map, all * sizeof *mem) == 0, "%s: interleaved != row-major", types[k]);
-            CHECK_MSG(memcmp(mem, map_dec, all * sizeof *mem) == 0, "%s: mapped decode", types[k]);
-            const double e = rel_l2(mem, f16, all);
-            fprintf(stderr, "    logits vs the F16 model (relative L2): %s %.4f, q4_0 %.4f\n", types[k], e, e_q40);
-            CHECK_MSG(e > 0 && e <= slack[k] * e_q40, "%s: %.4f vs q4_0 %.4f", types[k], e, e_q40);
-        }
-        free(mem); free(mem_dec); free(map); free(map_dec);
-    }
-    free(f16); free(q40);
-}
-
-/* The types whose interleaved layouts are their own since 2026-12-08 (docs/QUANTS.md), end
- * to end as above: the F16 fixture quantized to each gives the same logits in batch and
- * decode, read in (interleaved) and mapped (row-major), and are not garbage: the 5-bit
- * types at least as close to the F16 model's as Q4_0's, Q4_1's within 25 % of it (it
- * measured 0.245 against Q4_0's 0.219 on this fixture, the same with the kernels before
- * these layouts; a wrong kernel is off by far more). */
-TEST(quantize_legacy_and_q5_K_models_same_bits_on_every_path) {
-    const int32_t tokens[12] = {1, 415, 2936, 906, 285, 1142, 2870, 2877, 2873, 2723, 13, 2};
-    const int64_t n = 12;
-    int64_t nv0 = 0, nv1 = 0;
-    float *f16 = quantized_logits("f16", tokens, n, true, false, &nv0);
-    float *q40 = quantized_logits("q4_0", tokens, n, true, false, &nv1);
-    REQUIRE(f16 && q40 && nv0 == nv1 && nv0 > 0);
-    const size_t all = (size_t)n * (size_t)nv0;
-    const double e_q40 = rel_l2(q40, f16, all);
-    const char *types[] = {"q5_0", "q4_1", "q5_1", "q5_K"};
-    const double slack[] = {1.0, 1.25, 1.0, 1.0};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < count; k++) {
         int64_t nv[4] = {0};
         float *mem = quantized_logits(types[k], tokens, n, true, false, &nv[0]);
         float *mem_dec = quantized_logits(types[k], tokens, n, true, true, &nv[1]);
@@ -289,6 +248,27 @@ TEST(quantize_legacy_and_q5_K_models_same_bits_on_every_path) {
         free(mem); free(mem_dec); free(map); free(map_dec);
     }
     free(f16); free(q40);
+}
+
+/* The IQ types end to end: IQ4_NL (4.5 bits per weight) and IQ4_XS (4.25) as close to
+ * the F16 model's logits as Q4_0's (4.5 bits on a uniform grid; IQ4_XS within 10 % of it). */
+TEST(quantize_iq4_models_run_and_are_as_close_as_q4_0) {
+    const int32_t tokens[16] = {1, 415, 2936, 906, 285, 1142, 2870, 2877, 2873, 2723, 13, 1014, 349, 264, 1369, 2};
+    const char *const types[] = {"iq4_nl", "iq4_xs"};
+    const double slack[] = {1.0, 1.1};
+    check_types_end_to_end(types, slack, 2, tokens, 16);
+}
+
+/* The types whose interleaved layouts are their own since 2026-12-08 (docs/QUANTS.md), end
+ * to end, and not garbage: the 5-bit types at least as close to the F16 model's logits as
+ * Q4_0's, Q4_1's within 25 % of it (it measured 0.245 against Q4_0's 0.219 on this
+ * fixture, the same with the kernels before these layouts; a wrong kernel is off by far
+ * more). */
+TEST(quantize_legacy_and_q5_K_models_same_bits_on_every_path) {
+    const int32_t tokens[12] = {1, 415, 2936, 906, 285, 1142, 2870, 2877, 2873, 2723, 13, 2};
+    const char *const types[] = {"q5_0", "q4_1", "q5_1", "q5_K"};
+    const double slack[] = {1.0, 1.25, 1.0, 1.0};
+    check_types_end_to_end(types, slack, 4, tokens, 12);
 }
 
 /* A small file with a misfit matrix, an F16 bias and a BF16 matrix, quantized to Q5_1. */
